@@ -1,0 +1,211 @@
+"""Optimizers as ``tf.Module``s: SGD, momentum (with Nesterov), RMSprop, Adam.
+
+Every optimizer holds its learning rate and step count as variables and its
+slot variables (momentum, Adam's moments) in lists aligned with the model's
+trainable variables. ``build(variables)`` creates all slots eagerly, before any
+``tf.function`` traces an update, and a ``tf.train.Checkpoint`` of the
+optimizer saves and restores them.
+
+Updates are written per variable in ``_update(grad, var, slots, lr, step)`` so a
+distribution strategy can run them in cross-replica context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+
+class Optimizer(tf.Module):
+    """Base class: learning rate, iteration count, clipping and slot bookkeeping.
+
+    Args:
+      learning_rate: positive step size; a float32 variable ``learning_rate``.
+      clip_norm: if set, gradients are rescaled so their global L2 norm is at
+        most this value before the update.
+      name: module name.
+    """
+
+    slot_names: tuple[str, ...] = ()
+
+    def __init__(self, learning_rate: float = 0.01, clip_norm: float | None = None, name=None):
+        super().__init__(name=name)
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if clip_norm is not None and not clip_norm > 0:
+            raise ValueError(f"clip_norm must be > 0, got {clip_norm}")
+        self.clip_norm = clip_norm
+        with self.name_scope:
+            self.learning_rate = tf.Variable(
+                float(learning_rate), trainable=False, dtype=tf.float32, name="learning_rate"
+            )
+            self.iterations = tf.Variable(0, trainable=False, dtype=tf.int64, name="iterations")
+        self.slots: dict[str, list[tf.Variable]] = {}
+        self._index: dict = {}
+
+    def build(self, variables: Sequence[tf.Variable]) -> None:
+        """Creates the slot variables for ``variables`` (call eagerly, once)."""
+        if self._index:
+            missing = [v.name for v in variables if v.ref() not in self._index]
+            if missing:
+                raise ValueError(f"optimizer was built for other variables; new: {missing}")
+            return
+        self._index = {v.ref(): i for i, v in enumerate(variables)}
+        slots = {}
+        with self.name_scope:
+            for slot in self.slot_names:
+                slots[slot] = [
+                    tf.Variable(
+                        tf.zeros(v.shape, v.dtype),
+                        trainable=False,
+                        name=f"{v.name.split(':')[0].replace('/', '_')}_{slot}",
+                    )
+                    for v in variables
+                ]
+        # Assigned once as a whole so checkpoint keys read "slots/<slot>/<i>".
+        self.slots = slots
+
+    def clip(self, grads: Sequence[tf.Tensor]) -> tuple[list[tf.Tensor], tf.Tensor]:
+        """Applies global-norm clipping if configured; returns ``(grads, norm)``."""
+        norm = tf.linalg.global_norm(grads)
+        if self.clip_norm is None:
+            return list(grads), norm
+        clipped, _ = tf.clip_by_global_norm(grads, self.clip_norm, use_norm=norm)
+        return clipped, norm
+
+    def apply_gradients(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]):
+        """Clips (optionally) and applies ``grads`` to ``variables``; counts one step.
+
+        For one device; under a distribution strategy call ``clip`` in replica
+        context and ``apply_clipped`` in cross-replica context instead.
+        """
+        grads, _ = self.clip(self._check_grads(grads, variables))
+        self.apply_clipped(grads, variables)
+
+    def _check_grads(self, grads, variables):
+        if not self._index:
+            raise ValueError(
+                f"{self.name}.build(variables) must run before the first update, "
+                "so slot variables exist before tracing"
+            )
+        for g, v in zip(grads, variables, strict=True):
+            if g is None:
+                raise ValueError(f"no gradient for variable {v.name}")
+        return grads
+
+    def apply_clipped(self, grads, variables, strategy: tf.distribute.Strategy | None = None):
+        """Applies already-clipped (and, across replicas, already-summed) gradients.
+
+        Runs each variable's update through ``strategy.extended.update``, which
+        is how mirrored variables and their slots are updated on every device.
+        """
+        strategy = strategy or tf.distribute.get_strategy()
+        step = tf.cast(self.iterations + 1, tf.float32)
+        for g, v in zip(self._check_grads(grads, variables), variables, strict=True):
+            index = self._index[v.ref()]
+            slots = tuple(self.slots[name][index] for name in self.slot_names)
+            strategy.extended.update(v, self._update_one, args=(g, step, *slots), group=False)
+        self.iterations.assign_add(1)
+
+    def _update_one(self, var, grad, step, *slots):
+        slot_map = dict(zip(self.slot_names, slots, strict=True))
+        self._update(tf.cast(grad, var.dtype), var, slot_map, self.learning_rate, step)
+
+    def _update(self, grad, var, slots, lr, step):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Plain gradient descent, the notebook's update: ``w -= lr * g``."""
+
+    def _update(self, grad, var, slots, lr, step):
+        var.assign_sub(lr * grad)
+
+
+class Momentum(Optimizer):
+    """Heavy-ball momentum: ``a = mu * a + g; w -= lr * a``.
+
+    With ``nesterov=True``: ``w -= lr * (g + mu * a)``.
+    """
+
+    slot_names = ("momentum",)
+
+    def __init__(self, learning_rate=0.01, momentum=0.9, nesterov=False, clip_norm=None, name=None):
+        super().__init__(learning_rate, clip_norm, name)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+
+    def _update(self, grad, var, slots, lr, step):
+        accum = slots["momentum"]
+        accum.assign(self.momentum * accum + grad)
+        if self.nesterov:
+            var.assign_sub(lr * (grad + self.momentum * accum))
+        else:
+            var.assign_sub(lr * accum)
+
+
+class RMSprop(Optimizer):
+    """RMSprop: ``s = rho * s + (1 - rho) * g^2; w -= lr * g / (sqrt(s) + eps)``."""
+
+    slot_names = ("rms",)
+
+    def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7, clip_norm=None, name=None):
+        super().__init__(learning_rate, clip_norm, name)
+        self.rho = float(rho)
+        self.epsilon = float(epsilon)
+
+    def _update(self, grad, var, slots, lr, step):
+        rms = slots["rms"]
+        rms.assign(self.rho * rms + (1 - self.rho) * tf.square(grad))
+        var.assign_sub(lr * grad / (tf.sqrt(rms) + self.epsilon))
+
+
+class Adam(Optimizer):
+    """Adam with bias correction folded into the step size.
+
+    ``m = b1 m + (1-b1) g``; ``v = b2 v + (1-b2) g^2``;
+    ``w -= lr * sqrt(1-b2^t) / (1-b1^t) * m / (sqrt(v) + eps)``.
+    """
+
+    slot_names = ("m", "v")
+
+    def __init__(
+        self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, clip_norm=None, name=None
+    ):
+        super().__init__(learning_rate, clip_norm, name)
+        for label, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
+            if not 0 <= beta < 1:
+                raise ValueError(f"{label} must be in [0, 1), got {beta}")
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+
+    def _update(self, grad, var, slots, lr, step):
+        m, v = slots["m"], slots["v"]
+        m.assign(self.beta_1 * m + (1 - self.beta_1) * grad)
+        v.assign(self.beta_2 * v + (1 - self.beta_2) * tf.square(grad))
+        corrected_lr = lr * tf.sqrt(1 - self.beta_2**step) / (1 - self.beta_1**step)
+        var.assign_sub(corrected_lr * m / (tf.sqrt(v) + self.epsilon))
+
+
+OPTIMIZERS = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": lambda **kw: Momentum(nesterov=True, **kw),
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
+
+
+def get(name: str, learning_rate: float, clip_norm: float | None = None) -> Optimizer:
+    """Builds an optimizer by name with its default hyperparameters."""
+    try:
+        factory = OPTIMIZERS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown optimizer {name!r}; choose one of {', '.join(sorted(OPTIMIZERS))}"
+        ) from None
+    return factory(learning_rate=learning_rate, clip_norm=clip_norm)

@@ -1,0 +1,268 @@
+"""The compiled training step and loop shared by the command line and ``fit``.
+
+Shape of the computation (after Orbit and Keras' trainer):
+
+* ``train_step(x, y)``: one forward pass, ``tf.GradientTape`` backward pass and
+  optimizer update for a batch; optionally XLA-compiled (``jit_compile``), and
+  the only XLA-compiled piece.
+* ``train_loop(iterator, num_steps)``: a plain ``tf.function`` running
+  ``for _ in tf.range(num_steps)`` around the step. ``num_steps`` must be a
+  tensor, so a whole run traces the loop once.
+* ``evaluate(dataset)``: a compiled pass over a finite dataset.
+
+The same code runs under any ``tf.distribute`` strategy: the step runs per
+replica through ``strategy.run``, the loss is averaged over the *global* batch
+with ``tf.nn.compute_average_loss``, gradients are summed across replicas and
+the update is applied in cross-replica context (``merge_call`` +
+``extended.update``), since ``assign_sub`` on mirrored variables inside a
+replica context fails.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from models import losses as losses_lib
+from models import optimizers as optimizers_lib
+
+
+def _metric_variable(name: str, dtype=tf.float32) -> tf.Variable:
+    # Summed across replicas when read, updated locally by each replica.
+    return tf.Variable(
+        tf.zeros([], dtype),
+        trainable=False,
+        name=name,
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.SUM,
+    )
+
+
+class RunningMetrics(tf.Module):
+    """Sums of loss, correct predictions and examples since the last reset."""
+
+    def __init__(self, name: str):
+        super().__init__(name=name)
+        with self.name_scope:
+            self.loss_sum = _metric_variable("loss_sum")
+            self.correct_sum = _metric_variable("correct_sum")
+            self.count = _metric_variable("count")
+
+    def update(self, per_example_loss, correct):
+        self.loss_sum.assign_add(tf.reduce_sum(per_example_loss))
+        self.correct_sum.assign_add(tf.reduce_sum(correct))
+        self.count.assign_add(tf.cast(tf.shape(per_example_loss)[0], tf.float32))
+
+    def reset(self):
+        for v in (self.loss_sum, self.correct_sum, self.count):
+            v.assign(tf.zeros_like(v))
+
+    def result(self) -> dict[str, float]:
+        """``{"loss", "accuracy", "count"}`` as Python floats (nan when empty)."""
+        count = float(self.count.numpy())
+        if count == 0:
+            return {"loss": math.nan, "accuracy": math.nan, "count": 0.0}
+        return {
+            "loss": float(self.loss_sum.numpy()) / count,
+            "accuracy": float(self.correct_sum.numpy()) / count,
+            "count": count,
+        }
+
+
+class TrainingProgram(tf.Module):
+    """Compiled train and eval functions for one model, loss and optimizer.
+
+    Args:
+      model: a ``Sequential`` (or any module with ``trainable_variables`` and
+        ``__call__``) mapping ``[batch, D]`` to ``[batch, K]``.
+      optimizer: a ``models.optimizers.Optimizer``; built here, eagerly.
+      loss: ``cross_entropy`` or ``mse``.
+      global_batch_size: examples per step over all replicas.
+      compute_dtype: ``tf.float32`` or ``tf.bfloat16`` (mixed precision: the
+        forward and backward passes run in bfloat16, variables and the loss
+        stay float32).
+      jit_compile: XLA-compile the single step.
+      strategy: a ``tf.distribute.Strategy``; variables of the model and
+        optimizer must have been created in its scope.
+    """
+
+    def __init__(
+        self,
+        model,
+        optimizer: optimizers_lib.Optimizer,
+        loss: str = "cross_entropy",
+        global_batch_size: int = 32,
+        compute_dtype=tf.float32,
+        jit_compile: bool = False,
+        strategy: tf.distribute.Strategy | None = None,
+    ):
+        super().__init__(name="training_program")
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_name = loss
+        self._loss_fn = losses_lib.get(loss)
+        self.classification = loss == "cross_entropy"
+        self.global_batch_size = int(global_batch_size)
+        self.compute_dtype = tf.as_dtype(compute_dtype)
+        self.jit_compile = bool(jit_compile)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.trace_counts: collections.Counter = collections.Counter()
+        with self.strategy.scope():
+            self.optimizer.build(self.model.trainable_variables)
+            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            self.train_metrics = RunningMetrics("train_metrics")
+            self.eval_metrics = RunningMetrics("eval_metrics")
+        step_fn = self._replica_step
+        if self.jit_compile:
+            step_fn = tf.function(step_fn, jit_compile=True)
+        self._step_fn = step_fn
+        self.train_loop = tf.function(self._train_loop)
+        self.evaluate_dataset = tf.function(self._evaluate_dataset)
+
+    # -- the step ---------------------------------------------------------
+    def forward(self, x: tf.Tensor) -> tf.Tensor:
+        """Model outputs ``[batch, K]`` as float32, computed in ``compute_dtype``."""
+        outputs = self.model(tf.cast(x, self.compute_dtype))
+        return tf.cast(outputs, tf.float32)
+
+    def _correct(self, y, outputs):
+        if self.classification:
+            return losses_lib.correct_per_example(y, outputs)
+        return tf.zeros([tf.shape(outputs)[0]], tf.float32)
+
+    def _replica_step(self, x, y):
+        """Forward, backward and update on one replica's share of a batch.
+
+        Returns the replica's per-example loss ``[per_replica_batch]``.
+        """
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            outputs = self.forward(x)
+            per_example = self._loss_fn(y, outputs)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+        grads = tape.gradient(loss, variables)
+        context = tf.distribute.get_replica_context()
+        if self.strategy.num_replicas_in_sync > 1:
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        # Replicas hold identical summed gradients here, so clipping agrees.
+        grads, _ = self.optimizer.clip(grads)
+        context.merge_call(self._apply_cross_replica, args=(grads,))
+        self.train_metrics.update(per_example, self._correct(y, outputs))
+        return per_example
+
+    def _apply_cross_replica(self, strategy, grads):
+        self.optimizer.apply_clipped(grads, self.model.trainable_variables, strategy)
+
+    # -- the loops ----------------------------------------------------------
+    def _train_loop(self, iterator, num_steps):
+        """Runs ``num_steps`` (a scalar int tensor) training steps in-graph."""
+        self.trace_counts["train_loop"] += 1
+        if not isinstance(num_steps, tf.Tensor):
+            raise TypeError("num_steps must be a tensor; a Python int would retrace per value")
+        for _ in tf.range(num_steps):
+            x, y = next(iterator)
+            self.strategy.run(self._step_fn, args=(x, y))
+            self.global_step.assign_add(1)
+
+    def _evaluate_dataset(self, dataset):
+        self.trace_counts["evaluate"] += 1
+        for x, y in dataset:
+            self.strategy.run(self._replica_eval_step, args=(x, y))
+
+    def _replica_eval_step(self, x, y):
+        outputs = self.forward(x)
+        self.eval_metrics.update(self._loss_fn(y, outputs), self._correct(y, outputs))
+
+    def evaluate(self, dataset) -> dict[str, float]:
+        """Mean loss and accuracy over a finite (distributed) dataset."""
+        self.eval_metrics.reset()
+        self.evaluate_dataset(dataset)
+        return self.eval_metrics.result()
+
+    def run_steps(self, iterator, num_steps: int) -> None:
+        """Eagerly-callable wrapper: runs ``num_steps`` steps in one compiled call."""
+        self.train_loop(iterator, tf.constant(num_steps, tf.int32))
+
+
+def fit(
+    model,
+    x,
+    y,
+    epochs: int = 1,
+    batch_size: int = 32,
+    optimizer: str | optimizers_lib.Optimizer = "sgd",
+    learning_rate: float = 0.01,
+    loss: str | None = None,
+    seed: int = 0,
+    validation_data=None,
+    verbose: bool = True,
+) -> dict[str, list[float]]:
+    """Keras-like ``fit`` on in-memory arrays, through ``TrainingProgram``.
+
+    Args:
+      model: the ``Sequential`` to train in place.
+      x: features ``[n, D]``.
+      y: int labels ``[n]`` (classification) or targets ``[n]``/``[n, 1]``.
+      epochs: passes over the data; each epoch is one compiled call.
+      batch_size: examples per step; ``>= n`` means full-batch gradient descent.
+      optimizer: a name from ``models.optimizers`` or an ``Optimizer``.
+      learning_rate: step size when ``optimizer`` is a name.
+      loss: ``cross_entropy`` or ``mse``; by default cross-entropy for integer
+        labels and MSE for float targets.
+      seed: shuffling seed.
+      validation_data: optional ``(x_val, y_val)``, evaluated after each epoch.
+      verbose: print one line per epoch.
+
+    Returns:
+      A history dict: ``loss`` and ``accuracy`` per epoch, plus ``val_loss``
+      and ``val_accuracy`` with validation data.
+    """
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y)
+    if x.ndim != 2 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"fit expects x [n, D] and y [n] with n > 0; got {x.shape} and {y.shape}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError("epochs and batch_size must be >= 1")
+    if loss is None:
+        loss = "cross_entropy" if np.issubdtype(y.dtype, np.integer) else "mse"
+    y = y.astype(np.int64) if loss == "cross_entropy" else y.astype(np.float32)
+    if isinstance(optimizer, str):
+        optimizer = optimizers_lib.get(optimizer, learning_rate)
+    batch_size = min(batch_size, len(x))
+    steps_per_epoch = len(x) // batch_size
+    program = TrainingProgram(model, optimizer, loss, global_batch_size=batch_size)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    iterator = iter(dataset)
+    history = collections.defaultdict(list)
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        program.train_metrics.reset()
+        program.run_steps(iterator, steps_per_epoch)
+        result = program.train_metrics.result()
+        history["loss"].append(result["loss"])
+        history["accuracy"].append(result["accuracy"])
+        line = f"epoch {epoch + 1}/{epochs}: loss {result['loss']:.4f}"
+        if program.classification:
+            line += f", accuracy {result['accuracy']:.4f}"
+        if validation_data is not None:
+            xv, yv = validation_data
+            yv = np.asarray(yv).astype(y.dtype)
+            val = program.evaluate(
+                tf.data.Dataset.from_tensor_slices((np.asarray(xv, np.float32), yv)).batch(1024)
+            )
+            history["val_loss"].append(val["loss"])
+            history["val_accuracy"].append(val["accuracy"])
+            line += f", val_loss {val['loss']:.4f}"
+        if verbose:
+            print(f"{line} ({time.perf_counter() - start:.2f}s)")
+    return dict(history)

@@ -1,0 +1,7 @@
+"""Shared test setup: quiet TensorFlow, repository root on the path."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
