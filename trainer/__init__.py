@@ -1,0 +1,1 @@
+"""The compiled trainer: flags -> config -> runtime -> data/model -> controller."""

@@ -1,0 +1,165 @@
+"""The eager outer loop: decides *when* to log, checkpoint and evaluate.
+
+The compiled inner loop (``TrainingProgram.train_loop``) only runs training
+steps; between its calls this controller does everything else. Calls are cut
+at the next event boundary so events land on exact steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from absl import logging
+
+from trainer import data as data_lib
+
+
+def _format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class Controller:
+    """Runs training to ``total_steps`` and evaluation for one run.
+
+    Args:
+      config: the run's ``Config``.
+      program: a ``models.TrainingProgram``.
+      arrays: the ``data.Arrays`` to train and evaluate on.
+      runtime: the resolved ``runtime.Runtime``.
+      checkpoints: a ``checkpoints.Checkpoints`` or ``None``.
+      steps_per_loop, log_every: resolved cadences (steps).
+    """
+
+    def __init__(self, config, program, arrays, runtime, checkpoints, steps_per_loop, log_every):
+        self.config = config
+        self.program = program
+        self.arrays = arrays
+        self.runtime = runtime
+        self.checkpoints = checkpoints
+        self.steps_per_loop = steps_per_loop
+        self.log_every = log_every
+        self.batch_size = data_lib.effective_batch_size(config.batch_size, len(arrays.x_train))
+        self.train_seconds = 0.0
+        self.train_examples = 0
+        self.first_call_seconds = None
+        self.first_call_examples = 0
+        self.last_train = {"loss": math.nan, "accuracy": math.nan}
+        self.last_eval: dict = {}
+
+    @property
+    def step(self) -> int:
+        return int(self.program.global_step.numpy())
+
+    def _next_boundary(self, step: int, total: int) -> int:
+        boundary = min(total, step + self.steps_per_loop)
+        for every in (self.log_every, self.config.checkpoint_every, self.config.eval_every):
+            if every:
+                boundary = min(boundary, (step // every + 1) * every)
+        return boundary
+
+    def _make_iterator(self, start_step: int):
+        dataset = data_lib.train_dataset(
+            self.arrays.x_train,
+            self.arrays.y_train,
+            self.batch_size,
+            self.config.seed,
+            start_step=start_step,
+        )
+        distributed = self.runtime.strategy.experimental_distribute_dataset(dataset)
+        return iter(distributed)
+
+    def train(self, total_steps: int) -> None:
+        """Trains from the current global step up to ``total_steps``."""
+        step = self.step
+        if step >= total_steps:
+            logging.info(
+                "already trained to step %d (asked for %d): nothing to train", step, total_steps
+            )
+            return
+        logging.info(
+            "training steps %d..%d: batch %d, %d step(s) per compiled call, progress every %d",
+            step + 1,
+            total_steps,
+            self.batch_size,
+            self.steps_per_loop,
+            self.log_every,
+        )
+        iterator = self._make_iterator(step)
+        while step < total_steps:
+            count = self._next_boundary(step, total_steps) - step
+            started = time.perf_counter()
+            self.program.run_steps(iterator, count)
+            step = self.step  # reading the variable waits for the call to finish
+            elapsed = time.perf_counter() - started
+            if self.first_call_seconds is None:
+                self.first_call_seconds = elapsed
+                self.first_call_examples = count * self.batch_size
+                logging.info("first compiled call (tracing included): %.2fs", elapsed)
+            else:
+                self.train_seconds += elapsed
+                self.train_examples += count * self.batch_size
+            self._after_steps(step, total_steps)
+        self._save(step)
+
+    def _after_steps(self, step: int, total_steps: int) -> None:
+        if step % self.log_every == 0 or step == total_steps:
+            self._log_progress(step, total_steps)
+        if self.config.checkpoint_every and step % self.config.checkpoint_every == 0:
+            self._save(step)
+        if self.config.eval_every and step % self.config.eval_every == 0 and step < total_steps:
+            self.evaluate()
+
+    def _log_progress(self, step: int, total_steps: int) -> None:
+        result = self.program.train_metrics.result()
+        self.program.train_metrics.reset()
+        self.last_train = result
+        rate = self.examples_per_sec()
+        remaining = (total_steps - step) * self.batch_size / rate if rate else math.nan
+        percent = 100 * step / total_steps
+        line = f"step {step}/{total_steps} ({percent:.0f}%): loss {result['loss']:.4f}"
+        if self.program.classification:
+            line += f", accuracy {result['accuracy']:.4f}"
+        line += f", {rate:,.0f} examples/s, ETA {_format_duration(remaining)}"
+        logging.info(line)
+
+    def examples_per_sec(self) -> float:
+        """Training throughput, excluding the first (tracing) call when possible."""
+        if self.train_seconds:
+            return self.train_examples / self.train_seconds
+        if self.first_call_seconds:
+            return self.first_call_examples / self.first_call_seconds
+        return math.nan
+
+    def _save(self, step: int) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.save(step)
+
+    def evaluate(self) -> dict:
+        """Evaluates on the whole eval set; returns ``{"loss", "accuracy", "count"}``."""
+        dataset = data_lib.eval_dataset(self.arrays.x_eval, self.arrays.y_eval)
+        distributed = self.runtime.strategy.experimental_distribute_dataset(dataset)
+        result = self.program.evaluate(distributed)
+        self.last_eval = result
+        line = f"eval at step {self.step}: loss {result['loss']:.4f}"
+        if self.program.classification:
+            line += f", accuracy {result['accuracy']:.4f}"
+        logging.info("%s (%d examples)", line, int(result["count"]))
+        return result
+
+
+def total_steps(config, num_train: int) -> int:
+    """``--train_steps``, or ``--epochs`` worth of steps (at least one)."""
+    if config.train_steps:
+        return config.train_steps
+    batch = data_lib.effective_batch_size(config.batch_size, num_train)
+    return max(1, config.epochs * (num_train // batch))

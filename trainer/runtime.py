@@ -1,0 +1,181 @@
+"""Process set-up: TensorFlow import, devices, strategy, seeds, XLA choice.
+
+Every choice made here is logged, so a run's log says where and how it ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+
+from absl import logging
+
+from trainer.config import Config, UsageError
+
+
+def import_tensorflow(verbose: bool = False):
+    """Imports TensorFlow, hiding its C++ start-up chatter unless ``verbose``.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` must be set before the import; the few lines
+    printed before absl's C++ logging starts (oneDNN, CUDA probing) ignore it,
+    so standard error is also muted at the file-descriptor level during the
+    import only.
+    """
+    if "tensorflow" in sys.modules or verbose:
+        import tensorflow as tf
+
+        return tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _muted_stderr():
+        import tensorflow as tf
+    # TensorFlow's own Python INFO lines (saver timings and the like).
+    tf.get_logger().setLevel("WARNING")
+    return tf
+
+
+@contextlib.contextmanager
+def _muted_stderr():
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (e.g. some test runners)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """What the run resolved to: devices, strategy, XLA, precision."""
+
+    strategy: object
+    device: str  # "cpu" or "gpu"
+    num_replicas: int
+    jit_compile: bool
+    compute_dtype: object
+    is_chief: bool
+
+
+def configure_devices(config: Config):
+    """Applies ``--device`` and ``--cpu_devices``; returns ``"cpu"`` or ``"gpu"``."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if config.device == "gpu" and not gpus:
+        raise UsageError("--device=gpu: TensorFlow sees no GPU on this machine; use --device=cpu")
+    try:
+        if config.device == "cpu" and gpus:
+            tf.config.set_visible_devices([], "GPU")
+        if config.cpu_devices > 1:
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * config.cpu_devices
+            )
+    except RuntimeError as error:  # devices already initialized in this process
+        logging.warning("device configuration left as it was: %s", error)
+    return "gpu" if gpus and config.device != "cpu" else "cpu"
+
+
+def make_strategy(config: Config, device: str):
+    """Builds the ``tf.distribute`` strategy named by ``--strategy``."""
+    import tensorflow as tf
+
+    if config.strategy == "default":
+        return tf.distribute.get_strategy()
+    if config.strategy == "mirrored":
+        if device == "gpu":
+            return tf.distribute.MirroredStrategy()
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(cpus)
+    if config.strategy == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise UsageError("--strategy=multi_worker: set TF_CONFIG to describe the cluster")
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except (ValueError, KeyError) as error:
+            raise UsageError(f"--strategy=multi_worker: bad TF_CONFIG ({error})") from None
+    if config.strategy == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError, tf.errors.OpError) as error:
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UsageError(f"--strategy=tpu: no TPU found ({message})") from None
+        return tf.distribute.TPUStrategy(resolver)
+    raise UsageError(f"--strategy={config.strategy}: unknown strategy")
+
+
+def resolve_jit(config: Config, device: str, num_replicas: int, strategy_name: str) -> bool:
+    """Decides whether the single training step is XLA-compiled, and logs why."""
+    requested = config.jit_compile
+    if strategy_name != "default" or num_replicas > 1:
+        if requested == "true":
+            logging.warning("XLA: off (requested, but not supported under --strategy here)")
+        else:
+            logging.info("XLA: off (under a distribution strategy)")
+        return False
+    if requested == "true":
+        logging.info("XLA: on (--jit_compile=true)")
+        return True
+    if requested == "false":
+        logging.info("XLA: off (--jit_compile=false)")
+        return False
+    if config.deterministic:
+        logging.info("XLA: off (auto: --deterministic)")
+        return False
+    if device == "gpu":
+        logging.info("XLA: on (auto: GPU)")
+        return True
+    logging.info("XLA: off (auto: measured slower than graph mode on CPU)")
+    return False
+
+
+def seed_everything(config: Config) -> None:
+    """Seeds Python-side and TensorFlow randomness; enables op determinism."""
+    import numpy as np
+    import tensorflow as tf
+
+    tf.random.set_seed(config.seed)
+    np.random.seed(config.seed % (2**32))
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+        logging.info("deterministic ops: on")
+
+
+def setup(config: Config) -> Runtime:
+    """Configures the process for ``config`` and returns what was resolved."""
+    import tensorflow as tf
+
+    device = configure_devices(config)
+    seed_everything(config)
+    strategy = make_strategy(config, device)
+    num_replicas = strategy.num_replicas_in_sync
+    jit = resolve_jit(config, device, num_replicas, config.strategy)
+    dtype = tf.bfloat16 if config.precision == "bfloat16" else tf.float32
+    is_chief = _is_chief(strategy)
+    logging.info(
+        "device: %s; strategy: %s with %d replica(s); precision: %s",
+        device,
+        config.strategy,
+        num_replicas,
+        config.precision,
+    )
+    return Runtime(strategy, device, num_replicas, jit, dtype, is_chief)
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type == "chief" or (task_type == "worker" and task_id == 0)

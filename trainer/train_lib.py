@@ -1,0 +1,248 @@
+"""Assembles a run: config -> runtime -> data + model + optimizer -> controller.
+
+``run(config, explicit)`` is what ``python -m trainer.main`` calls; tests call
+it too. It writes the run folder of SPEC §4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+from absl import logging
+
+from trainer import config as config_lib
+from trainer.config import Config, UsageError
+
+# Fields that describe how to run, not what the run is: never taken from a
+# saved config.json.
+_RUNTIME_FIELDS = {
+    "mode",
+    "model_dir",
+    "export_dir",
+    "device",
+    "strategy",
+    "cpu_devices",
+    "jit_compile",
+    "steps_per_loop",
+    "log_every",
+}
+
+
+def merge_saved_config(config: Config, explicit: set[str]) -> Config:
+    """A resumed run keeps its saved settings unless a flag says otherwise."""
+    path = os.path.join(config.model_dir, "config.json")
+    if not os.path.exists(path):
+        return config
+    saved = config_lib.load(path)
+    changes = {}
+    for field in dataclasses.fields(Config):
+        name = field.name
+        if name in _RUNTIME_FIELDS or name in explicit or name not in saved:
+            continue
+        value = saved[name]
+        if name == "hidden":
+            value = tuple(value)
+        changes[name] = value
+    if "train_steps" in explicit and "epochs" not in explicit:
+        changes["epochs"] = None
+    if "epochs" in explicit and "train_steps" not in explicit:
+        changes["train_steps"] = None
+    return dataclasses.replace(config, **changes)
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Writes JSON atomically (temp file + rename), so a crash never leaves half a file."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(temporary, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(temporary, path)
+    except OSError as error:
+        raise UsageError(f"{path}: cannot write ({error.strerror or error})") from None
+
+
+def prepare_model_dir(model_dir: str) -> None:
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--model_dir={model_dir}: cannot create ({error.strerror})") from None
+    if not os.access(model_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"--model_dir={model_dir}: folder is not writable")
+
+
+def build_model(config: Config, input_size: int, num_outputs: int, normalization=None):
+    from models import zoo
+
+    return zoo.build(
+        config.model,
+        input_size,
+        num_outputs,
+        hidden=config.hidden,
+        activation=config.activation,
+        init=config.init,
+        seed=config.seed,
+        normalization=normalization,
+    )
+
+
+def _finite_or_none(value):
+    return value if isinstance(value, float | int) and math.isfinite(value) else None
+
+
+class Run:
+    """One run's objects, built in the strategy's scope."""
+
+    def __init__(self, config: Config):
+        from models import optimizers
+        from models.training import TrainingProgram
+        from trainer import checkpoints as checkpoints_lib
+        from trainer import data as data_lib
+        from trainer import runtime
+
+        self.started = time.time()
+        self.runtime = runtime.setup(config)
+        self.arrays = data_lib.load(config)
+        logging.info("data: %s", self.arrays.description)
+        self.config = dataclasses.replace(
+            config,
+            input_size=self.arrays.input_size,
+            num_classes=self.arrays.num_classes,
+        )
+        if self.config.loss == "cross_entropy" and not self.arrays.num_classes:
+            raise UsageError(f"--loss=cross_entropy: --dataset={config.dataset} is a regression")
+        strategy = self.runtime.strategy
+        batch = data_lib.effective_batch_size(config.batch_size, len(self.arrays.x_train))
+        if batch % self.runtime.num_replicas:
+            raise UsageError(
+                f"--batch_size={batch}: must divide evenly over "
+                f"{self.runtime.num_replicas} replicas"
+            )
+        with strategy.scope():
+            self.model = build_model(
+                self.config,
+                self.arrays.input_size,
+                self.arrays.num_outputs,
+                (self.arrays.feature_mean, self.arrays.feature_scale),
+            )
+            self.optimizer = optimizers.get(
+                config.optimizer, config.learning_rate, config.clip_norm
+            )
+            self.program = TrainingProgram(
+                self.model,
+                self.optimizer,
+                loss=config.loss,
+                global_batch_size=batch,
+                compute_dtype=self.runtime.compute_dtype,
+                jit_compile=self.runtime.jit_compile,
+                strategy=strategy,
+            )
+        logging.info(
+            "model: %s %s, %d parameters; optimizer %s (learning rate %g); loss %s",
+            config.model,
+            "-".join(
+                str(s)
+                for s in [self.arrays.input_size, *self.config.hidden, self.arrays.num_outputs]
+            )
+            if config.model == "mlp"
+            else f"{self.arrays.input_size}-{self.arrays.num_outputs}",
+            self.model.count_params(),
+            config.optimizer,
+            config.learning_rate,
+            config.loss,
+        )
+        self.checkpoints = checkpoints_lib.Checkpoints(
+            checkpoints_lib.checkpoint_dir(config.model_dir),
+            keep=config.keep_checkpoints,
+            model=self.model,
+            optimizer=self.optimizer,
+            global_step=self.program.global_step,
+        )
+
+
+def run(config: Config, explicit: set[str] = frozenset()) -> dict:
+    """Runs ``config.mode`` and returns the figures written to results.json."""
+    from trainer import controller as controller_lib
+
+    config = merge_saved_config(config, set(explicit))
+    if config.mode in ("train", "train_and_eval"):
+        prepare_model_dir(config.model_dir)
+    run_ = Run(config)
+    config = run_.config
+    if config.mode == "eval":
+        path = run_.checkpoints.restore_latest(only={"model": run_.model})
+        if path is None:
+            raise UsageError(f"--model_dir={config.model_dir}: no checkpoint to evaluate")
+    elif config.mode in ("train", "train_and_eval"):
+        if run_.runtime.is_chief:
+            write_json(os.path.join(config.model_dir, "config.json"), dataclasses.asdict(config))
+        path = run_.checkpoints.restore_latest()
+        if path:
+            logging.info("resuming from %s (step %d)", path, int(run_.program.global_step.numpy()))
+    else:
+        raise UsageError(f"--mode={config.mode}: not available yet")
+
+    steps = controller_lib.total_steps(config, len(run_.arrays.x_train))
+    log_every = config.log_every or max(1, steps // 10)
+    steps_per_loop = config.steps_per_loop or min(log_every, 1000)
+    controller = controller_lib.Controller(
+        config, run_.program, run_.arrays, run_.runtime, run_.checkpoints, steps_per_loop, log_every
+    )
+    if config.mode in ("train", "train_and_eval"):
+        controller.train(steps)
+    if config.mode in ("eval", "train_and_eval"):
+        controller.evaluate()
+    return _write_results(config, run_, controller, steps_per_loop)
+
+
+def _write_results(config: Config, run_: Run, controller, steps_per_loop: int) -> dict:
+    path = os.path.join(config.model_dir, "results.json")
+    results = {}
+    if os.path.exists(path):
+        try:
+            with open(path) as handle:
+                results = json.load(handle)
+        except (OSError, json.JSONDecodeError):
+            results = {}
+    results["global_step"] = controller.step
+    if config.mode != "eval":
+        results.update(
+            train_loss=_finite_or_none(controller.last_train["loss"]),
+            examples_per_sec=_finite_or_none(controller.examples_per_sec()),
+            first_call_s=_finite_or_none(controller.first_call_seconds),
+            steps_per_loop=steps_per_loop,
+            jit_compile=run_.runtime.jit_compile,
+            device=run_.runtime.device,
+            num_replicas=run_.runtime.num_replicas,
+            precision=config.precision,
+        )
+        if controller.program.classification:
+            results["train_accuracy"] = _finite_or_none(controller.last_train["accuracy"])
+    results.setdefault("eval_loss", None)
+    if controller.last_eval:
+        results["eval_loss"] = _finite_or_none(controller.last_eval["loss"])
+        results["eval_examples"] = int(controller.last_eval["count"])
+        if controller.program.classification:
+            results["eval_accuracy"] = _finite_or_none(controller.last_eval["accuracy"])
+        results["eval_step"] = controller.step
+    if controller.program.classification:
+        results.setdefault("eval_accuracy", None)
+    results["wall_time_s"] = round(time.time() - run_.started, 3)
+    if run_.runtime.is_chief:
+        write_json(path, results)
+    summary = f"done at step {results['global_step']}"
+    if results.get("eval_loss") is not None:
+        summary += f": eval loss {results['eval_loss']:.4f}"
+        if results.get("eval_accuracy") is not None:
+            summary += f", eval accuracy {results['eval_accuracy']:.4f}"
+    logging.info("%s. Results: %s", summary, path)
+    logging.info(
+        "checkpoints: %s; TensorBoard: tensorboard --logdir %s",
+        os.path.join(config.model_dir, "checkpoints"),
+        config.model_dir,
+    )
+    return results
