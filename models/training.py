@@ -129,6 +129,17 @@ class TrainingProgram(tf.Module):
         outputs = self.model(tf.cast(x, self.compute_dtype))
         return tf.cast(outputs, tf.float32)
 
+    def loss_and_gradients(self, x, y):
+        """Mean loss and its gradients on one batch, without updating anything.
+
+        Returns:
+          ``(loss, grads)``: a float32 scalar and one tensor per trainable
+          variable, shaped like that variable.
+        """
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(self._loss_fn(y, self.forward(x)))
+        return loss, tape.gradient(loss, self.model.trainable_variables)
+
     def _correct(self, y, outputs):
         if self.classification:
             return losses_lib.correct_per_example(y, outputs)

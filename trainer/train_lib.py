@@ -12,6 +12,7 @@ import math
 import os
 import time
 
+import numpy as np
 from absl import logging
 
 from trainer import config as config_lib
@@ -95,9 +96,13 @@ def _finite_or_none(value):
 
 
 class Run:
-    """One run's objects, built in the strategy's scope."""
+    """One run's objects, built in the strategy's scope.
 
-    def __init__(self, config: Config):
+    With ``load_data=False`` (export) the model's sizes come from the saved
+    config.json and its feature scaling from the checkpoint.
+    """
+
+    def __init__(self, config: Config, load_data: bool = True):
         from models import optimizers
         from models.training import TrainingProgram
         from trainer import checkpoints as checkpoints_lib
@@ -105,30 +110,33 @@ class Run:
         from trainer import runtime
 
         self.started = time.time()
+        if load_data:
+            self.arrays = data_lib.load(config)
+            logging.info("data: %s", self.arrays.description)
+            config = dataclasses.replace(
+                config, input_size=self.arrays.input_size, num_classes=self.arrays.num_classes
+            )
+            normalization = (self.arrays.feature_mean, self.arrays.feature_scale)
+            num_train = len(self.arrays.x_train)
+        else:
+            self.arrays = None
+            if not config.input_size:
+                raise UsageError(f"--model_dir={config.model_dir}: no config.json from training")
+            normalization = (np.zeros(config.input_size), np.ones(config.input_size))
+            num_train = config.batch_size
         self.runtime = runtime.setup(config)
-        self.arrays = data_lib.load(config)
-        logging.info("data: %s", self.arrays.description)
-        self.config = dataclasses.replace(
-            config,
-            input_size=self.arrays.input_size,
-            num_classes=self.arrays.num_classes,
-        )
-        if self.config.loss == "cross_entropy" and not self.arrays.num_classes:
+        self.config = config
+        if config.loss == "cross_entropy" and not config.num_classes:
             raise UsageError(f"--loss=cross_entropy: --dataset={config.dataset} is a regression")
-        strategy = self.runtime.strategy
-        batch = data_lib.effective_batch_size(config.batch_size, len(self.arrays.x_train))
+        batch = data_lib.effective_batch_size(config.batch_size, num_train)
         if batch % self.runtime.num_replicas:
             raise UsageError(
                 f"--batch_size={batch}: must divide evenly over "
                 f"{self.runtime.num_replicas} replicas"
             )
-        with strategy.scope():
-            self.model = build_model(
-                self.config,
-                self.arrays.input_size,
-                self.arrays.num_outputs,
-                (self.arrays.feature_mean, self.arrays.feature_scale),
-            )
+        num_outputs = config.num_classes or 1
+        with self.runtime.strategy.scope():
+            self.model = build_model(config, config.input_size, num_outputs, normalization)
             self.optimizer = optimizers.get(
                 config.optimizer, config.learning_rate, config.clip_norm
             )
@@ -139,17 +147,13 @@ class Run:
                 global_batch_size=batch,
                 compute_dtype=self.runtime.compute_dtype,
                 jit_compile=self.runtime.jit_compile,
-                strategy=strategy,
+                strategy=self.runtime.strategy,
             )
+        sizes = [config.input_size, *(config.hidden if config.model == "mlp" else ()), num_outputs]
         logging.info(
             "model: %s %s, %d parameters; optimizer %s (learning rate %g); loss %s",
             config.model,
-            "-".join(
-                str(s)
-                for s in [self.arrays.input_size, *self.config.hidden, self.arrays.num_outputs]
-            )
-            if config.model == "mlp"
-            else f"{self.arrays.input_size}-{self.arrays.num_outputs}",
+            "-".join(map(str, sizes)),
             self.model.count_params(),
             config.optimizer,
             config.learning_rate,
@@ -171,20 +175,22 @@ def run(config: Config, explicit: set[str] = frozenset()) -> dict:
     config = merge_saved_config(config, set(explicit))
     if config.mode in ("train", "train_and_eval"):
         prepare_model_dir(config.model_dir)
-    run_ = Run(config)
+    run_ = Run(config, load_data=config.mode != "export")
     config = run_.config
-    if config.mode == "eval":
+    if config.mode in ("eval", "export"):
         path = run_.checkpoints.restore_latest(only={"model": run_.model})
         if path is None:
-            raise UsageError(f"--model_dir={config.model_dir}: no checkpoint to evaluate")
-    elif config.mode in ("train", "train_and_eval"):
+            raise UsageError(f"--model_dir={config.model_dir}: no checkpoint to {config.mode}")
+        if config.mode == "export":
+            from trainer import export as export_lib
+
+            return {"export_path": export_lib.export_run(run_)}
+    else:
         if run_.runtime.is_chief:
             write_json(os.path.join(config.model_dir, "config.json"), dataclasses.asdict(config))
         path = run_.checkpoints.restore_latest()
         if path:
             logging.info("resuming from %s (step %d)", path, int(run_.program.global_step.numpy()))
-    else:
-        raise UsageError(f"--mode={config.mode}: not available yet")
 
     steps = controller_lib.total_steps(config, len(run_.arrays.x_train))
     log_every = config.log_every or max(1, steps // 10)
@@ -194,6 +200,10 @@ def run(config: Config, explicit: set[str] = frozenset()) -> dict:
     )
     if config.mode in ("train", "train_and_eval"):
         controller.train(steps)
+        if run_.runtime.is_chief:
+            from trainer import export as export_lib
+
+            export_lib.export_run(run_)
     if config.mode in ("eval", "train_and_eval"):
         controller.evaluate()
     return _write_results(config, run_, controller, steps_per_loop)
@@ -231,6 +241,7 @@ def _write_results(config: Config, run_: Run, controller, steps_per_loop: int) -
         results["eval_step"] = controller.step
     if controller.program.classification:
         results.setdefault("eval_accuracy", None)
+    results["traces"] = dict(run_.program.trace_counts)
     results["wall_time_s"] = round(time.time() - run_.started, 3)
     if run_.runtime.is_chief:
         write_json(path, results)

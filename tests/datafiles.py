@@ -1,0 +1,72 @@
+"""Writers for small MNIST-format IDX files and Kaggle-layout CSV files."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+
+import numpy as np
+
+
+def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
+    """The IDX encoding of a uint8 array (magic 0x0803 for 3-D, 0x0801 for 1-D)."""
+    array = np.asarray(array, np.uint8)
+    magic = magic if magic is not None else 0x0800 | array.ndim
+    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write_idx(path: str, array: np.ndarray, magic: int | None = None, gz: bool = False) -> str:
+    data = idx_bytes(array, magic)
+    if gz:
+        path += ".gz"
+        with gzip.open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        with open(path, "wb") as handle:
+            handle.write(data)
+    return path
+
+
+def digits_as_mnist(n_train: int = 1400, seed: int = 0):
+    """scikit-learn's 8x8 digits blown up to 28x28 pixels in 0..255.
+
+    Returns ``(train_images [n,28,28], train_labels [n], test_images, test_labels)``.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(digits.target))
+    images = digits.images[order] * (255.0 / 16.0)
+    big = np.kron(images, np.ones((3, 3)))  # 24x24
+    big = np.pad(big, ((0, 0), (2, 2), (2, 2))).round().astype(np.uint8)
+    labels = digits.target[order].astype(np.uint8)
+    return big[:n_train], labels[:n_train], big[n_train:], labels[n_train:]
+
+
+def write_mnist(folder: str, gz: bool = False, n_train: int = 1400) -> dict:
+    """Writes the four MNIST files into ``folder``; returns their paths by role."""
+    os.makedirs(folder, exist_ok=True)
+    train_x, train_y, test_x, test_y = digits_as_mnist(n_train)
+    return {
+        "train_images": write_idx(os.path.join(folder, "train-images-idx3-ubyte"), train_x, gz=gz),
+        "train_labels": write_idx(os.path.join(folder, "train-labels-idx1-ubyte"), train_y, gz=gz),
+        "eval_images": write_idx(os.path.join(folder, "t10k-images-idx3-ubyte"), test_x, gz=gz),
+        "eval_labels": write_idx(os.path.join(folder, "t10k-labels-idx1-ubyte"), test_y, gz=gz),
+    }
+
+
+def write_csv(path: str, n: int = 200, features: int = 16, seed: int = 0, rows=None) -> str:
+    """A Kaggle digit-recognizer style CSV: ``label,pixel0,...``; ``rows`` overrides data."""
+    rng = np.random.default_rng(seed)
+    header = ",".join(["label"] + [f"pixel{i}" for i in range(features)])
+    if rows is None:
+        labels = np.arange(n) % 10
+        pixels = rng.integers(0, 256, size=(n, features))
+        pixels[:, 0] = labels * 25  # learnable
+        rows = [",".join(map(str, [label, *p])) for label, p in zip(labels, pixels)]
+    with open(path, "w") as handle:
+        handle.write(header + "\n" + "\n".join(rows) + "\n")
+    return path

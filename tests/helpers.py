@@ -1,0 +1,61 @@
+"""Running the trainer from tests: in-process through ``train_lib.run`` and as
+a subprocess through ``python -m trainer.main``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config(model_dir, **overrides):
+    """A ``Config`` for a small, quiet run in ``model_dir``."""
+    from trainer.config import Config
+
+    values = {"model_dir": str(model_dir), "hidden": (32,), "summary_every": 0}
+    values.update(overrides)
+    if "train_steps" in overrides and "epochs" not in overrides:
+        values["epochs"] = None
+    return dataclasses.replace(Config(), **values)
+
+
+def train(model_dir, **overrides) -> dict:
+    from trainer import train_lib
+
+    # Like flags given on the command line: they win over a saved config.json.
+    return train_lib.run(config(model_dir, **overrides), explicit=set(overrides))
+
+
+def cli(*flags, timeout=240, env=None) -> subprocess.CompletedProcess:
+    """Runs ``python -m trainer.main FLAGS`` from the repository root."""
+    full_env = dict(os.environ)
+    full_env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "trainer.main", *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+def results(model_dir) -> dict:
+    with open(os.path.join(str(model_dir), "results.json")) as handle:
+        return json.load(handle)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in lines if line.startswith("error: ")]
+    # exactly one error line, the last thing printed (progress logs may precede it)
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]

@@ -1,0 +1,144 @@
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from trainer import data
+from trainer.config import Config
+
+from datafiles import idx_bytes, write_csv, write_idx, write_mnist
+
+
+def _mnist_config(folder):
+    return Config(dataset="mnist", data_dir=str(folder))
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_reads_idx_files_byte_for_byte(tmp_path, gz):
+    paths = write_mnist(str(tmp_path), gz=gz, n_train=300)
+    arrays = data.load(_mnist_config(tmp_path))
+    raw = data.read_idx(paths["train_images"], data.IMAGE_MAGIC)
+    assert raw.shape == (300, 28, 28)
+    np.testing.assert_array_equal(arrays.x_train, raw.reshape(300, -1).astype(np.float32))
+    assert arrays.x_train.max() <= 255 and arrays.num_classes == 10
+    assert arrays.x_eval.shape == (1797 - 300, 784)
+    assert arrays.y_train.dtype == np.int64
+
+
+def test_truncated_idx_file_is_named(tmp_path):
+    paths = write_mnist(str(tmp_path), n_train=300)
+    with open(paths["train_images"], "rb") as handle:
+        content = handle.read()
+    with open(paths["train_images"], "wb") as handle:
+        handle.write(content[:-100])
+    with pytest.raises(data.DataError, match=r"train-images-idx3-ubyte: truncated"):
+        data.load(_mnist_config(tmp_path))
+
+
+def test_wrong_magic_number_is_named(tmp_path):
+    paths = write_mnist(str(tmp_path), n_train=300)
+    labels = data.read_idx(paths["train_labels"], data.LABEL_MAGIC)
+    with open(paths["train_labels"], "wb") as handle:
+        handle.write(idx_bytes(labels, magic=0x0803))
+    with pytest.raises(data.DataError, match=r"train-labels-idx1-ubyte: wrong magic number"):
+        data.load(_mnist_config(tmp_path))
+
+
+def test_image_and_label_counts_must_agree(tmp_path):
+    paths = write_mnist(str(tmp_path), n_train=300)
+    labels = data.read_idx(paths["train_labels"], data.LABEL_MAGIC)
+    write_idx(paths["train_labels"], labels[:-1])
+    with pytest.raises(data.DataError, match=r"300 images but .* has 299 labels"):
+        data.load(_mnist_config(tmp_path))
+
+
+def test_missing_idx_file_and_bad_label(tmp_path):
+    paths = write_mnist(str(tmp_path), n_train=300)
+    labels = data.read_idx(paths["eval_labels"], data.LABEL_MAGIC).copy()
+    labels[3] = 11
+    write_idx(paths["eval_labels"], labels)
+    with pytest.raises(data.DataError, match="label 11 outside 0..9"):
+        data.load(_mnist_config(tmp_path))
+    os.remove(paths["eval_images"])
+    with pytest.raises(data.DataError, match="missing t10k-images-idx3-ubyte"):
+        data.load(_mnist_config(tmp_path))
+
+
+def test_csv_loads_and_splits(tmp_path):
+    path = write_csv(str(tmp_path / "train.csv"), n=200, features=16)
+    arrays = data.load(Config(dataset="csv", csv_path=path, eval_fraction=0.25))
+    assert arrays.x_train.shape == (150, 16) and arrays.x_eval.shape == (50, 16)
+    assert set(np.unique(arrays.y_train)) == set(range(10))
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (["1,2,3", "4,x,6"], "could not convert string 'x'"),
+        (["1,2,3", "12,5,6"], "label 12 in data row 1 outside 0..9"),
+        (["1,2,3", "-1,5,6"], "label -1 in data row 1 outside 0..9"),
+        (["1,2,3", "1.5,5,6"], "label 1.5 in data row 1 outside 0..9"),
+    ],
+)
+def test_bad_csv_cells_are_named(tmp_path, rows, message):
+    path = write_csv(str(tmp_path / "bad.csv"), features=2, rows=rows)
+    with pytest.raises(data.DataError, match=message):
+        data.load(Config(dataset="csv", csv_path=path))
+
+
+def test_csv_without_label_column(tmp_path):
+    path = tmp_path / "test.csv"
+    path.write_text("pixel0,pixel1\n1,2\n")
+    with pytest.raises(data.DataError, match="no 'label' column"):
+        data.load(Config(dataset="csv", csv_path=str(path)))
+
+
+def test_digits_split_is_stratified_and_seeded():
+    a = data.load(Config(seed=3))
+    b = data.load(Config(seed=3))
+    np.testing.assert_array_equal(a.x_eval, b.x_eval)
+    assert a.x_train.shape == (1437, 64) and a.x_eval.shape == (360, 64)
+    assert a.x_train.max() == 16  # raw features; scaling lives in the model
+    counts = np.bincount(a.y_eval)
+    assert counts.min() >= 35 and counts.max() <= 37
+
+
+def test_sin_and_synthetic():
+    sin = data.load(Config(dataset="sin"))
+    assert sin.num_classes == 0 and sin.num_outputs == 1
+    np.testing.assert_allclose(sin.y_eval, np.sin(sin.x_eval[:, 0]), atol=1e-6)
+    synthetic = data.load(
+        dataclasses.replace(
+            Config(dataset="synthetic"), synthetic_examples=64, synthetic_features=5
+        )
+    )
+    assert synthetic.x_train.shape == (64, 5) and synthetic.num_classes == 10
+
+
+def _batches(dataset, count):
+    return [(x.numpy(), y.numpy()) for x, y in dataset.take(count)]
+
+
+def test_train_pipeline_resumes_at_any_step_with_the_same_batches():
+    x = np.arange(50, dtype=np.float32).reshape(25, 2)
+    y = np.arange(25, dtype=np.int64)
+    full = _batches(data.train_dataset(x, y, batch_size=4, seed=7), 20)
+    for start in (1, 5, 6, 13):
+        resumed = _batches(data.train_dataset(x, y, batch_size=4, seed=7, start_step=start), 5)
+        for (xa, ya), (xb, yb) in zip(full[start : start + 5], resumed):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+    # each epoch is a permutation of the training set, different per epoch
+    first_epoch = np.concatenate([b[1] for b in full[:6]])
+    assert len(set(first_epoch.tolist())) == 24
+    other_seed = _batches(data.train_dataset(x, y, batch_size=4, seed=8), 1)
+    assert not np.array_equal(other_seed[0][1], full[0][1])
+    assert all(b[0].shape == (4, 2) for b in full)  # drop_remainder keeps shapes static
+
+
+def test_batch_larger_than_the_training_set_is_full_batch():
+    x = np.ones((10, 3), np.float32)
+    y = np.zeros(10, np.int64)
+    (batch,) = _batches(data.train_dataset(x, y, batch_size=1000, seed=0), 1)
+    assert batch[0].shape == (10, 3)

@@ -1,0 +1,133 @@
+"""The trainer's behaviour, in-process: compiled loops, the notebook's lessons,
+regression, and parity with Keras on MNIST-format data."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer import train_lib
+
+from datafiles import write_mnist
+from helpers import config, results, train
+
+
+def test_training_loop_is_traced_once_for_a_whole_run(tmp_path):
+    # Loop calls of 7, 3, 5, ... steps (cut at log and checkpoint boundaries)
+    # must reuse one trace: the step count is a tensor.
+    figures = train(tmp_path, train_steps=50, steps_per_loop=7, log_every=5, checkpoint_every=20)
+    assert figures["global_step"] == 50
+    assert figures["traces"]["train_loop"] == 1
+    assert figures["traces"]["evaluate"] == 1
+
+
+@pytest.mark.parametrize("jit", ["true", "false"])
+def test_jit_choice_is_applied_and_recorded(tmp_path, jit):
+    figures = train(tmp_path, train_steps=200, jit_compile=jit)
+    assert figures["jit_compile"] is (jit == "true")
+    assert figures["eval_accuracy"] > 0.5
+
+
+def _first_layer_gradient(cfg):
+    run = train_lib.Run(cfg)
+    x = tf.constant(run.arrays.x_train[:64])
+    y = tf.constant(run.arrays.y_train[:64])
+    _, grads = run.program.loss_and_gradients(x, y)
+    names = [v.name for v in run.model.trainable_variables]
+    return grads[names.index("hidden_0/w:0")].numpy(), run
+
+
+def test_uniform_init_deep_sigmoid_net_has_exactly_zero_first_layer_gradient(tmp_path):
+    deep = {"hidden": (500,) * 6, "activation": "sigmoid"}
+    grad, _ = _first_layer_gradient(config(tmp_path / "u", init="uniform", **deep))
+    assert np.count_nonzero(grad) == 0
+    grad, _ = _first_layer_gradient(config(tmp_path / "x", init="xavier", **deep))
+    assert np.count_nonzero(grad) > 0.5 * grad.size
+
+
+def test_uniform_init_does_not_learn_and_xavier_with_adam_does(tmp_path):
+    deep = {"hidden": (500,) * 6, "activation": "sigmoid", "batch_size": 32}
+    uniform = train(
+        tmp_path / "u", init="uniform", optimizer="sgd", learning_rate=0.1, epochs=5, **deep
+    )
+    assert uniform["eval_accuracy"] < 0.3
+    xavier = train(
+        tmp_path / "x", init="xavier", optimizer="adam", learning_rate=0.001, epochs=30, **deep
+    )
+    assert xavier["eval_accuracy"] >= 0.9
+
+
+def test_zero_init_leaves_hidden_units_identical(tmp_path):
+    train(tmp_path, init="zeros", train_steps=100, hidden=(20,), optimizer="sgd", learning_rate=0.5)
+    reader = tf.train.load_checkpoint(str(tmp_path / "checkpoints"))
+    keys = reader.get_variable_to_shape_map()
+    (w_key,) = [k for k in keys if k.startswith("model/layers/1/w/") and "OPTIMIZER" not in k]
+    w = reader.get_tensor(w_key)
+    assert np.abs(w).max() > 0
+    np.testing.assert_allclose(w, np.repeat(w[:, :1], w.shape[1], axis=1), atol=1e-6)
+
+
+def test_sin_regression_fits_to_small_mse(tmp_path):
+    figures = train(
+        tmp_path, dataset="sin", loss="mse", activation="tanh", hidden=(32, 32),
+        epochs=60, batch_size=32, learning_rate=0.01,
+    )  # fmt: skip
+    assert figures["eval_loss"] < 0.01
+    assert "eval_accuracy" not in figures
+
+
+def test_same_steps_again_only_evaluates_and_more_steps_continue(tmp_path):
+    first = train(tmp_path, train_steps=40)
+    again = train(tmp_path, train_steps=40)
+    assert again["global_step"] == 40
+    assert again["eval_loss"] == pytest.approx(first["eval_loss"], rel=1e-6)
+    more = train(tmp_path, train_steps=70)
+    assert more["global_step"] == 70
+
+
+def test_eval_mode_restores_the_latest_checkpoint(tmp_path):
+    trained = train(tmp_path, train_steps=60)
+    evaluated = train_lib.run(config(tmp_path, mode="eval"))
+    assert evaluated["eval_accuracy"] == pytest.approx(trained["eval_accuracy"])
+    assert results(tmp_path)["train_loss"] == trained["train_loss"]
+
+
+def test_mnist_mlp_trains_as_well_as_keras(tmp_path):
+    """784-100-10 sigmoid, Xavier, Adam: same epochs and batch as Keras."""
+    write_mnist(str(tmp_path / "mnist"), n_train=1400)
+    ours = train(
+        tmp_path / "run", dataset="mnist", data_dir=str(tmp_path / "mnist"), hidden=(100,),
+        activation="sigmoid", init="xavier", optimizer="adam", learning_rate=0.001,
+        epochs=5, batch_size=32,
+    )  # fmt: skip
+    import keras
+
+    from trainer import data
+
+    arrays = data.load(config(tmp_path, dataset="mnist", data_dir=str(tmp_path / "mnist")))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Dense(100, "sigmoid", kernel_initializer="glorot_normal"),
+            keras.layers.Dense(10, kernel_initializer="glorot_normal"),
+        ]
+    )
+    model.compile(
+        keras.optimizers.Adam(0.001),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(arrays.x_train, arrays.y_train, epochs=5, batch_size=32, verbose=0, shuffle=True)
+    _, keras_accuracy = model.evaluate(arrays.x_eval, arrays.y_eval, verbose=0)
+    assert ours["eval_accuracy"] >= keras_accuracy - 0.02, (ours["eval_accuracy"], keras_accuracy)
+
+
+def test_overrides_of_a_saved_run_keep_its_architecture(tmp_path):
+    train(tmp_path, train_steps=20, hidden=(24,))
+    merged = train_lib.merge_saved_config(
+        dataclasses.replace(config(tmp_path), hidden=(100,), train_steps=30), {"train_steps"}
+    )
+    assert merged.hidden == (24,) and merged.train_steps == 30
