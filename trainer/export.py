@@ -1,0 +1,206 @@
+"""SavedModel export (SPEC §5) in TensorFlow Serving's numbered-version layout.
+
+``export_run(run)`` writes ``<export_dir>/<version>/`` (``saved_model.pb`` and
+``variables/``), ``<version>`` being the next integer after the largest numeric
+folder already there, starting at 1; older versions stay. The SavedModel is
+first written to a hidden temporary sibling folder and then renamed into place,
+so TensorFlow Serving (which ignores non-numeric folders) never sees half a
+version, even after a crash.
+
+The exported module holds only the model (its ``Normalization`` scaling and
+``Dense`` weights), not the optimizer or the training program. Its one
+signature, ``serving_default``, takes raw features and computes in float32
+whatever precision training used::
+
+    x: float32 [None, D]
+    classification -> probabilities: float32 [None, C], classes: int64 [None]
+    regression     -> predictions:   float32 [None, 1]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+
+import tensorflow as tf
+from absl import logging
+
+from trainer.config import UsageError
+
+SIGNATURE_KEY = "serving_default"
+INPUT_NAME = "x"
+_TEMPORARY_PREFIX = ".tmp-export-"
+
+
+class ServingModule(tf.Module):
+    """What gets saved: the model and a serving function, nothing else.
+
+    Args:
+      model: a ``models.Sequential`` taking raw features ``[batch, D]`` and
+        returning logits ``[batch, C]`` (classification) or ``[batch, 1]``.
+      input_size: ``D``, the number of raw features.
+      classification: whether to return ``probabilities``/``classes`` or
+        ``predictions``.
+    """
+
+    def __init__(self, model, input_size: int, classification: bool):
+        super().__init__(name="serving")
+        self.model = model
+        self._classification = bool(classification)
+        self._input_size = int(input_size)
+        signature = [tf.TensorSpec([None, int(input_size)], tf.float32, name=INPUT_NAME)]
+        # A plain tf.function (no XLA) with a fixed signature: one trace, and a
+        # graph that TensorFlow Serving and saved_model_cli can run anywhere.
+        self.serve = tf.function(self._serve, input_signature=signature, autograph=False)
+
+    def _serve(self, x):
+        """Maps raw features ``x`` ``[batch, D]`` to the signature's outputs.
+
+        Returns:
+          ``{"probabilities": float32 [batch, C], "classes": int64 [batch]}`` for
+          classification, ``{"predictions": float32 [batch, 1]}`` for regression.
+        """
+        # Signatures check only the dtype when called; a wrong width would
+        # otherwise fail deep inside the model with an unhelpful message.
+        x = tf.ensure_shape(x, [None, self._input_size], name="check_x_shape")
+        outputs = tf.cast(self.model(tf.cast(x, tf.float32)), tf.float32)
+        if self._classification:
+            probabilities = tf.cast(self.model.apply_head(outputs), tf.float32)
+            classes = tf.argmax(outputs, axis=-1, output_type=tf.int64)
+            return {"probabilities": probabilities, "classes": classes}
+        return {"predictions": tf.cast(self.model.apply_head(outputs), tf.float32)}
+
+
+def export_dir_of(config) -> str:
+    """``--export_dir``, or ``<model_dir>/export`` when it is not given."""
+    return config.export_dir or os.path.join(config.model_dir, "export")
+
+
+def existing_versions(export_dir: str) -> list[int]:
+    """The numeric version folders in ``export_dir``, ascending (``[]`` if none)."""
+    try:
+        names = os.listdir(export_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(
+        int(name)
+        for name in names
+        if name.isdigit() and os.path.isdir(os.path.join(export_dir, name))
+    )
+
+
+def _folder_error(export_dir: str, config, problem: str) -> UsageError:
+    given = getattr(config, "export_dir", None)
+    label = f"--export_dir={export_dir}" if given else f"export folder {export_dir}"
+    return UsageError(f"{label}: {problem}")
+
+
+def _prepare(export_dir: str, config) -> None:
+    try:
+        os.makedirs(export_dir, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise _folder_error(export_dir, config, f"cannot create ({reason})") from None
+    if not os.access(export_dir, os.W_OK | os.X_OK):
+        raise _folder_error(export_dir, config, "folder is not writable")
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow_info():
+    """Hides TensorFlow's own INFO lines while saving (saver timings, fingerprint
+    paths naming the temporary folder); ``--verbosity=1`` still shows them."""
+    verbosity = logging.get_verbosity()
+    if verbosity == logging.INFO:
+        logging.set_verbosity(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def export_model(model, export_dir: str, input_size: int, classification: bool, config=None) -> str:
+    """Saves ``model`` as the next version under ``export_dir``; returns its path.
+
+    Args:
+      model: a ``models.Sequential`` mapping raw features ``[batch, input_size]``
+        to logits ``[batch, C]`` or predictions ``[batch, 1]``.
+      export_dir: the folder holding the numbered versions.
+      input_size: ``D``, the width of the signature's input ``x`` ``[None, D]``.
+      classification: export ``probabilities``/``classes`` (True) or
+        ``predictions`` (False).
+      config: the run's ``Config``, used only to word error messages.
+
+    Raises:
+      UsageError: the folder cannot be created or written.
+    """
+    _prepare(export_dir, config)
+    module = ServingModule(model, input_size, classification)
+    # Trace outside any summary writer's reach: the export writes no summaries.
+    with tf.summary.record_if(False):
+        serving_fn = module.serve.get_concrete_function()
+    temporary = os.path.join(export_dir, f"{_TEMPORARY_PREFIX}{os.getpid()}")
+    try:
+        shutil.rmtree(temporary, ignore_errors=True)
+        with _quiet_tensorflow_info():
+            tf.saved_model.save(module, temporary, signatures={SIGNATURE_KEY: serving_fn})
+        # Another exporter may claim a number between listing and renaming (or
+        # a file may hold the name); the rename then fails: try the next number.
+        version = 0
+        for _ in range(100):
+            version = max([*existing_versions(export_dir), version]) + 1
+            path = os.path.join(export_dir, str(version))
+            try:
+                os.rename(temporary, path)
+                break
+            except OSError:
+                if not os.path.exists(path):
+                    raise
+        else:
+            raise OSError(f"no free version number after {version}")
+    except (OSError, tf.errors.OpError) as error:
+        raise _folder_error(export_dir, config, f"cannot write ({_one_line(error)})") from None
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return path
+
+
+def export_run(run) -> str:
+    """Exports ``run.model`` to ``<export_dir>/<next version>/``; returns that path.
+
+    Only the chief writes; other workers return ``""``. The signature is
+    ``serving_default(x: float32 [None, D])`` returning ``probabilities``
+    ``[None, C]`` and ``classes`` int64 ``[None]``, or ``predictions``
+    ``[None, 1]`` for a regression (``num_classes == 0``).
+
+    Raises:
+      UsageError: the export folder cannot be created or written.
+    """
+    config = run.config
+    if not run.runtime.is_chief:
+        logging.info("export: left to the chief worker")
+        return ""
+    export_dir = export_dir_of(config)
+    classification = bool(config.num_classes)
+    input_size = int(config.input_size or run.model.input_size)
+    path = export_model(run.model, export_dir, input_size, classification, config)
+    outputs = (
+        f"probabilities [None, {config.num_classes}], classes [None]"
+        if classification
+        else "predictions [None, 1]"
+    )
+    logging.info(
+        "exported SavedModel version %s to %s (serving_default: x [None, %d] -> %s); "
+        "inspect with: saved_model_cli show --dir %s --all",
+        os.path.basename(path),
+        path,
+        input_size,
+        outputs,
+        path,
+    )
+    return path
