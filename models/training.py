@@ -56,6 +56,7 @@ class RunningMetrics(tf.Module):
         self.loss_sum.assign_add(tf.reduce_sum(per_example_loss))
         self.correct_sum.assign_add(tf.reduce_sum(correct))
         self.count.assign_add(tf.cast(tf.shape(per_example_loss)[0], tf.float32))
+        return tf.constant(True)
 
     def reset(self):
         for v in (self.loss_sum, self.correct_sum, self.count):
@@ -99,6 +100,7 @@ class TrainingProgram(tf.Module):
         compute_dtype=tf.float32,
         jit_compile: bool = False,
         strategy: tf.distribute.Strategy | None = None,
+        skip_nonfinite: bool = False,
     ):
         super().__init__(name="training_program")
         self.model = model
@@ -110,12 +112,17 @@ class TrainingProgram(tf.Module):
         self.compute_dtype = tf.as_dtype(compute_dtype)
         self.jit_compile = bool(jit_compile)
         self.strategy = strategy or tf.distribute.get_strategy()
+        self.skip_nonfinite = bool(skip_nonfinite)
         self.trace_counts: collections.Counter = collections.Counter()
         with self.strategy.scope():
             self.optimizer.build(self.model.trainable_variables)
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.train_metrics = RunningMetrics("train_metrics")
             self.eval_metrics = RunningMetrics("eval_metrics")
+            # Steps whose loss or gradients were NaN/Inf: their update is not
+            # applied; without skip_nonfinite the loop stops after the first.
+            self.nonfinite_count = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
         step_fn = self._replica_step
         if self.jit_compile:
             step_fn = tf.function(step_fn, jit_compile=True)
@@ -157,16 +164,40 @@ class TrainingProgram(tf.Module):
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
         grads = tape.gradient(loss, variables)
         context = tf.distribute.get_replica_context()
+        loss_sum = tf.reduce_sum(per_example)
         if self.strategy.num_replicas_in_sync > 1:
-            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        # Replicas hold identical summed gradients here, so clipping agrees.
-        grads, _ = self.optimizer.clip(grads)
-        context.merge_call(self._apply_cross_replica, args=(grads,))
-        self.train_metrics.update(per_example, self._correct(y, outputs))
+            grads, loss_sum = context.all_reduce(tf.distribute.ReduceOp.SUM, (grads, loss_sum))
+        # Replicas hold identical summed gradients here, so clipping and the
+        # finiteness check agree everywhere.
+        grads, norm = self.optimizer.clip(grads)
+        finite = tf.logical_and(tf.math.is_finite(norm), tf.math.is_finite(loss_sum))
+        context.merge_call(self._apply_cross_replica, args=(grads, finite))
+        correct = self._correct(y, outputs)
+        tf.cond(
+            finite,
+            lambda: self.train_metrics.update(per_example, correct),
+            lambda: tf.constant(False),
+        )
         return per_example
 
-    def _apply_cross_replica(self, strategy, grads):
-        self.optimizer.apply_clipped(grads, self.model.trainable_variables, strategy)
+    def _apply_cross_replica(self, strategy, grads, finite):
+        finite = strategy.experimental_local_results(finite)[0]
+
+        def apply():
+            self.optimizer.apply_clipped(grads, self.model.trainable_variables, strategy)
+            return tf.constant(True)
+
+        def skip():
+            self.nonfinite_count.assign_add(1)
+            first = self.first_nonfinite_step
+            first.assign(tf.where(first < 0, self.global_step + 1, first))
+            return tf.constant(False)
+
+        tf.cond(finite, apply, skip)
+
+    def reset_nonfinite(self) -> None:
+        self.nonfinite_count.assign(0)
+        self.first_nonfinite_step.assign(-1)
 
     # -- the loops ----------------------------------------------------------
     def _train_loop(self, iterator, num_steps):
@@ -178,6 +209,8 @@ class TrainingProgram(tf.Module):
             x, y = next(iterator)
             self.strategy.run(self._step_fn, args=(x, y))
             self.global_step.assign_add(1)
+            if not self.skip_nonfinite and self.nonfinite_count > 0:
+                break
 
     def _evaluate_dataset(self, dataset):
         self.trace_counts["evaluate"] += 1

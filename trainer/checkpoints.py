@@ -1,14 +1,22 @@
 """Checkpoints: ``tf.train.Checkpoint`` + ``CheckpointManager`` under
-``<model_dir>/checkpoints``, files named ``ckpt-<global step>``.
+``<model_dir>/checkpoints``, files named ``ckpt-<global step>``; and the run
+folder's lock.
 
 Problems with checkpoints surface as ``CheckpointError`` with one line that
-names the checkpoint and what is wrong; nothing here deletes a checkpoint
-except the manager's own ``--keep_checkpoints`` rotation.
+names the checkpoint and what is wrong. Nothing here deletes a checkpoint
+except the manager's own ``--keep_checkpoints`` rotation: an unreadable one is
+skipped (and, when training continues, moved aside into ``corrupt/``).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import glob
 import os
+import re
+import shutil
+import socket
 
 import tensorflow as tf
 from absl import logging
@@ -20,9 +28,22 @@ class CheckpointError(UsageError):
     """A checkpoint that cannot be used, with the reason in one line."""
 
 
-def _one_line(error: Exception) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= 400 else text[:397] + "..."
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint whose files cannot be read."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def checkpoint_dir(model_dir: str) -> str:
+    return os.path.join(model_dir, "checkpoints")
+
+
+def _step_of(prefix: str) -> int:
+    match = re.search(r"ckpt-(\d+)$", prefix)
+    return int(match.group(1)) if match else -1
 
 
 class Checkpoints:
@@ -42,9 +63,24 @@ class Checkpoints:
             self.checkpoint, directory, max_to_keep=keep, checkpoint_name="ckpt"
         )
 
+    def candidates(self) -> list[str]:
+        """Checkpoint prefixes on disk, newest first.
+
+        Read from the files themselves as well as from the manager's state
+        file, so a damaged state file never hides a checkpoint.
+        """
+        prefixes = set(self.manager.checkpoints)
+        for index in glob.glob(os.path.join(self.directory, "ckpt-*.index")):
+            prefixes.add(index[: -len(".index")])
+        return sorted(prefixes, key=_step_of, reverse=True)
+
     @property
     def latest(self) -> str | None:
         return self.manager.latest_checkpoint
+
+    @property
+    def latest_step(self) -> int | None:
+        return _step_of(self.latest) if self.latest else None
 
     def save(self, step: int) -> str:
         """Writes ``ckpt-<step>``; raises ``CheckpointError`` if it cannot."""
@@ -52,7 +88,8 @@ class Checkpoints:
             path = self.manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as error:
             raise CheckpointError(
-                f"{self.directory}: cannot save checkpoint at step {step}: {_one_line(error)}"
+                f"{self.directory}: cannot save the checkpoint of step {step} "
+                f"({_one_line(error)}); earlier checkpoints are untouched"
             ) from None
         logging.info("saved checkpoint %s", path)
         return path
@@ -62,25 +99,98 @@ class Checkpoints:
 
         With ``only``, the rest of the checkpoint (optimizer slots, ...) is
         deliberately left unread, without warnings.
+
+        Raises:
+          CorruptCheckpointError: the files cannot be read.
+          CheckpointError: they hold other variables or shapes than this run.
         """
         try:
             if only is None:
-                status = self.checkpoint.restore(path)
-                status.assert_existing_objects_matched()
+                self.checkpoint.restore(path).assert_existing_objects_matched()
             else:
                 tf.train.Checkpoint(**only).restore(path).expect_partial()
-        except (ValueError, AssertionError, tf.errors.OpError) as error:
-            raise CheckpointError(f"{path}: cannot restore: {_one_line(error)}") from None
+        except (tf.errors.OpError, IndexError, EOFError) as error:
+            raise CorruptCheckpointError(f"{path}: unreadable ({_one_line(error)})") from None
+        except (ValueError, AssertionError) as error:
+            raise CheckpointError(
+                f"{path}: does not fit this model ({_one_line(error)}); was it written with "
+                "another --model/--hidden? Use a new --model_dir"
+            ) from None
         logging.info("restored %s", path)
 
-    def restore_latest(self, only: dict | None = None) -> str | None:
-        """Restores the newest checkpoint if there is one; returns its path."""
-        path = self.latest
-        if path is None:
+    def restore_latest(self, only: dict | None = None, move_corrupt: bool = False) -> str | None:
+        """Restores the newest readable checkpoint; returns its path (None if none).
+
+        An unreadable checkpoint is skipped with a warning, and with
+        ``move_corrupt`` its files are moved into ``checkpoints/corrupt/`` so
+        the run can save that step again; nothing is deleted.
+        """
+        candidates = self.candidates()
+        if not candidates:
             return None
-        self.restore(path, only)
-        return path
+        for path in candidates:
+            try:
+                self.restore(path, only)
+                return path
+            except CorruptCheckpointError as error:
+                logging.warning("%s; falling back to the previous checkpoint", error)
+                if move_corrupt:
+                    self._move_aside(path)
+        raise CheckpointError(
+            f"{self.directory}: no readable checkpoint left "
+            f"(tried {', '.join(os.path.basename(p) for p in candidates)}); nothing was deleted"
+        )
+
+    def _move_aside(self, path: str) -> None:
+        target = os.path.join(self.directory, "corrupt")
+        os.makedirs(target, exist_ok=True)
+        for name in glob.glob(glob.escape(path) + ".*"):
+            shutil.move(name, os.path.join(target, os.path.basename(name)))
+        logging.warning("moved the files of %s into %s", os.path.basename(path), target)
 
 
-def checkpoint_dir(model_dir: str) -> str:
-    return os.path.join(model_dir, "checkpoints")
+class RunLock:
+    """An exclusive lock on a run folder for one training process.
+
+    Uses ``flock`` on ``<model_dir>/.lock``: the kernel drops the lock when the
+    process ends, however it ends, so a crashed run never leaves it stuck.
+    """
+
+    def __init__(self, model_dir: str):
+        self.path = os.path.join(model_dir, ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise UsageError(
+                f"{self.path}: cannot create the run lock ({error.strerror})"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise UsageError(
+                    f"--model_dir={os.path.dirname(self.path)}: another training process "
+                    f"({holder}) is using this run folder; wait for it or pick another folder"
+                ) from None
+            raise UsageError(f"{self.path}: cannot lock ({error.strerror})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -64,8 +64,8 @@ class Config:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     def architecture(self) -> dict:
-        """The fields a checkpoint's variables depend on."""
-        return {k: getattr(self, k) for k in ("model", "hidden", "activation")}
+        """The fields a checkpoint's variables (and their meaning) depend on."""
+        return {k: getattr(self, k) for k in ("model", "hidden", "activation", "optimizer")}
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -172,7 +172,7 @@ def from_flags(flag_values) -> Config:
         seed=f.seed,
         deterministic=f.deterministic,
         export_dir=f.export_dir,
-        skip_nonfinite=getattr(f, "skip_nonfinite", False),
+        skip_nonfinite=f.skip_nonfinite,
     )
 
 

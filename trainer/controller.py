@@ -8,11 +8,27 @@ at the next event boundary so events land on exact steps.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 
 from absl import logging
 
 from trainer import data as data_lib
+
+
+class TrainingStopped(Exception):
+    """A signal asked training to stop; the checkpoint of ``step`` is saved."""
+
+    def __init__(self, signal_name: str, step: int):
+        super().__init__(
+            f"received {signal_name}: saved the checkpoint of step {step}; "
+            "run the same command again to resume"
+        )
+
+
+class NonFiniteError(Exception):
+    """NaN or Inf in the loss or gradients; nothing after the last checkpoint was saved."""
 
 
 def _format_duration(seconds: float) -> str:
@@ -95,21 +111,48 @@ class Controller:
             self.log_every,
         )
         iterator = self._make_iterator(step)
-        while step < total_steps:
-            count = self._next_boundary(step, total_steps) - step
-            started = time.perf_counter()
-            self.program.run_steps(iterator, count)
-            step = self.step  # reading the variable waits for the call to finish
-            elapsed = time.perf_counter() - started
-            if self.first_call_seconds is None:
-                self.first_call_seconds = elapsed
-                self.first_call_examples = count * self.batch_size
-                logging.info("first compiled call (tracing included): %.2fs", elapsed)
-            else:
-                self.train_seconds += elapsed
-                self.train_examples += count * self.batch_size
-            self._after_steps(step, total_steps)
-        self._save(step)
+        with _StopOnSignals() as stop:
+            while step < total_steps:
+                count = self._next_boundary(step, total_steps) - step
+                started = time.perf_counter()
+                self.program.run_steps(iterator, count)
+                step = self.step  # reading the variable waits for the call to finish
+                elapsed = time.perf_counter() - started
+                if self.first_call_seconds is None:
+                    self.first_call_seconds = elapsed
+                    self.first_call_examples = count * self.batch_size
+                    logging.info("first compiled call (tracing included): %.2fs", elapsed)
+                else:
+                    self.train_seconds += elapsed
+                    self.train_examples += count * self.batch_size
+                self._check_finite()
+                self._after_steps(step, total_steps)
+                if stop.signal_name:
+                    if not self._saved_at(step):
+                        self._save(step)
+                    raise TrainingStopped(stop.signal_name, step)
+        if not self._saved_at(step):
+            self._save(step)
+
+    def _saved_at(self, step: int) -> bool:
+        return self.checkpoints is not None and self.checkpoints.latest_step == step
+
+    def _check_finite(self) -> None:
+        bad = int(self.program.nonfinite_count.numpy())
+        if not bad:
+            return
+        first = int(self.program.first_nonfinite_step.numpy())
+        if not self.config.skip_nonfinite:
+            latest = self.checkpoints.latest if self.checkpoints is not None else None
+            raise NonFiniteError(
+                f"non-finite loss or gradients at step {first}; training stopped without "
+                f"saving (last good checkpoint: {latest or 'none'}); lower --learning_rate, "
+                "set --clip_norm, or pass --skip_nonfinite to skip such steps"
+            )
+        logging.warning(
+            "skipped %d step(s) with non-finite loss or gradients (first at step %d)", bad, first
+        )
+        self.program.reset_nonfinite()
 
     def _after_steps(self, step: int, total_steps: int) -> None:
         if step % self.log_every == 0 or step == total_steps:
@@ -155,6 +198,33 @@ class Controller:
             line += f", accuracy {result['accuracy']:.4f}"
         logging.info("%s (%d examples)", line, int(result["count"]))
         return result
+
+
+class _StopOnSignals:
+    """Turns SIGTERM/SIGINT into a request to stop after the current compiled call.
+
+    A second SIGINT while waiting interrupts at once, as usual.
+    """
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signal_name and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        logging.warning("received %s: stopping after the current compiled call", self.signal_name)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def total_steps(config, num_train: int) -> int:

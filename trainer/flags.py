@@ -69,6 +69,9 @@ flags.DEFINE_boolean("histograms", True, "Write weight/gradient/activation histo
 flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint cadence in steps (0 = only at end).")
 flags.DEFINE_integer("keep_checkpoints", 3, "How many checkpoints to keep.")
 flags.DEFINE_integer("seed", 0, "Seed for initialization, data order and splits.")
+flags.DEFINE_boolean(
+    "skip_nonfinite", False, "Skip steps with NaN/Inf loss or gradients instead of stopping."
+)
 flags.DEFINE_boolean("deterministic", False, "Bit-reproducible ops (tf.config op determinism).")
 flags.DEFINE_string("export_dir", None, "Where --mode=export writes (default <model_dir>/export).")
 flags.DEFINE_boolean("tf_verbose", False, "Show TensorFlow's C++ start-up messages.")

@@ -19,6 +19,11 @@ FLAGS = flags.FLAGS
 def fail(message: str, status: int = 2):
     """Ends the program with one line on standard error."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    # The error line is the last word: silence warnings that TensorFlow would
+    # print while tearing down objects at exit.
+    logging.set_verbosity(logging.FATAL)
+    if "tensorflow" in sys.modules:
+        sys.modules["tensorflow"].get_logger().setLevel("ERROR")
     sys.exit(status)
 
 
@@ -38,10 +43,16 @@ def main(argv) -> None:
         from trainer import runtime
 
         runtime.import_tensorflow(verbose=FLAGS.tf_verbose)
-        from trainer import train_lib
+        from trainer import controller, train_lib
 
         explicit = {name for name in FLAGS if FLAGS[name].present}
-        train_lib.run(config, explicit)
+        try:
+            train_lib.run(config, explicit)
+        except controller.TrainingStopped as stopped:
+            logging.info("%s", stopped)
+            print(f"stopped: {stopped}", file=sys.stderr)
+        except controller.NonFiniteError as error:
+            fail(error, status=3)
     except config_lib.UsageError as error:
         fail(error)
     except KeyboardInterrupt:

@@ -39,6 +39,7 @@ def merge_saved_config(config: Config, explicit: set[str]) -> Config:
     if not os.path.exists(path):
         return config
     saved = config_lib.load(path)
+    _check_architecture(config, saved, explicit)
     changes = {}
     for field in dataclasses.fields(Config):
         name = field.name
@@ -53,6 +54,26 @@ def merge_saved_config(config: Config, explicit: set[str]) -> Config:
     if "epochs" in explicit and "train_steps" not in explicit:
         changes["train_steps"] = None
     return dataclasses.replace(config, **changes)
+
+
+def _check_architecture(config: Config, saved: dict, explicit: set[str]) -> None:
+    """Refuses flags that change the network of a run that has checkpoints."""
+    from trainer import checkpoints as checkpoints_lib
+
+    folder = checkpoints_lib.checkpoint_dir(config.model_dir)
+    if not (os.path.isdir(folder) and any(n.startswith("ckpt-") for n in os.listdir(folder))):
+        return
+    for name, value in config.architecture().items():
+        before = saved.get(name)
+        if name == "hidden" and before is not None:
+            before = tuple(before)
+        if name in explicit and before is not None and before != value:
+            show = ",".join(map(str, value)) if name == "hidden" else value
+            was = ",".join(map(str, before)) if name == "hidden" else before
+            raise checkpoints_lib.CheckpointError(
+                f"--{name}={show}: the checkpoints in {folder} hold a network with "
+                f"--{name}={was}; use a new --model_dir (nothing was changed)"
+            )
 
 
 def write_json(path: str, payload: dict) -> None:
@@ -148,6 +169,7 @@ class Run:
                 compute_dtype=self.runtime.compute_dtype,
                 jit_compile=self.runtime.jit_compile,
                 strategy=self.runtime.strategy,
+                skip_nonfinite=config.skip_nonfinite,
             )
         sizes = [config.input_size, *(config.hidden if config.model == "mlp" else ()), num_outputs]
         logging.info(
@@ -170,27 +192,38 @@ class Run:
 
 def run(config: Config, explicit: set[str] = frozenset()) -> dict:
     """Runs ``config.mode`` and returns the figures written to results.json."""
-    from trainer import controller as controller_lib
+    from trainer import checkpoints as checkpoints_lib
 
     config = merge_saved_config(config, set(explicit))
     if config.mode in ("train", "train_and_eval"):
         prepare_model_dir(config.model_dir)
+        with checkpoints_lib.RunLock(config.model_dir):
+            return _run(config)
+    return _run(config)
+
+
+def _run(config: Config) -> dict:
+    from trainer import controller as controller_lib
+    from trainer import export as export_lib
+
     run_ = Run(config, load_data=config.mode != "export")
     config = run_.config
     if config.mode in ("eval", "export"):
-        path = run_.checkpoints.restore_latest(only={"model": run_.model})
+        path = run_.checkpoints.restore_latest(
+            only={"model": run_.model, "global_step": run_.program.global_step}
+        )
         if path is None:
             raise UsageError(f"--model_dir={config.model_dir}: no checkpoint to {config.mode}")
         if config.mode == "export":
-            from trainer import export as export_lib
-
             return {"export_path": export_lib.export_run(run_)}
     else:
+        path = run_.checkpoints.restore_latest(move_corrupt=run_.runtime.is_chief)
+        if path:
+            # The flags (or the saved config) decide the learning rate, not the checkpoint.
+            run_.optimizer.learning_rate.assign(config.learning_rate)
+            logging.info("resuming from %s (step %d)", path, int(run_.program.global_step.numpy()))
         if run_.runtime.is_chief:
             write_json(os.path.join(config.model_dir, "config.json"), dataclasses.asdict(config))
-        path = run_.checkpoints.restore_latest()
-        if path:
-            logging.info("resuming from %s (step %d)", path, int(run_.program.global_step.numpy()))
 
     steps = controller_lib.total_steps(config, len(run_.arrays.x_train))
     log_every = config.log_every or max(1, steps // 10)
@@ -201,8 +234,6 @@ def run(config: Config, explicit: set[str] = frozenset()) -> dict:
     if config.mode in ("train", "train_and_eval"):
         controller.train(steps)
         if run_.runtime.is_chief:
-            from trainer import export as export_lib
-
             export_lib.export_run(run_)
     if config.mode in ("eval", "train_and_eval"):
         controller.evaluate()
