@@ -21,12 +21,14 @@ replica context fails.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import time
 
 import numpy as np
 import tensorflow as tf
 
+from models import diagnostics as diagnostics_lib
 from models import losses as losses_lib
 from models import optimizers as optimizers_lib
 
@@ -89,6 +91,15 @@ class TrainingProgram(tf.Module):
       jit_compile: XLA-compile the single step.
       strategy: a ``tf.distribute.Strategy``; variables of the model and
         optimizer must have been created in its scope.
+      skip_nonfinite: skip steps with NaN/Inf loss or gradients and go on,
+        instead of stopping the loop after the first.
+      diagnose_every: every this many steps (0 = never) the step also computes
+        per-layer diagnostics (``models.diagnostics``), kept in
+        ``layer_stats`` for the caller.
+      summary_fn: called in-graph on those steps as ``summary_fn(model, step,
+        diagnosed)`` (``diagnosed`` as returned by the diagnostic step, first
+        replica) to write them to the default ``tf.summary`` writer; it runs
+        under ``tf.summary.record_if`` with a callable, never inside XLA.
     """
 
     def __init__(
@@ -101,6 +112,8 @@ class TrainingProgram(tf.Module):
         jit_compile: bool = False,
         strategy: tf.distribute.Strategy | None = None,
         skip_nonfinite: bool = False,
+        diagnose_every: int = 0,
+        summary_fn=None,
     ):
         super().__init__(name="training_program")
         self.model = model
@@ -113,6 +126,8 @@ class TrainingProgram(tf.Module):
         self.jit_compile = bool(jit_compile)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.skip_nonfinite = bool(skip_nonfinite)
+        self.diagnose_every = int(diagnose_every)
+        self.summary_fn = summary_fn
         self.trace_counts: collections.Counter = collections.Counter()
         with self.strategy.scope():
             self.optimizer.build(self.model.trainable_variables)
@@ -123,11 +138,19 @@ class TrainingProgram(tf.Module):
             # applied; without skip_nonfinite the loop stops after the first.
             self.nonfinite_count = tf.Variable(0, dtype=tf.int64, trainable=False)
             self.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
-        step_fn = self._replica_step
-        if self.jit_compile:
-            step_fn = tf.function(step_fn, jit_compile=True)
-        self._step_fn = step_fn
-        self.train_loop = tf.function(self._train_loop)
+            layers = len(self.model.dense_layers)
+            # The latest diagnostic step's per-layer figures, for the caller.
+            self.layer_stats = {
+                name: tf.Variable(tf.zeros([layers]), trainable=False, name=name)
+                for name in diagnostics_lib.STATISTICS
+            }
+            self.diagnosed_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self._step_fn = functools.partial(self._replica_step, diagnose=False)
+        self._diagnostic_step_fn = functools.partial(self._replica_step, diagnose=True)
+        if self.jit_compile:  # the single step only; summaries are written outside it
+            self._step_fn = tf.function(self._step_fn, jit_compile=True)
+            self._diagnostic_step_fn = tf.function(self._diagnostic_step_fn, jit_compile=True)
+        self.train_loop = tf.function(self._train_loop, autograph=False)
         self.evaluate_dataset = tf.function(self._evaluate_dataset)
 
     # -- the step ---------------------------------------------------------
@@ -152,14 +175,21 @@ class TrainingProgram(tf.Module):
             return losses_lib.correct_per_example(y, outputs)
         return tf.zeros([tf.shape(outputs)[0]], tf.float32)
 
-    def _replica_step(self, x, y):
+    def _replica_step(self, x, y, diagnose: bool = False):
         """Forward, backward and update on one replica's share of a batch.
 
-        Returns the replica's per-example loss ``[per_replica_batch]``.
+        Returns nothing, or with ``diagnose`` a dict of this replica's
+        ``stats`` (``models.diagnostics.layer_statistics``), ``grads`` (summed
+        over replicas), ``weights`` after the update and ``records`` (per-layer
+        pre-activations and activations, ``[per_replica_batch, units]``).
         """
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            outputs = self.forward(x)
+            if diagnose:
+                raw, records = self.model.forward_with_activations(tf.cast(x, self.compute_dtype))
+                outputs = tf.cast(raw, tf.float32)
+            else:
+                outputs = self.forward(x)
             per_example = self._loss_fn(y, outputs)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
         grads = tape.gradient(loss, variables)
@@ -171,14 +201,21 @@ class TrainingProgram(tf.Module):
         # finiteness check agree everywhere.
         grads, norm = self.optimizer.clip(grads)
         finite = tf.logical_and(tf.math.is_finite(norm), tf.math.is_finite(loss_sum))
-        context.merge_call(self._apply_cross_replica, args=(grads, finite))
+        if diagnose:
+            before = [tf.identity(v.read_value()) for v in variables]
+        with tf.control_dependencies(before if diagnose else []):
+            context.merge_call(self._apply_cross_replica, args=(grads, finite))
         correct = self._correct(y, outputs)
         tf.cond(
             finite,
             lambda: self.train_metrics.update(per_example, correct),
             lambda: tf.constant(False),
         )
-        return per_example
+        if not diagnose:
+            return None
+        after = [tf.identity(v.read_value()) for v in variables]
+        stats = diagnostics_lib.layer_statistics(self.model, grads, before, after, records)
+        return {"stats": stats, "grads": grads, "weights": after, "records": records}
 
     def _apply_cross_replica(self, strategy, grads, finite):
         finite = strategy.experimental_local_results(finite)[0]
@@ -201,16 +238,61 @@ class TrainingProgram(tf.Module):
 
     # -- the loops ----------------------------------------------------------
     def _train_loop(self, iterator, num_steps):
-        """Runs ``num_steps`` (a scalar int tensor) training steps in-graph."""
+        """Runs ``num_steps`` (a scalar int tensor) training steps in-graph.
+
+        Written with explicit ``tf.while_loop``/``tf.cond`` and traced without
+        AutoGraph: converting the step's Python code was most of the tracing
+        time of a deep network.
+        """
         self.trace_counts["train_loop"] += 1
         if not isinstance(num_steps, tf.Tensor):
             raise TypeError("num_steps must be a tensor; a Python int would retrace per value")
-        for _ in tf.range(num_steps):
-            x, y = next(iterator)
+        every = self.diagnose_every
+
+        def plain_step(x, y):
             self.strategy.run(self._step_fn, args=(x, y))
+            return tf.constant(0)
+
+        def diagnostic_step(x, y, step):
+            diagnosed = self.strategy.run(self._diagnostic_step_fn, args=(x, y))
+            self._record_diagnostics(step, diagnosed)
+            return tf.constant(0)
+
+        def body(i):
+            x, y = next(iterator)
+            step = self.global_step + 1
+            if every:
+                tf.cond(
+                    tf.equal(step % every, 0),
+                    lambda: diagnostic_step(x, y, step),
+                    lambda: plain_step(x, y),
+                )
+            else:
+                plain_step(x, y)
             self.global_step.assign_add(1)
-            if not self.skip_nonfinite and self.nonfinite_count > 0:
-                break
+            return (i + 1,)
+
+        def keep_going(i):
+            going = i < tf.cast(num_steps, tf.int32)
+            if not self.skip_nonfinite:
+                going = tf.logical_and(going, tf.equal(self.nonfinite_count, 0))
+            return going
+
+        tf.while_loop(keep_going, body, (tf.constant(0),))
+
+    def _record_diagnostics(self, step, diagnosed):
+        """Keeps a diagnostic step's figures and writes its summaries (cross-replica)."""
+        first = tf.nest.map_structure(
+            lambda t: self.strategy.experimental_local_results(t)[0], diagnosed
+        )
+        for name, variable in self.layer_stats.items():
+            variable.assign(first["stats"][name])
+        self.diagnosed_step.assign(step)
+        if self.summary_fn is None:
+            return
+        # In-graph gate; the callable is evaluated where each summary op is made.
+        with tf.summary.record_if(lambda: tf.equal(step % self.diagnose_every, 0)):
+            self.summary_fn(self.model, step, first)
 
     def _evaluate_dataset(self, dataset):
         self.trace_counts["evaluate"] += 1

@@ -15,6 +15,7 @@ import time
 from absl import logging
 
 from trainer import data as data_lib
+from trainer import summaries as summaries_lib
 
 
 class TrainingStopped(Exception):
@@ -71,6 +72,15 @@ class Controller:
         self.first_call_examples = 0
         self.last_train = {"loss": math.nan, "accuracy": math.nan}
         self.last_eval: dict = {}
+        self.writers = summaries_lib.Writers(
+            config.model_dir, enabled=config.summary_every > 0 and runtime.is_chief
+        )
+        self.gradient_warnings = summaries_lib.GradientWarnings(
+            [layer.name for layer in program.model.dense_layers]
+        )
+        self._last_diagnosed = -1
+        self._window_seconds = 0.0
+        self._window_steps = 0
 
     @property
     def step(self) -> int:
@@ -111,21 +121,22 @@ class Controller:
             self.log_every,
         )
         iterator = self._make_iterator(step)
-        with _StopOnSignals() as stop:
+        self.writers.hparams(self.config)
+        with _StopOnSignals() as stop, self.writers.train.as_default():
             while step < total_steps:
                 count = self._next_boundary(step, total_steps) - step
                 started = time.perf_counter()
-                self.program.run_steps(iterator, count)
-                step = self.step  # reading the variable waits for the call to finish
-                elapsed = time.perf_counter() - started
                 if self.first_call_seconds is None:
-                    self.first_call_seconds = elapsed
-                    self.first_call_examples = count * self.batch_size
-                    logging.info("first compiled call (tracing included): %.2fs", elapsed)
+                    with summaries_lib.GraphTrace(self.writers):
+                        self.program.run_steps(iterator, count)
+                        step = self.step  # reading the variable waits for the call
                 else:
-                    self.train_seconds += elapsed
-                    self.train_examples += count * self.batch_size
+                    self.program.run_steps(iterator, count)
+                    step = self.step
+                elapsed = time.perf_counter() - started
+                self._count_time(count, elapsed)
                 self._check_finite()
+                self._check_gradients()
                 self._after_steps(step, total_steps)
                 if stop.signal_name:
                     if not self._saved_at(step):
@@ -133,6 +144,25 @@ class Controller:
                     raise TrainingStopped(stop.signal_name, step)
         if not self._saved_at(step):
             self._save(step)
+        self.writers.flush()
+
+    def _count_time(self, count: int, elapsed: float) -> None:
+        if self.first_call_seconds is None:
+            self.first_call_seconds = elapsed
+            self.first_call_examples = count * self.batch_size
+            logging.info("first compiled call (tracing included): %.2fs", elapsed)
+            return
+        self.train_seconds += elapsed
+        self.train_examples += count * self.batch_size
+        self._window_seconds += elapsed
+        self._window_steps += count
+
+    def _check_gradients(self) -> None:
+        diagnosed = int(self.program.diagnosed_step.numpy())
+        if diagnosed != self._last_diagnosed:
+            self._last_diagnosed = diagnosed
+            norms = self.program.layer_stats["gradient_norm"].numpy()
+            self.gradient_warnings.check(diagnosed, norms)
 
     def _saved_at(self, step: int) -> bool:
         return self.checkpoints is not None and self.checkpoints.latest_step == step
@@ -174,6 +204,24 @@ class Controller:
             line += f", accuracy {result['accuracy']:.4f}"
         line += f", {rate:,.0f} examples/s, ETA {_format_duration(remaining)}"
         logging.info(line)
+        window = {}
+        if self._window_seconds:
+            window = {
+                "examples_per_sec": self._window_steps * self.batch_size / self._window_seconds,
+                "steps_per_sec": self._window_steps / self._window_seconds,
+            }
+        self.writers.scalars(
+            self.writers.train,
+            step,
+            {
+                "loss": result["loss"],
+                "accuracy": result["accuracy"] if self.program.classification else None,
+                "learning_rate": float(self.program.optimizer.learning_rate.numpy()),
+                **window,
+            },
+        )
+        self.writers.flush()
+        self._window_seconds, self._window_steps = 0.0, 0
 
     def examples_per_sec(self) -> float:
         """Training throughput, excluding the first (tracing) call when possible."""
@@ -197,6 +245,15 @@ class Controller:
         if self.program.classification:
             line += f", accuracy {result['accuracy']:.4f}"
         logging.info("%s (%d examples)", line, int(result["count"]))
+        self.writers.scalars(
+            self.writers.eval,
+            self.step,
+            {
+                "loss": result["loss"],
+                "accuracy": result["accuracy"] if self.program.classification else None,
+            },
+        )
+        self.writers.flush()
         return result
 
 

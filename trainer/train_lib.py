@@ -129,6 +129,7 @@ class Run:
         from trainer import checkpoints as checkpoints_lib
         from trainer import data as data_lib
         from trainer import runtime
+        from trainer import summaries as summaries_lib
 
         self.started = time.time()
         if load_data:
@@ -170,6 +171,10 @@ class Run:
                 jit_compile=self.runtime.jit_compile,
                 strategy=self.runtime.strategy,
                 skip_nonfinite=config.skip_nonfinite,
+                diagnose_every=config.summary_every,
+                summary_fn=summaries_lib.step_summary_fn(config.histograms)
+                if self.runtime.is_chief
+                else None,
             )
         sizes = [config.input_size, *(config.hidden if config.model == "mlp" else ()), num_outputs]
         logging.info(
@@ -181,9 +186,15 @@ class Run:
             config.learning_rate,
             config.loss,
         )
+        folder = checkpoints_lib.checkpoint_dir(config.model_dir)
+        # Every worker joins each save; only the chief's files count (see Checkpoints).
+        scratch = None
+        if not self.runtime.is_chief:
+            scratch = os.path.join(folder, f".worker-{self.runtime.task.rpartition(':')[2]}")
         self.checkpoints = checkpoints_lib.Checkpoints(
-            checkpoints_lib.checkpoint_dir(config.model_dir),
+            folder,
             keep=config.keep_checkpoints,
+            scratch_directory=scratch,
             model=self.model,
             optimizer=self.optimizer,
             global_step=self.program.global_step,
@@ -193,13 +204,88 @@ class Run:
 def run(config: Config, explicit: set[str] = frozenset()) -> dict:
     """Runs ``config.mode`` and returns the figures written to results.json."""
     from trainer import checkpoints as checkpoints_lib
+    from trainer import runtime
 
     config = merge_saved_config(config, set(explicit))
-    if config.mode in ("train", "train_and_eval"):
-        prepare_model_dir(config.model_dir)
-        with checkpoints_lib.RunLock(config.model_dir):
-            return _run(config)
-    return _run(config)
+    try:
+        if config.mode in ("train", "train_and_eval"):
+            prepare_model_dir(config.model_dir)
+            # Other workers of a multi-worker run share the chief's folder, not its lock.
+            if runtime.is_chief_task(*runtime.tf_config_task(config)):
+                with checkpoints_lib.RunLock(config.model_dir):
+                    return _run(config)
+        return _run(config)
+    except _peer_errors(config) as error:
+        raise PeerLostError(config, error) from None
+
+
+class PeerLostError(Exception):
+    """A multi-worker run lost another worker; the checkpoints already saved are kept."""
+
+    def __init__(self, config: Config, error: Exception):
+        import tensorflow as tf
+
+        from trainer import checkpoints as checkpoints_lib
+
+        lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines()]
+        # TensorFlow's message opens with "Graph execution error:" and the Python
+        # frames of the failing op; the cause is the first line after those.
+        lines = [
+            line
+            for line in lines
+            if line and not line.startswith(("Graph execution error", "Detected at node", "File "))
+        ]
+        cause = (lines[0] if lines else type(error).__name__).rstrip(":")
+        if len(cause) > 200:
+            cause = cause[:197] + "..."
+        latest = tf.train.latest_checkpoint(checkpoints_lib.checkpoint_dir(config.model_dir))
+        super().__init__(
+            f"--strategy=multi_worker: lost contact with another worker "
+            f"({type(error).__name__}: {cause}); kept the checkpoints up to "
+            f"{os.path.basename(latest) if latest else 'none'}: start every worker again "
+            "with the same command to resume"
+        )
+
+
+def _peer_errors(config: Config) -> tuple:
+    """The TensorFlow errors that mean a peer worker is gone (only under multi_worker)."""
+    if config.strategy != "multi_worker":
+        return ()
+    import tensorflow as tf
+
+    errors = tf.errors
+    return (
+        errors.UnavailableError,
+        errors.DeadlineExceededError,
+        errors.CancelledError,
+        errors.AbortedError,
+        errors.InternalError,
+        errors.FailedPreconditionError,
+    )
+
+
+def _check_same_start(run_: Run) -> None:
+    """Refuses to train when the workers restored different steps.
+
+    That happens when ``--model_dir`` is not one shared folder: workers would
+    then train from different weights and silently diverge.
+    """
+    if run_.runtime.num_workers < 2:
+        return
+    import tensorflow as tf
+
+    strategy = run_.runtime.strategy
+    step = float(run_.program.global_step.numpy())
+    local = strategy.experimental_distribute_values_from_function(
+        lambda _: tf.constant([step], tf.float64)
+    )
+    steps = sorted({int(s) for s in strategy.gather(local, axis=0).numpy()})
+    if len(steps) > 1:
+        raise UsageError(
+            f"--model_dir={run_.config.model_dir}: the workers resumed from different steps "
+            f"({', '.join(map(str, steps))}); every worker must read the chief's checkpoints: "
+            "put --model_dir on storage all hosts share"
+        )
 
 
 def _run(config: Config) -> dict:
@@ -222,6 +308,7 @@ def _run(config: Config) -> dict:
             # The flags (or the saved config) decide the learning rate, not the checkpoint.
             run_.optimizer.learning_rate.assign(config.learning_rate)
             logging.info("resuming from %s (step %d)", path, int(run_.program.global_step.numpy()))
+        _check_same_start(run_)
         if run_.runtime.is_chief:
             write_json(os.path.join(config.model_dir, "config.json"), dataclasses.asdict(config))
 

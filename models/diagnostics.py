@@ -1,0 +1,64 @@
+"""Per-layer training diagnostics: what the notebook prints by hand.
+
+The notebook finds vanishing gradients by printing ``sum(|grad|)`` of the first
+layer (exactly 0 with U[0,1) init in a deep sigmoid net) and saturated
+pre-activations. These functions compute those figures for every Dense layer
+of a ``Sequential`` from one step's gradients, weights and activations.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from models import activations as activations_lib
+
+STATISTICS = ("gradient_norm", "gradient_l1", "gradient_mean_abs", "update_ratio", "saturation")
+
+
+def layer_variables(model) -> list[tuple[str, list[int]]]:
+    """``[(layer name, [indices into model.trainable_variables])]`` per Dense layer."""
+    index = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
+    return [
+        (layer.name, [index[layer.w.ref()], index[layer.b.ref()]]) for layer in model.dense_layers
+    ]
+
+
+def _norm(tensors) -> tf.Tensor:
+    return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(tf.cast(t, tf.float32))) for t in tensors]))
+
+
+def layer_statistics(model, grads, weights_before, weights_after, records) -> dict:
+    """Per-layer figures for one step, each a float32 vector ``[num_dense_layers]``.
+
+    Args:
+      model: the ``Sequential`` being trained.
+      grads: gradients, aligned with ``model.trainable_variables``.
+      weights_before, weights_after: variable values around the update, aligned
+        the same way.
+      records: ``[(preactivation, activation)]`` per Dense layer, each
+        ``[batch, units]``, from ``Sequential.forward_with_activations``.
+
+    Returns:
+      ``{"gradient_norm", "gradient_l1", "gradient_mean_abs", "update_ratio",
+      "saturation"}``: L2 norm and L1 sum of the layer's gradients (weights and
+      bias), their mean absolute value, ``||w_after - w_before|| / ||w_before||``
+      of the weight matrix, and the fraction of saturated (sigmoid/tanh) or dead
+      (relu) units in the batch (0 for linear layers).
+    """
+    stats = {k: [] for k in STATISTICS}
+    for (_, indices), layer, (_, activation) in zip(
+        layer_variables(model), model.dense_layers, records, strict=True
+    ):
+        layer_grads = [tf.cast(grads[i], tf.float32) for i in indices]
+        size = sum(int(g.shape.num_elements()) for g in layer_grads)
+        l1 = tf.add_n([tf.reduce_sum(tf.abs(g)) for g in layer_grads])
+        stats["gradient_norm"].append(_norm(layer_grads))
+        stats["gradient_l1"].append(l1)
+        stats["gradient_mean_abs"].append(l1 / size)
+        w = indices[0]
+        change = _norm([weights_after[w] - weights_before[w]])
+        stats["update_ratio"].append(change / tf.maximum(_norm([weights_before[w]]), 1e-12))
+        stats["saturation"].append(
+            activations_lib.saturation_fraction(layer.activation_name, activation)
+        )
+    return {k: tf.stack(v) for k, v in stats.items()}

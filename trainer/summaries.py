@@ -1,0 +1,206 @@
+"""TensorBoard: the train/eval writers, hyperparameters, the step's graph, the
+controller's scalars, and log warnings for vanishing or exploding gradients.
+
+In-graph summaries (per-layer figures and histograms) are written by
+``models.TrainingProgram`` on its diagnostic steps; this module owns the
+writers they go to. Without a summary folder the writers are no-op writers, so
+callers never branch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+# A layer whose gradient norm is below this fraction of the output layer's is
+# reported as vanishing; above this multiple, as exploding.
+VANISHING_FRACTION = 1e-3
+EXPLODING_MULTIPLE = 1e3
+
+
+class Writers:
+    """``train`` and ``eval`` summary writers under ``model_dir`` (SPEC §4).
+
+    Args:
+      model_dir: the run folder; events go to ``train/`` and ``eval/``.
+      enabled: ``False`` gives no-op writers (``--summary_every=0``, or a
+        non-chief worker).
+    """
+
+    def __init__(self, model_dir: str, enabled: bool):
+        self.enabled = enabled
+        if enabled:
+            self.train = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+            self.eval = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+        else:
+            self.train = self.eval = tf.summary.create_noop_writer()
+
+    def scalars(self, writer, step: int, values: dict) -> None:
+        """Writes finite ``{tag: value}`` scalars eagerly at ``step``."""
+        if not self.enabled:
+            return
+        with writer.as_default():
+            for tag, value in values.items():
+                if value is not None and math.isfinite(value):
+                    tf.summary.scalar(tag, value, step=step)
+
+    def hparams(self, config) -> None:
+        """Records the run's hyperparameters for TensorBoard's HParams dashboard."""
+        if not self.enabled:
+            return
+        from tensorboard.plugins.hparams import api as hp
+
+        values = {
+            "dataset": config.dataset,
+            "model": config.model,
+            "hidden": ",".join(map(str, config.hidden)) if config.model == "mlp" else "",
+            "activation": config.activation,
+            "init": config.init,
+            "loss": config.loss,
+            "optimizer": config.optimizer,
+            "learning_rate": float(config.learning_rate),
+            "batch_size": int(config.batch_size),
+            "precision": config.precision,
+            "seed": int(config.seed),
+        }
+        with self.train.as_default():
+            hp.hparams(values, trial_id=os.path.basename(os.path.abspath(config.model_dir)))
+
+    def flush(self) -> None:
+        if self.enabled:
+            self.train.flush()
+            self.eval.flush()
+
+
+HISTOGRAM_BUCKETS = 30
+
+
+def histogram_tensor(values: tf.Tensor, buckets: int = HISTOGRAM_BUCKETS) -> tf.Tensor:
+    """TensorBoard's histogram data for ``values`` (any shape): ``[buckets, 3]``.
+
+    Rows are ``(left edge, right edge, count)`` over equal-width buckets from
+    the minimum to the maximum. Built from a few vectorized ops with no
+    control flow: ``tf.summary.histogram`` builds conditionals per call, which
+    made tracing a deep network's diagnostic step several seconds slower.
+    """
+    data = tf.reshape(tf.cast(values, tf.float64), [-1])
+    low, high = tf.reduce_min(data), tf.reduce_max(data)
+    width = tf.where(high > low, (high - low) / buckets, tf.constant(1.0, tf.float64))
+    index = tf.cast(tf.floor((data - low) / width), tf.int32)
+    index = tf.clip_by_value(index, 0, buckets - 1)
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(data), index, buckets)
+    edges = low + width * tf.range(buckets + 1, dtype=tf.float64)
+    return tf.stack([edges[:-1], edges[1:], counts], axis=1)
+
+
+def _histogram(tag: str, values, step) -> None:
+    from tensorboard.plugins.histogram import metadata
+
+    tf.summary.write(
+        tag,
+        histogram_tensor(values),
+        step=step,
+        metadata=metadata.create_summary_metadata(display_name=tag, description=""),
+    )
+
+
+def step_summary_fn(histograms: bool):
+    """The ``summary_fn`` for ``TrainingProgram``: per-layer scalars and histograms.
+
+    Tags: ``<figure>/<layer>`` for every per-layer figure of
+    ``models.diagnostics.layer_statistics``; with ``histograms``,
+    ``weights/<variable>`` and ``gradients/<variable>`` per variable and
+    ``preactivations/<layer>``, ``activations/<layer>`` per Dense layer.
+    """
+    from models import diagnostics
+
+    def write(model, step, diagnosed):
+        stats = diagnosed["stats"]
+        for position, (layer_name, _) in enumerate(diagnostics.layer_variables(model)):
+            for figure, values in stats.items():
+                tf.summary.scalar(f"{figure}/{layer_name}", values[position], step=step)
+        if not histograms:
+            return
+        for variable, grad, value in zip(
+            model.trainable_variables, diagnosed["grads"], diagnosed["weights"], strict=True
+        ):
+            name = variable.name.split(":")[0]
+            _histogram(f"weights/{name}", value, step)
+            _histogram(f"gradients/{name}", grad, step)
+        for layer, (pre, post) in zip(model.dense_layers, diagnosed["records"], strict=True):
+            _histogram(f"preactivations/{layer.name}", pre, step)
+            _histogram(f"activations/{layer.name}", post, step)
+
+    return write
+
+
+class GraphTrace:
+    """Puts the compiled training loop's graph in the Graphs dashboard.
+
+    Wraps the first compiled call: ``tf.summary.trace_on(graph=True)`` before,
+    ``trace_export`` to the train writer after.
+    """
+
+    def __init__(self, writers: Writers):
+        self.writers = writers
+        self.active = False
+
+    def __enter__(self):
+        if self.writers.enabled:
+            tf.summary.trace_on(graph=True, profiler=False)
+            self.active = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            with self.writers.train.as_default():
+                tf.summary.trace_export(name="train_loop", step=0)
+            self.active = False
+
+
+class GradientWarnings:
+    """Logs, once per layer and kind, vanishing, exploding or non-finite gradients.
+
+    Args:
+      layer_names: Dense layer names, first to last (the last is the output).
+    """
+
+    def __init__(self, layer_names: list[str]):
+        self.layer_names = layer_names
+        self.reported: set[tuple[str, str]] = set()
+
+    def check(self, step: int, gradient_norms: np.ndarray) -> list[str]:
+        """Compares each layer's gradient norm with the output layer's; returns warnings."""
+        messages = []
+        norms = np.asarray(gradient_norms, np.float64)
+        if norms.size == 0:
+            return messages
+        reference = norms[-1]
+        for name, norm in zip(self.layer_names, norms, strict=True):
+            kind = None
+            if not np.isfinite(norm):
+                kind, detail = "non-finite", f"gradient norm is {norm}"
+            elif np.isfinite(reference) and reference > 0:
+                ratio = norm / reference
+                if ratio < VANISHING_FRACTION:
+                    kind = "vanishing"
+                    detail = (
+                        f"gradient norm {norm:.3g} is {ratio:.2g} x the output layer's "
+                        f"({reference:.3g}), below {VANISHING_FRACTION:g}"
+                    )
+                elif ratio > EXPLODING_MULTIPLE:
+                    kind = "exploding"
+                    detail = (
+                        f"gradient norm {norm:.3g} is {ratio:.3g} x the output layer's "
+                        f"({reference:.3g}), above {EXPLODING_MULTIPLE:g}"
+                    )
+            if kind and (name, kind) not in self.reported:
+                self.reported.add((name, kind))
+                message = f"{kind} gradients in layer {name} at step {step}: {detail}"
+                logging.warning(message)
+                messages.append(message)
+        return messages
