@@ -97,12 +97,26 @@ def histogram_tensor(values: tf.Tensor, buckets: int = HISTOGRAM_BUCKETS) -> tf.
     return tf.stack([edges[:-1], edges[1:], counts], axis=1)
 
 
+# In-graph summaries are written with tf.summary.write and an explicit tag:
+# tf.summary.scalar/histogram would prefix the tag with the enclosing graph
+# name scopes (e.g. "while/cond/") inside the compiled loop.
 def _histogram(tag: str, values, step) -> None:
     from tensorboard.plugins.histogram import metadata
 
     tf.summary.write(
         tag,
         histogram_tensor(values),
+        step=step,
+        metadata=metadata.create_summary_metadata(display_name=tag, description=""),
+    )
+
+
+def _scalar(tag: str, value, step) -> None:
+    from tensorboard.plugins.scalar import metadata
+
+    tf.summary.write(
+        tag,
+        tf.cast(value, tf.float32),
         step=step,
         metadata=metadata.create_summary_metadata(display_name=tag, description=""),
     )
@@ -122,7 +136,7 @@ def step_summary_fn(histograms: bool):
         stats = diagnosed["stats"]
         for position, (layer_name, _) in enumerate(diagnostics.layer_variables(model)):
             for figure, values in stats.items():
-                tf.summary.scalar(f"{figure}/{layer_name}", values[position], step=step)
+                _scalar(f"{figure}/{layer_name}", values[position], step)
         if not histograms:
             return
         for variable, grad, value in zip(

@@ -1,0 +1,149 @@
+"""TensorBoard: event files read back with TensorBoard's own loader and served
+by a real ``tensorboard`` process; gradient warnings in the log."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from trainer import summaries
+
+from helpers import cli, train
+
+
+def _load(folder):
+    accumulator = event_accumulator.EventAccumulator(
+        str(folder), size_guidance={event_accumulator.TENSORS: 0, event_accumulator.GRAPH: 1}
+    )
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tb") / "run"
+    train(folder, train_steps=30, summary_every=10, log_every=10, hidden=(16, 8), activation="tanh")
+    return folder
+
+
+LAYERS = ("hidden_0", "hidden_1", "output")
+
+
+def test_event_files_hold_scalars_histograms_hparams_and_graph(run_dir):
+    events = _load(run_dir / "train")
+    tags = set(events.Tags()["tensors"])
+    for tag in ("loss", "accuracy", "learning_rate", "examples_per_sec", "steps_per_sec"):
+        assert tag in tags, tag
+    for layer in LAYERS:
+        for figure in ("gradient_norm", "gradient_l1", "gradient_mean_abs", "update_ratio"):
+            assert f"{figure}/{layer}" in tags
+        assert f"saturation/{layer}" in tags
+        assert f"preactivations/{layer}" in tags and f"activations/{layer}" in tags
+        for variable in ("w", "b"):
+            assert f"weights/{layer}/{variable}" in tags
+            assert f"gradients/{layer}/{variable}" in tags
+    # gated in-graph every --summary_every steps
+    assert [e.step for e in events.Tensors("gradient_norm/hidden_0")] == [10, 20, 30]
+    assert [e.step for e in events.Tensors("loss")] == [10, 20, 30]
+    histogram = events.Tensors("weights/hidden_0/w")[0].tensor_proto
+    rows = tf.make_ndarray(histogram)
+    assert rows[:, 2].sum() == 64 * 16  # every weight counted once
+    assert events.SummaryMetadata("weights/hidden_0/w").plugin_data.plugin_name == "histograms"
+    graph = events.SummaryMetadata("train_loop").plugin_data.plugin_name
+    assert graph == "graph_run_metadata_graph"  # the Graphs dashboard's data
+    assert events.PluginTagToContent("hparams")  # the HParams dashboard's session data
+    evaluation = _load(run_dir / "eval")
+    assert {"loss", "accuracy"} <= set(evaluation.Tags()["tensors"])
+
+
+def test_tanh_saturation_and_update_ratio_are_sensible(run_dir):
+    events = _load(run_dir / "train")
+    for layer in ("hidden_0", "hidden_1"):
+        value = float(tf.make_ndarray(events.Tensors(f"saturation/{layer}")[-1].tensor_proto))
+        assert 0.0 <= value <= 1.0
+    ratio = float(tf.make_ndarray(events.Tensors("update_ratio/output")[0].tensor_proto))
+    assert 0 < ratio < 1
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_a_real_tensorboard_serves_the_train_and_eval_runs(run_dir):
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", f"--logdir={run_dir}", "--host=127.0.0.1",
+         f"--port={port}", "--load_fast=false"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 90
+        runs = []
+        while time.time() < deadline:
+            try:
+                runs = _get(port, "/data/runs")
+                if {"train", "eval"} <= set(runs):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert {"train", "eval"} <= set(runs), runs
+        scalars = _get(port, "/data/plugin/scalars/tags")
+        assert {"loss", "accuracy", "gradient_norm/hidden_0"} <= set(scalars["train"])
+        assert {"loss", "accuracy"} <= set(scalars["eval"])
+        histograms = _get(port, "/data/plugin/histograms/tags")
+        assert "gradients/hidden_0/w" in histograms["train"]
+        assert "preactivations/output" in histograms["train"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_uniform_deep_sigmoid_net_warns_of_vanishing_gradients(tmp_path):
+    result = cli(
+        f"--model_dir={tmp_path}", "--hidden=500,500,500,500,500,500", "--init=uniform",
+        "--optimizer=sgd", "--train_steps=10", "--summary_every=5", "--nohistograms",
+        "--mode=train",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "vanishing gradients in layer hidden_0 at step 5" in result.stderr
+    assert "vanishing gradients in layer hidden_0 at step 10" not in result.stderr  # once
+
+
+def test_gradient_warnings_name_layer_kind_and_step():
+    warnings = summaries.GradientWarnings(["a", "b", "c", "out"])
+    messages = warnings.check(7, np.array([0.0, 5e4, np.nan, 1.0]))
+    assert any(m.startswith("vanishing gradients in layer a at step 7") for m in messages)
+    assert any(m.startswith("exploding gradients in layer b at step 7") for m in messages)
+    assert any(m.startswith("non-finite gradients in layer c at step 7") for m in messages)
+    assert warnings.check(8, np.array([0.0, 5e4, np.nan, 1.0])) == []
+
+
+def test_histogram_tensor_counts_every_value():
+    values = np.concatenate([np.zeros(10), np.ones(5) * 3.0]).astype(np.float32)
+    rows = summaries.histogram_tensor(values, buckets=3).numpy()
+    assert rows.shape == (3, 3) and rows[:, 2].sum() == 15
+    assert rows[0, 2] == 10 and rows[-1, 2] == 5
+    constant = summaries.histogram_tensor(np.full(4, 2.0, np.float32), buckets=5).numpy()
+    assert constant[:, 2].sum() == 4
+
+
+def test_summaries_off_writes_no_event_files(tmp_path):
+    train(tmp_path, train_steps=10, summary_every=0)
+    assert not os.path.exists(tmp_path / "train")
