@@ -1,0 +1,173 @@
+"""``python -m trainer.inspect --model_dir=DIR``: look inside a trained network.
+
+The notebook's ``print(model.w0)`` and ``reduce_sum(abs(grad))``, done
+properly: for the latest checkpoint of a run it prints, per layer, the weight
+matrix's shape, mean, std, min and max, and on one batch of the run's own
+training data the gradient L1 sum and L2 norm and the fraction of saturated
+(sigmoid/tanh) or dead (relu) units. ``--json PATH`` writes the same figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+from absl import app, flags
+
+from trainer import config as config_lib
+
+flags.DEFINE_string("model_dir", None, "Run folder to inspect (with config.json and checkpoints).")
+flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
+flags.DEFINE_integer("batch_size", 256, "Training examples used for gradients and saturation.")
+flags.DEFINE_boolean("tf_verbose", False, "Show TensorFlow's C++ start-up messages.")
+FLAGS = flags.FLAGS
+
+
+def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
+    """Figures for the latest checkpoint of ``model_dir``.
+
+    Returns:
+      ``{"model_dir", "checkpoint", "global_step", "batch_size", "loss",
+      "layers": [{"layer", "activation", "weight_shape", "weight_mean",
+      "weight_std", "weight_min", "weight_max", "bias_mean", "grad_l1",
+      "grad_l2", "saturation"}]}``, layers first to last.
+
+    Raises:
+      UsageError: a missing or malformed run folder, or no usable checkpoint.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from models import diagnostics
+    from trainer import train_lib
+
+    if batch_size < 1:
+        raise config_lib.UsageError(f"--batch_size={batch_size}: must be >= 1")
+    if not model_dir or not os.path.isdir(model_dir):
+        raise config_lib.UsageError(f"--model_dir={model_dir}: no such run folder")
+    config_path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise config_lib.UsageError(f"--model_dir={model_dir}: no config.json (not a run folder)")
+    saved = config_lib.load(config_path)
+    names = {f.name for f in dataclasses.fields(config_lib.Config)}
+    try:
+        values = {k: v for k, v in saved.items() if k in names}
+        values["hidden"] = tuple(values.get("hidden", ()))
+        config = dataclasses.replace(
+            config_lib.Config(**values),
+            mode="eval",
+            model_dir=model_dir,
+            strategy="default",
+            cpu_devices=1,
+            summary_every=0,
+        )
+    except (TypeError, ValueError) as error:
+        raise config_lib.UsageError(f"{config_path}: malformed ({error})") from None
+    run = train_lib.Run(config)
+    path = run.checkpoints.restore_latest(
+        only={"model": run.model, "global_step": run.program.global_step}
+    )
+    if path is None:
+        raise config_lib.UsageError(f"--model_dir={model_dir}: no checkpoint to inspect")
+    count = min(batch_size, len(run.arrays.x_train))
+    x = tf.constant(run.arrays.x_train[:count])
+    y = tf.constant(run.arrays.y_train[:count])
+    loss, grads = run.program.loss_and_gradients(x, y)
+    _, records = run.model.forward_with_activations(x)
+    weights = [v.read_value() for v in run.model.trainable_variables]
+    stats = diagnostics.layer_statistics(run.model, grads, weights, weights, records)
+    layers = []
+    for position, layer in enumerate(run.model.dense_layers):
+        w = layer.w.numpy()
+        layers.append(
+            {
+                "layer": layer.name,
+                "activation": layer.activation_name,
+                "weight_shape": list(w.shape),
+                "weight_mean": float(w.mean()),
+                "weight_std": float(w.std()),
+                "weight_min": float(w.min()),
+                "weight_max": float(w.max()),
+                "bias_mean": float(np.mean(layer.b.numpy())),
+                "grad_l1": float(stats["gradient_l1"][position]),
+                "grad_l2": float(stats["gradient_norm"][position]),
+                "saturation": float(stats["saturation"][position]),
+            }
+        )
+    return {
+        "model_dir": model_dir,
+        "checkpoint": path,
+        "global_step": int(run.program.global_step.numpy()),
+        "batch_size": count,
+        "loss": float(loss),
+        "layers": layers,
+    }
+
+
+def format_table(figures: dict) -> str:
+    """The figures as a fixed-width table, one row per layer."""
+    header = (
+        f"{'layer':<10} {'act':<8} {'shape':>11} {'mean':>9} {'std':>9} {'min':>9} "
+        f"{'max':>9} {'grad L1':>10} {'grad L2':>10} {'saturated':>9}"
+    )
+    lines = [
+        f"{figures['checkpoint']} (step {figures['global_step']}), "
+        f"loss {figures['loss']:.4f} on {figures['batch_size']} training examples",
+        header,
+        "-" * len(header),
+    ]
+    for row in figures["layers"]:
+        shape = "x".join(map(str, row["weight_shape"]))
+        lines.append(
+            f"{row['layer']:<10} {row['activation']:<8} {shape:>11} {row['weight_mean']:>9.4f} "
+            f"{row['weight_std']:>9.4f} {row['weight_min']:>9.4f} {row['weight_max']:>9.4f} "
+            f"{row['grad_l1']:>10.3g} {row['grad_l2']:>10.3g} {row['saturation']:>9.1%}"
+        )
+    lines.append(
+        "saturated: sigmoid/tanh outputs within 0.01 of a bound, or relu outputs at 0 (dead)"
+    )
+    return "\n".join(lines)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    try:
+        if not FLAGS.model_dir:
+            raise config_lib.UsageError("--model_dir: required (a run folder to inspect)")
+        from trainer import runtime
+
+        runtime.import_tensorflow(verbose=FLAGS.tf_verbose)
+        figures = inspect_run(FLAGS.model_dir, FLAGS.batch_size)
+        print(format_table(figures))
+        if FLAGS.json:
+            from trainer.train_lib import write_json
+
+            write_json(FLAGS.json, figures)
+            print(f"wrote {FLAGS.json}")
+    except config_lib.UsageError as error:
+        _fail(str(error))
+
+
+def _parse_flags(argv):
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        _fail(str(error))
+
+
+def run_main() -> None:
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run_main()
