@@ -93,7 +93,7 @@ class TrainingProgram(tf.Module):
         optimizer must have been created in its scope.
       skip_nonfinite: skip steps with NaN/Inf loss or gradients and go on,
         instead of stopping the loop after the first.
-      diagnose_every: every this many steps (0 = never) the step also computes
+      diagnose_every: on step 1 and every this many steps (0 = never) the step also computes
         per-layer diagnostics (``models.diagnostics``), kept in
         ``layer_stats`` for the caller.
       summary_fn: called in-graph on those steps as ``summary_fn(model, step,
@@ -263,7 +263,7 @@ class TrainingProgram(tf.Module):
             step = self.global_step + 1
             if every:
                 tf.cond(
-                    tf.equal(step % every, 0),
+                    self._is_diagnostic_step(step),
                     lambda: diagnostic_step(x, y, step),
                     lambda: plain_step(x, y),
                 )
@@ -280,6 +280,10 @@ class TrainingProgram(tf.Module):
 
         tf.while_loop(keep_going, body, (tf.constant(0),))
 
+    def _is_diagnostic_step(self, step):
+        """Every ``diagnose_every`` steps, and the first step (gradients at init)."""
+        return tf.logical_or(tf.equal(step % self.diagnose_every, 0), tf.equal(step, 1))
+
     def _record_diagnostics(self, step, diagnosed):
         """Keeps a diagnostic step's figures and writes its summaries (cross-replica)."""
         first = tf.nest.map_structure(
@@ -291,7 +295,7 @@ class TrainingProgram(tf.Module):
         if self.summary_fn is None:
             return
         # In-graph gate; the callable is evaluated where each summary op is made.
-        with tf.summary.record_if(lambda: tf.equal(step % self.diagnose_every, 0)):
+        with tf.summary.record_if(lambda: self._is_diagnostic_step(step)):
             self.summary_fn(self.model, step, first)
 
     def _evaluate_dataset(self, dataset):

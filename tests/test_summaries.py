@@ -50,8 +50,8 @@ def test_event_files_hold_scalars_histograms_hparams_and_graph(run_dir):
         for variable in ("w", "b"):
             assert f"weights/{layer}/{variable}" in tags
             assert f"gradients/{layer}/{variable}" in tags
-    # gated in-graph every --summary_every steps
-    assert [e.step for e in events.Tensors("gradient_norm/hidden_0")] == [10, 20, 30]
+    # gated in-graph every --summary_every steps, and at step 1 (gradients at init)
+    assert [e.step for e in events.Tensors("gradient_norm/hidden_0")] == [1, 10, 20, 30]
     assert [e.step for e in events.Tensors("loss")] == [10, 20, 30]
     histogram = events.Tensors("weights/hidden_0/w")[0].tensor_proto
     rows = tf.make_ndarray(histogram)
@@ -122,8 +122,8 @@ def test_uniform_deep_sigmoid_net_warns_of_vanishing_gradients(tmp_path):
         "--mode=train",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "vanishing gradients in layer hidden_0 at step 5" in result.stderr
-    assert "vanishing gradients in layer hidden_0 at step 10" not in result.stderr  # once
+    assert "vanishing gradients in layer hidden_0 at step 1:" in result.stderr
+    assert "vanishing gradients in layer hidden_0 at step 5" not in result.stderr  # once
 
 
 def test_gradient_warnings_name_layer_kind_and_step():

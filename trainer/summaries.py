@@ -18,7 +18,9 @@ from absl import logging
 
 # A layer whose gradient norm is below this fraction of the output layer's is
 # reported as vanishing; above this multiple, as exploding.
-VANISHING_FRACTION = 1e-3
+# (Xavier-initialized 6x500 sigmoid networks sit near 3e-4 and still learn;
+# U[0,1) init gives exactly 0.)
+VANISHING_FRACTION = 1e-5
 EXPLODING_MULTIPLE = 1e3
 
 
