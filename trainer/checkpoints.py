@@ -52,16 +52,30 @@ class Checkpoints:
     Args:
       directory: ``<model_dir>/checkpoints``.
       keep: how many checkpoints the manager keeps.
+      scratch_directory: for a non-chief worker of a multi-worker run. Saving
+        is a collective every worker must join, but only the chief's files
+        count: this process saves into ``scratch_directory`` instead, which is
+        removed again right after each save. Restores still read ``directory``
+        (the chief's), so every worker resumes from the same checkpoint.
       objects: what to save, e.g. ``model=..., optimizer=..., global_step=...``.
     """
 
-    def __init__(self, directory: str, keep: int = 3, **objects):
+    def __init__(
+        self, directory: str, keep: int = 3, scratch_directory: str | None = None, **objects
+    ):
         self.directory = directory
+        self.scratch_directory = scratch_directory
+        self.remove_scratch()  # left over if this worker died while saving
         self.objects = objects
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, directory, max_to_keep=keep, checkpoint_name="ckpt"
+            self.checkpoint,
+            scratch_directory or directory,
+            max_to_keep=1 if scratch_directory else keep,
+            checkpoint_name="ckpt",
         )
+        # What the chief's manager calls its latest at start, for a scratch saver.
+        self._chief_latest = tf.train.latest_checkpoint(directory) if scratch_directory else None
 
     def candidates(self) -> list[str]:
         """Checkpoint prefixes on disk, newest first.
@@ -69,14 +83,20 @@ class Checkpoints:
         Read from the files themselves as well as from the manager's state
         file, so a damaged state file never hides a checkpoint.
         """
-        prefixes = set(self.manager.checkpoints)
+        prefixes = set() if self.scratch_directory else set(self.manager.checkpoints)
         for index in glob.glob(os.path.join(self.directory, "ckpt-*.index")):
             prefixes.add(index[: -len(".index")])
         return sorted(prefixes, key=_step_of, reverse=True)
 
     @property
     def latest(self) -> str | None:
-        return self.manager.latest_checkpoint
+        """The newest checkpoint of the run (for a scratch saver: the chief's copy)."""
+        latest = self.manager.latest_checkpoint
+        if not self.scratch_directory:
+            return latest
+        if not latest:
+            return self._chief_latest
+        return os.path.join(self.directory, os.path.basename(latest))
 
     @property
     def latest_step(self) -> int | None:
@@ -84,15 +104,28 @@ class Checkpoints:
 
     def save(self, step: int) -> str:
         """Writes ``ckpt-<step>``; raises ``CheckpointError`` if it cannot."""
+        directory = self.scratch_directory or self.directory
         try:
+            if self.scratch_directory:
+                os.makedirs(self.scratch_directory, exist_ok=True)
             path = self.manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as error:
             raise CheckpointError(
-                f"{self.directory}: cannot save the checkpoint of step {step} "
+                f"{directory}: cannot save the checkpoint of step {step} "
                 f"({_one_line(error)}); earlier checkpoints are untouched"
             ) from None
+        finally:
+            self.remove_scratch()
+        if self.scratch_directory:
+            logging.info("joined the save of checkpoint %s (the chief writes it)", self.latest)
+            return self.latest
         logging.info("saved checkpoint %s", path)
         return path
+
+    def remove_scratch(self) -> None:
+        """Deletes the scratch folder of a non-chief worker, if there is one."""
+        if self.scratch_directory:
+            shutil.rmtree(self.scratch_directory, ignore_errors=True)
 
     def restore(self, path: str, only: dict | None = None) -> None:
         """Restores ``path`` into all objects, or into just ``only`` (e.g. the model).

@@ -53,6 +53,8 @@ def main(argv) -> None:
             print(f"stopped: {stopped}", file=sys.stderr)
         except controller.NonFiniteError as error:
             fail(error, status=3)
+        except train_lib.PeerLostError as error:
+            fail(error, status=4)
     except config_lib.UsageError as error:
         fail(error)
     except KeyboardInterrupt:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import sys
+import warnings
 
 from absl import logging
 
@@ -63,6 +65,8 @@ class Runtime:
     jit_compile: bool
     compute_dtype: object
     is_chief: bool
+    num_workers: int = 1  # processes training together (multi_worker)
+    task: str = ""  # this process in the cluster, e.g. "worker:1"; "" when alone
 
 
 def configure_devices(config: Config):
@@ -97,8 +101,10 @@ def make_strategy(config: Config, device: str):
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(cpus)
     if config.strategy == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise UsageError("--strategy=multi_worker: set TF_CONFIG to describe the cluster")
+        tf_config_task(config)  # one-line errors for a missing or malformed TF_CONFIG
+        # No collective timeout (CommunicationOptions.timeout_seconds costs a thread per
+        # collective): a lost peer is caught by the coordination service's heartbeats,
+        # which abort pending collectives with UnavailableError within about 10 s.
         try:
             return tf.distribute.MultiWorkerMirroredStrategy()
         except (ValueError, KeyError) as error:
@@ -160,9 +166,26 @@ def setup(config: Config) -> Runtime:
     seed_everything(config)
     strategy = make_strategy(config, device)
     num_replicas = strategy.num_replicas_in_sync
+    if config.strategy != "default":
+        # Raised by tf.distribute's own dataset code on every trace; nothing to act on.
+        warnings.filterwarnings(
+            "ignore", "To make it possible to preserve tf.data options", UserWarning
+        )
     jit = resolve_jit(config, device, num_replicas, config.strategy)
     dtype = tf.bfloat16 if config.precision == "bfloat16" else tf.float32
-    is_chief = _is_chief(strategy)
+    is_chief, num_workers, task = True, 1, ""
+    if config.strategy == "multi_worker":
+        resolver = strategy.cluster_resolver
+        cluster = resolver.cluster_spec().as_dict()
+        is_chief = is_chief_task(cluster, resolver.task_type, resolver.task_id)
+        num_workers = len(cluster.get("chief", ())) + len(cluster.get("worker", ()))
+        task = f"{resolver.task_type}:{resolver.task_id}" if resolver.task_type else ""
+        logging.info(
+            "cluster: %d worker(s); this is %s%s",
+            num_workers,
+            task or "the only task",
+            " (chief: writes checkpoints, summaries and results)" if is_chief else "",
+        )
     logging.info(
         "device: %s; strategy: %s with %d replica(s); precision: %s",
         device,
@@ -170,12 +193,41 @@ def setup(config: Config) -> Runtime:
         num_replicas,
         config.precision,
     )
-    return Runtime(strategy, device, num_replicas, jit, dtype, is_chief)
+    return Runtime(strategy, device, num_replicas, jit, dtype, is_chief, num_workers, task)
 
 
-def _is_chief(strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
+def is_chief_task(cluster: dict, task_type: str | None, task_id: int | None) -> bool:
+    """The chief writes the run's files: the ``chief`` task when the cluster has
+    one, otherwise worker 0. A process outside any cluster is its own chief."""
+    if not task_type:
         return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type == "chief" or (task_type == "worker" and task_id == 0)
+    if "chief" in cluster:
+        return task_type == "chief"
+    return task_type == "worker" and int(task_id or 0) == 0
+
+
+def tf_config_task(config: Config) -> tuple[dict, str | None, int | None]:
+    """``(cluster, task type, task id)`` from ``TF_CONFIG`` under ``--strategy=multi_worker``.
+
+    Read without TensorFlow, so the chief is known before the strategy exists
+    (only the chief takes the run folder's lock). Other strategies: ``({}, None, None)``.
+    """
+    if config.strategy != "multi_worker":
+        return {}, None, None
+    text = os.environ.get("TF_CONFIG", "")
+    if not text.strip():
+        raise UsageError("--strategy=multi_worker: set TF_CONFIG to describe the cluster")
+    try:
+        tf_config = json.loads(text)
+        cluster = tf_config.get("cluster") or {}
+        task = tf_config.get("task") or {}
+        task_type = task.get("type")
+        task_id = int(task.get("index", 0))
+    except (ValueError, AttributeError, TypeError) as error:
+        raise UsageError(f"--strategy=multi_worker: bad TF_CONFIG ({error})") from None
+    if not isinstance(cluster, dict) or (task_type and task_type not in cluster):
+        raise UsageError(
+            f"--strategy=multi_worker: bad TF_CONFIG (task type {task_type!r} is not in "
+            f"its cluster {sorted(cluster) if isinstance(cluster, dict) else cluster!r})"
+        )
+    return cluster, task_type, task_id

@@ -209,9 +209,10 @@ def run(config: Config, explicit: set[str] = frozenset()) -> dict:
     config = merge_saved_config(config, set(explicit))
     try:
         if config.mode in ("train", "train_and_eval"):
-            prepare_model_dir(config.model_dir)
             # Other workers of a multi-worker run share the chief's folder, not its lock.
-            if runtime.is_chief_task(*runtime.tf_config_task(config)):
+            chief = runtime.is_chief_task(*runtime.tf_config_task(config))
+            prepare_model_dir(config.model_dir)
+            if chief:
                 with checkpoints_lib.RunLock(config.model_dir):
                     return _run(config)
         return _run(config)

@@ -1,0 +1,256 @@
+"""tf.distribute: mirrored over logical CPUs, and several worker processes on
+127.0.0.1 (``--strategy=multi_worker`` with ``TF_CONFIG``) that train together,
+survive the loss of a peer with a one-line error, and resume."""
+
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, assert_one_line_error, cli, results
+
+SMALL = ["--hidden=32", "--summary_every=0"]
+
+# Logical CPU devices must be configured before TensorFlow starts its runtime,
+# hence a fresh interpreter.
+TRAJECTORY_SCRIPT = textwrap.dedent(
+    """
+    import json
+
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+
+    from models import optimizers, zoo
+    from models.training import TrainingProgram
+    from trainer import data
+    from trainer.config import Config
+
+    arrays = data.load(Config())
+    BATCH, STEPS = 64, 20
+
+
+    def trajectory(strategy):
+        normalization = (arrays.feature_mean, arrays.feature_scale)
+        with strategy.scope():
+            model = zoo.mlp(64, (32,), 10, normalization=normalization)
+            program = TrainingProgram(
+                model, optimizers.get("sgd", 0.5), global_batch_size=BATCH, strategy=strategy
+            )
+        dataset = data.train_dataset(arrays.x_train, arrays.y_train, BATCH, seed=0)
+        iterator = iter(strategy.experimental_distribute_dataset(dataset))
+        losses = []
+        for _ in range(STEPS):
+            program.train_metrics.reset()
+            program.run_steps(iterator, 1)
+            losses.append(program.train_metrics.result()["loss"])
+        return losses, strategy.num_replicas_in_sync
+
+
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    single, _ = trajectory(tf.distribute.OneDeviceStrategy(cpus[0]))
+    mirrored, replicas = trajectory(tf.distribute.MirroredStrategy(cpus))
+    print(json.dumps({"single": single, "mirrored": mirrored, "replicas": replicas}))
+    """
+)
+
+
+def test_mirrored_over_two_cpus_follows_the_single_device_trajectory():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, "-c", TRAJECTORY_SCRIPT],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["replicas"] == 2
+    single, mirrored = figures["single"], figures["mirrored"]
+    assert len(single) == len(mirrored) == 20
+    assert single[-1] < single[0]  # it does learn
+    np.testing.assert_allclose(mirrored, single, rtol=1e-5)
+
+
+def test_mirrored_on_two_logical_cpus_from_the_command_line(tmp_path):
+    done = cli(
+        "--strategy=mirrored", "--cpu_devices=2", f"--model_dir={tmp_path}", "--train_steps=200",
+        *SMALL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "strategy: mirrored with 2 replica(s)" in done.stderr
+    assert "UserWarning" not in done.stderr
+    figures = results(tmp_path)
+    assert figures["num_replicas"] == 2 and figures["jit_compile"] is False
+    assert figures["global_step"] == 200 and figures["eval_accuracy"] > 0.8
+
+
+# -- several workers -------------------------------------------------------------
+def test_the_chief_is_the_chief_task_else_worker_0():
+    from trainer.runtime import is_chief_task
+
+    workers = {"worker": ["a:1", "b:1"]}
+    assert is_chief_task(workers, "worker", 0) and not is_chief_task(workers, "worker", 1)
+    with_chief = {"chief": ["c:1"], **workers}
+    assert is_chief_task(with_chief, "chief", 0)
+    assert not is_chief_task(with_chief, "worker", 0)
+    assert not is_chief_task({**workers, "evaluator": ["e:1"]}, "evaluator", 0)
+    assert is_chief_task({}, None, None)  # not in a cluster
+
+
+def test_malformed_tf_config_is_a_one_line_error_before_anything_is_written(tmp_path):
+    done = cli(
+        "--strategy=multi_worker", f"--model_dir={tmp_path / 'run'}", "--train_steps=5",
+        env={"TF_CONFIG": '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "chief"}}'},
+    )  # fmt: skip
+    assert_one_line_error(done, "--strategy=multi_worker: bad TF_CONFIG", "'chief'")
+    assert not (tmp_path / "run").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def processes():
+    """Worker processes a test starts; any still running at its end are killed."""
+    started = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _start_workers(processes, log_dir, *flags, num_workers=2):
+    """Starts ``num_workers`` ``trainer.main`` processes forming one cluster.
+
+    Returns ``[(process, log path)]``, worker 0 (the chief) first; each process
+    is also added to ``processes``.
+    """
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(num_workers)]}
+    started = []
+    for index in range(num_workers):
+        env = dict(os.environ)
+        env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        )
+        log = os.path.join(str(log_dir), f"worker{index}-{time.monotonic_ns()}.log")
+        with open(log, "w") as handle:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "trainer.main", "--strategy=multi_worker", *flags],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=handle,
+                env=env,
+            )
+        processes.append(process)
+        started.append((process, log))
+    return started
+
+
+def _finish(started, timeout=120):
+    """Waits for every worker; returns ``[(returncode, stderr)]``."""
+    deadline = time.time() + timeout
+    finished = []
+    for process, log in started:
+        try:
+            process.wait(timeout=max(1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            for other, _ in started:
+                other.kill()
+            raise
+        finished.append((process.returncode, _read(log)))
+    return finished
+
+
+def _read(path) -> str:
+    with open(path) as handle:
+        return handle.read()
+
+
+def _worker_folders(model_dir):
+    return glob.glob(os.path.join(str(model_dir), "**", ".worker-*"), recursive=True)
+
+
+def _latest_step(model_dir) -> int:
+    steps = [
+        int(os.path.basename(p)[len("ckpt-") : -len(".index")])
+        for p in glob.glob(os.path.join(str(model_dir), "checkpoints", "ckpt-*.index"))
+    ]
+    return max(steps, default=-1)
+
+
+def test_two_workers_train_together_and_the_chief_checkpoint_evaluates(tmp_path, processes):
+    run = tmp_path / "run"
+    started = _start_workers(
+        processes,
+        tmp_path,
+        f"--model_dir={run}",
+        "--train_steps=200",
+        "--checkpoint_every=50",
+        *SMALL,
+    )
+    (chief_rc, chief_log), (worker_rc, worker_log) = _finish(started)
+    assert chief_rc == 0, chief_log
+    assert worker_rc == 0, worker_log
+    assert "this is worker:0 (chief" in chief_log and "this is worker:1\n" in worker_log
+    assert "multi_worker with 2 replica(s)" in chief_log
+    assert "joined the save of checkpoint" in worker_log
+
+    figures = results(run)
+    assert figures["global_step"] == 200 and figures["num_replicas"] == 2
+    assert figures["eval_accuracy"] > 0.8
+    assert os.listdir(run / "export") == ["1"]  # the chief alone exports
+    assert sorted(os.listdir(run / "checkpoints"))[-1] == "ckpt-200.index"
+    assert _worker_folders(run) == []
+
+    evaluated = cli("--mode=eval", f"--model_dir={run}")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert results(run)["eval_accuracy"] == figures["eval_accuracy"]
+
+
+def test_killing_the_chief_stops_the_other_worker_then_both_resume(tmp_path, processes):
+    run = tmp_path / "run"
+    flags = [f"--model_dir={run}", "--mode=train", "--checkpoint_every=50", *SMALL]
+    chief, worker = _start_workers(processes, tmp_path, *flags, "--train_steps=1000000")
+    deadline = time.time() + 90
+    while _latest_step(run) < 100 and time.time() < deadline:
+        assert chief[0].poll() is None and worker[0].poll() is None, _read(chief[1])
+        time.sleep(0.05)
+    assert _latest_step(run) >= 100, _read(chief[1])
+    chief[0].send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    ((survivor_rc, survivor_log),) = _finish([worker], timeout=60)
+    waited = time.time() - killed_at
+    _finish([chief])
+    result = subprocess.CompletedProcess([], survivor_rc, "", survivor_log)
+    assert_one_line_error(result, "--strategy=multi_worker: lost contact with another worker")
+    assert survivor_rc == 4 and waited < 30, (survivor_rc, waited)
+
+    latest = _latest_step(run)
+    assert latest >= 100
+    target = latest + 60
+    resumed = _finish(_start_workers(processes, tmp_path, *flags, f"--train_steps={target}"))
+    for returncode, log in resumed:
+        assert returncode == 0, log
+        assert f"resuming from {run}/checkpoints/ckpt-{latest} (step {latest})" in log, log
+    assert results(run)["global_step"] == target
+    assert _latest_step(run) == target
+    assert _worker_folders(run) == []
