@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging as pylogging
 import os
 import sys
 import warnings
@@ -32,9 +33,19 @@ def import_tensorflow(verbose: bool = False):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _muted_stderr():
         import tensorflow as tf
-    # TensorFlow's own Python INFO lines (saver timings and the like).
+    # TensorFlow's own Python INFO lines (saver timings and the like), whether
+    # they go through its logger or straight through absl.
     tf.get_logger().setLevel("WARNING")
+    logging.get_absl_handler().addFilter(_HideTensorFlowInfo())
     return tf
+
+
+class _HideTensorFlowInfo(pylogging.Filter):
+    """Drops INFO records that come from TensorFlow's own source files."""
+
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        path = record.pathname.replace(os.sep, "/")
+        return record.levelno >= pylogging.WARNING or "/tensorflow/" not in path
 
 
 @contextlib.contextmanager
