@@ -30,6 +30,7 @@ def test_inspect_prints_a_table_and_writes_json(tmp_path):
     assert "64x16" in result.stdout and "16x10" in result.stdout
     figures = json.loads((tmp_path / "f.json").read_text())
     assert figures["global_step"] == 30
+    assert figures["layers"][0]["distinct_units"] == 16
     assert [layer["layer"] for layer in figures["layers"]] == ["hidden_0", "output"]
     for layer in figures["layers"]:
         assert layer["grad_l1"] > 0 and layer["grad_l2"] > 0
@@ -43,6 +44,14 @@ def test_uniform_deep_sigmoid_net_shows_zero_first_layer_gradient(tmp_path):
     assert figures["layers"][0]["grad_l1"] == 0.0
     assert figures["layers"][-1]["grad_l1"] > 0.0
     assert figures["layers"][3]["saturation"] > 0.99
+
+
+def test_zero_init_leaves_one_distinct_hidden_unit(tmp_path):
+    train(tmp_path, hidden=(12,), init="zeros", optimizer="sgd", learning_rate=0.5,
+          train_steps=50, mode="train")  # fmt: skip
+    figures = inspect_lib.inspect_run(str(tmp_path), batch_size=32)
+    assert figures["layers"][0]["distinct_units"] == 1
+    assert figures["layers"][0]["weight_std"] > 0  # it learned, but every unit the same way
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "no_checkpoint"])

@@ -30,8 +30,8 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
     Returns:
       ``{"model_dir", "checkpoint", "global_step", "batch_size", "loss",
       "layers": [{"layer", "activation", "weight_shape", "weight_mean",
-      "weight_std", "weight_min", "weight_max", "bias_mean", "grad_l1",
-      "grad_l2", "saturation"}]}``, layers first to last.
+      "weight_std", "weight_min", "weight_max", "bias_mean", "distinct_units",
+      "grad_l1", "grad_l2", "saturation"}]}``, layers first to last.
 
     Raises:
       UsageError: a missing or malformed run folder, or no usable checkpoint.
@@ -90,6 +90,7 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
                 "weight_min": float(w.min()),
                 "weight_max": float(w.max()),
                 "bias_mean": float(np.mean(layer.b.numpy())),
+                "distinct_units": distinct_units(w, layer.b.numpy()),
                 "grad_l1": float(stats["gradient_l1"][position]),
                 "grad_l2": float(stats["gradient_norm"][position]),
                 "saturation": float(stats["saturation"][position]),
@@ -105,11 +106,31 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
     }
 
 
+def distinct_units(w, b, relative_tolerance: float = 1e-6) -> int:
+    """How many units of a layer compute different functions.
+
+    Units whose incoming weights ``w[:, j]`` and bias ``b[j]`` agree to within
+    ``relative_tolerance`` of the layer's largest weight count once: zero init
+    leaves one distinct unit (the notebook's symmetry lesson), until rounding
+    differences, which grow over training, split them.
+
+    Args:
+      w: ``[in, units]`` weights; b: ``[units]`` biases.
+    """
+    import numpy as np
+
+    units = np.vstack([w, np.asarray(b)[None]]).T.astype(np.float64)
+    scale = np.abs(units).max()
+    if scale == 0:
+        return 1
+    return len(np.unique(np.round(units / (relative_tolerance * scale)), axis=0))
+
+
 def format_table(figures: dict) -> str:
     """The figures as a fixed-width table, one row per layer."""
     header = (
         f"{'layer':<10} {'act':<8} {'shape':>11} {'mean':>9} {'std':>9} {'min':>9} "
-        f"{'max':>9} {'grad L1':>10} {'grad L2':>10} {'saturated':>9}"
+        f"{'max':>9} {'distinct':>8} {'grad L1':>10} {'grad L2':>10} {'saturated':>9}"
     )
     lines = [
         f"{figures['checkpoint']} (step {figures['global_step']}), "
@@ -122,10 +143,12 @@ def format_table(figures: dict) -> str:
         lines.append(
             f"{row['layer']:<10} {row['activation']:<8} {shape:>11} {row['weight_mean']:>9.4f} "
             f"{row['weight_std']:>9.4f} {row['weight_min']:>9.4f} {row['weight_max']:>9.4f} "
-            f"{row['grad_l1']:>10.3g} {row['grad_l2']:>10.3g} {row['saturation']:>9.1%}"
+            f"{row['distinct_units']:>8} {row['grad_l1']:>10.3g} {row['grad_l2']:>10.3g} "
+            f"{row['saturation']:>9.1%}"
         )
     lines.append(
-        "saturated: sigmoid/tanh outputs within 0.01 of a bound, or relu outputs at 0 (dead)"
+        "distinct: units with different incoming weights (to 1e-6); saturated: sigmoid/tanh "
+        "outputs within 0.01 of a bound, or relu outputs at 0 (dead)"
     )
     return "\n".join(lines)
 
