@@ -106,24 +106,39 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
     }
 
 
-def distinct_units(w, b, relative_tolerance: float = 1e-6) -> int:
+def distinct_units(w, b, relative_tolerance: float = 1e-4) -> int:
     """How many units of a layer compute different functions.
 
-    Units whose incoming weights ``w[:, j]`` and bias ``b[j]`` agree to within
-    ``relative_tolerance`` of the layer's largest weight count once: zero init
-    leaves one distinct unit (the notebook's symmetry lesson), until rounding
-    differences, which grow over training, split them.
+    Units whose incoming weights ``w[:, j]`` and bias ``b[j]`` lie within
+    ``relative_tolerance`` of the layer's largest weight of each other (joined
+    transitively) count once: zero init leaves one distinct unit (the
+    notebook's symmetry lesson), until rounding differences, which grow over
+    training, split them.
 
     Args:
       w: ``[in, units]`` weights; b: ``[units]`` biases.
     """
     import numpy as np
 
-    units = np.vstack([w, np.asarray(b)[None]]).T.astype(np.float64)
+    units = np.vstack([w, np.asarray(b)[None]]).T.astype(np.float64)  # [units, in + 1]
     scale = np.abs(units).max()
     if scale == 0:
         return 1
-    return len(np.unique(np.round(units / (relative_tolerance * scale)), axis=0))
+    squared = (units**2).sum(axis=1)
+    distance2 = squared[:, None] + squared[None, :] - 2 * units @ units.T
+    close = distance2 <= (relative_tolerance * scale) ** 2 * units.shape[1]
+    groups, seen = 0, np.zeros(len(units), bool)
+    for start in range(len(units)):
+        if seen[start]:
+            continue
+        groups += 1
+        frontier = [start]
+        seen[start] = True
+        while frontier:
+            members = np.flatnonzero(close[frontier].any(axis=0) & ~seen)
+            seen[members] = True
+            frontier = list(members)
+    return groups
 
 
 def format_table(figures: dict) -> str:
@@ -147,7 +162,7 @@ def format_table(figures: dict) -> str:
             f"{row['saturation']:>9.1%}"
         )
     lines.append(
-        "distinct: units with different incoming weights (to 1e-6); saturated: sigmoid/tanh "
+        "distinct: units with different incoming weights (to 1e-4); saturated: sigmoid/tanh "
         "outputs within 0.01 of a bound, or relu outputs at 0 (dead)"
     )
     return "\n".join(lines)
