@@ -1,0 +1,976 @@
+"""Training speed: the notebook's eager loop vs this trainer vs Keras ``Model.fit``.
+
+Every contender trains the identical network (same layers, same initial weights,
+copied from one seeded from-scratch model), on the identical stream of batches
+(``trainer.data.train_dataset`` over the same synthetic data), with the same
+batch size, loss and SGD learning rate:
+
+* ``eager``: the notebook's loop, a Python ``for`` calling a ``GradientTape``
+  step eagerly (no ``tf.function``), updating with ``assign_sub``.
+* ``trainer``: ``models.TrainingProgram.run_steps`` for each combination of
+  ``--steps_per_loop``, ``--xla`` and ``--precisions``.
+* ``keras``: the same layers in Keras 3, ``compile``d with each combination of
+  ``--keras_steps_per_execution``, ``--keras_jit`` and ``--precisions``
+  (``mixed_bfloat16`` layers for bfloat16), trained with ``fit``.
+
+All contenders are built and warmed up first (the first call, tracing and
+compiling included, is timed as ``time_to_first_step_s``); then ``--repeats``
+rounds run every contender once for about ``--steps`` steps, round-robin with a
+rotating start, so slow drifts of the machine hit all contenders alike. Each
+contender's figure is the median over rounds, in examples per second of wall
+time and in CPU microseconds per example (this process's CPU time, all threads:
+much less disturbed than wall time by other programs on a shared machine).
+
+Achieved GFLOP/s counts 6 x parameters per example (forward 2, backward 4);
+``peak_fraction`` divides it by the best rate of a chain of square matmuls of
+that precision, timed once per round between the contenders. ``ratio_vs_keras``
+divides by the fastest Keras configuration of the same precision.
+
+Also measured: bfloat16 against float32 at ``--precision_batch_size`` (speed
+ratio, and eval accuracy after the same training), and with
+``--compare_devices`` the same training on every device TensorFlow sees.
+
+Usage:
+  python scripts/benchmark.py --preset=deep --batch_size=128 --repeats=5 --json=out.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from trainer import runtime  # noqa: E402
+
+# (input size, hidden sizes, classes, activation); deep and mlp are the zoo's presets.
+PRESETS = {
+    "tiny": (64, (32,), 10, "sigmoid"),
+    "mlp": "notebook_mlp",
+    "deep": "notebook_deep",
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum(
+    "preset",
+    "deep",
+    list(PRESETS),
+    "Network: tiny (tests), mlp 784-100-10, deep 784-500x6-10 (sigmoid hidden layers).",
+)
+flags.DEFINE_integer("batch_size", 128, "Examples per step, for every contender.", lower_bound=1)
+flags.DEFINE_integer(
+    "steps",
+    100,
+    "Timed steps per contender per round (rounded to a multiple of its steps per call).",
+    lower_bound=1,
+)
+flags.DEFINE_integer("repeats", 5, "Timed rounds; figures are medians over rounds.", lower_bound=1)
+flags.DEFINE_list("steps_per_loop", ["1", "100"], "Trainer steps per compiled call.")
+flags.DEFINE_list("xla", ["false", "true"], "Trainer jit_compile values.")
+flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Compute dtypes (trainer and Keras).")
+flags.DEFINE_list("keras_steps_per_execution", ["1", "100"], "Keras steps_per_execution values.")
+flags.DEFINE_list("keras_jit", ["false", "true"], "Keras jit_compile values.")
+flags.DEFINE_list(
+    "contenders",
+    ["eager", "trainer", "keras", "input"],
+    "Which groups to run (input: the tf.data pipeline alone, as a ceiling).",
+)
+flags.DEFINE_float("learning_rate", 0.01, "SGD learning rate, for every contender.")
+flags.DEFINE_integer("examples", 8192, "Synthetic training examples.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed of data, initial weights and batch order.")
+flags.DEFINE_integer(
+    "matmul_size", 2048, "Side of the square matmuls that measure the peak.", lower_bound=16
+)
+flags.DEFINE_enum("device", "auto", ["auto", "cpu", "gpu"], "Where to run (auto: GPU if any).")
+flags.DEFINE_bool(
+    "compare_devices",
+    False,
+    "Also time the trainer on every visible device and "
+    "print the ratio (the notebook's GPU vs CPU comparison).",
+)
+flags.DEFINE_bool(
+    "precision_check",
+    True,
+    "Train float32 and bfloat16 on the same data for the "
+    "same steps; report speed ratio and eval accuracies.",
+)
+flags.DEFINE_integer(
+    "precision_batch_size", 512, "Batch size of the precision check.", lower_bound=1
+)
+flags.DEFINE_integer("precision_steps", 1000, "Training steps of each precision.", lower_bound=1)
+flags.DEFINE_enum(
+    "precision_data",
+    "digits",
+    ["digits", "synthetic"],
+    "Precision check data: scikit-learn digits (/16, zero-padded to the input size) or synthetic.",
+)
+flags.DEFINE_string(
+    "precision_optimizer",
+    "adam",
+    "Optimizer of the precision check (a name in "
+    "models.optimizers); plain SGD leaves the deep sigmoid net near chance.",
+)
+flags.DEFINE_float("precision_learning_rate", 0.001, "Learning rate of the precision check.")
+flags.DEFINE_string("json", None, "Write all results to this JSON file.")
+
+
+def _fail(message: str):
+    """Ends the program with one line on standard error and status 2, no traceback."""
+    print(f"scripts/benchmark.py: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _bool(text: str, name: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    _fail(f"--{name}: expected true or false, got {text!r}")
+
+
+def _ints(values, name) -> list[int]:
+    try:
+        out = [int(v) for v in values]
+    except ValueError:
+        _fail(f"--{name}: expected comma-separated integers")
+    if not out or min(out) < 1:
+        _fail(f"--{name}: every value must be >= 1")
+    return out
+
+
+def _clock() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads)."""
+    return time.perf_counter(), time.process_time()
+
+
+def _since(start: tuple[float, float]) -> tuple[float, float]:
+    wall, cpu = _clock()
+    return wall - start[0], cpu - start[1]
+
+
+def _median(values):
+    return statistics.median(values) if values else math.nan
+
+
+# -- set-up ---------------------------------------------------------------------------------
+def network_spec(preset: str):
+    from models import zoo
+
+    spec = PRESETS[preset]
+    return zoo.PRESETS[spec] if isinstance(spec, str) else spec
+
+
+def build_model(preset: str, seed: int):
+    """A fresh from-scratch model; the same seed gives the same initial weights."""
+    from models import zoo
+
+    spec = PRESETS[preset]
+    if isinstance(spec, str):
+        return zoo.preset(spec, init="xavier", seed=seed)
+    input_size, hidden, classes, activation = spec
+    return zoo.mlp(input_size, hidden, classes, activation, "xavier", seed, name=preset)
+
+
+def synthetic_data(n: int, input_size: int, classes: int, seed: int):
+    """Gaussian features labelled by a random linear teacher: float32 [n, D], int64 [n]."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, input_size)).astype(np.float32)
+    teacher = rng.normal(size=(input_size, classes)).astype(np.float32)
+    return x, np.argmax(x @ teacher, axis=1).astype(np.int64)
+
+
+def digits_data(input_size: int, seed: int):
+    """scikit-learn's digits scaled to [0, 1] and zero-padded to ``input_size`` features."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = digits.data.astype(np.float32) / 16.0
+    if input_size < x.shape[1]:
+        _fail(f"digits need >= 64 inputs; this network takes {input_size}")
+    x = np.pad(x, ((0, 0), (0, input_size - x.shape[1])))
+    y = digits.target.astype(np.int64)
+    return train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
+
+
+def machine_info(tf, device: str) -> dict:
+    import keras
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if "model name" in line]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    gpus = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        gpus.append(details.get("device_name", gpu.name))
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "gpus": gpus,
+        "device": device,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tf32_enabled": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
+        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def resolve_device(tf, requested: str, compare_devices: bool) -> str:
+    """Applies ``--device`` before TensorFlow starts its devices; returns the device name."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if requested == "gpu" and not gpus:
+        _fail("--device=gpu: TensorFlow sees no GPU on this machine")
+    if requested == "cpu" and gpus and not compare_devices:
+        tf.config.set_visible_devices([], "GPU")
+    return "/GPU:0" if gpus and requested != "cpu" else "/CPU:0"
+
+
+# -- matmul peak ----------------------------------------------------------------------------
+class PeakMeter:
+    """Square ``size`` matmul GFLOP/s in float32 and bfloat16 on ``device``.
+
+    ``sample`` times one call of each dtype; the benchmark takes one sample per
+    round, between the contenders, so the peak sees the same machine load they do.
+    """
+
+    def __init__(self, tf, device: str, size: int, target_s: float = 0.25):
+        self.tf, self.device, self.size = tf, device, size
+
+        @tf.function
+        def chain(a, x, count):
+            # Each product feeds the next, so none can be skipped; a keeps values bounded.
+            for _ in tf.range(count):
+                x = tf.matmul(a, x)
+            return tf.reduce_sum(x[:1, :1])
+
+        self.chain = chain
+        self.rates = {"float32": [], "bfloat16": []}
+        self.operands, self.counts = {}, {}
+        with tf.device(device):
+            for name in self.rates:
+                dtype = tf.as_dtype(name)
+                a = tf.random.stateless_normal([size, size], (1, 2), stddev=size**-0.5)
+                x = tf.random.stateless_normal([size, size], (3, 4))
+                self.operands[name] = (tf.cast(a, dtype), tf.cast(x, dtype))
+                chain(*self.operands[name], tf.constant(1)).numpy()  # trace and warm up
+                start = time.perf_counter()
+                chain(*self.operands[name], tf.constant(1)).numpy()
+                once = max(time.perf_counter() - start, 1e-6)
+                self.counts[name] = max(1, min(10_000, round(target_s / once)))
+
+    def sample(self) -> None:
+        with self.tf.device(self.device):
+            for name, values in self.rates.items():
+                count = self.counts[name]
+                start = time.perf_counter()
+                self.chain(*self.operands[name], self.tf.constant(count)).numpy()
+                seconds = time.perf_counter() - start
+                values.append(2.0 * self.size**3 * count / seconds / 1e9)
+
+    def result(self) -> dict:
+        return {
+            name: {
+                "gflops": max(values),
+                "gflops_median": _median(values),
+                "gflops_all": values,
+                "size": self.size,
+                "matmuls_per_call": self.counts[name],
+            }
+            for name, values in self.rates.items()
+        }
+
+
+# -- contenders -----------------------------------------------------------------------------
+class Contender:
+    """One way of training; ``start`` builds and warms it, ``timed`` runs one round."""
+
+    kind = ""
+
+    def __init__(self, name: str, precision: str, settings: dict):
+        self.name = name
+        self.precision = precision
+        self.settings = settings
+        self.time_to_first_step_s = math.nan
+        self.rounds: list[tuple[float, int, float]] = []  # (wall s, steps, CPU s)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def timed(self) -> tuple[float, int, float]:
+        """Runs one round; returns (wall seconds, steps, CPU seconds)."""
+        raise NotImplementedError
+
+    def traces(self) -> int | None:
+        """How often the compiled loop was traced (1 means no retracing), if known."""
+        return None
+
+
+class EagerContender(Contender):
+    """The notebook's loop: tape, gradient and ``assign_sub`` per step, all eager."""
+
+    kind = "eager"
+
+    def __init__(self, tf, ctx, steps: int):
+        super().__init__("eager", "float32", {})
+        self.tf, self.ctx, self.steps = tf, ctx, steps
+
+    def _step(self):
+        from models import losses
+
+        tf = self.tf
+        x, y = next(self.iterator)
+        with tf.GradientTape() as tape:
+            loss = losses.cross_entropy(y, self.model(x))
+        grads = tape.gradient(loss, self.variables)
+        for variable, grad in zip(self.variables, grads):
+            variable.assign_sub(self.ctx["learning_rate"] * grad)
+
+    def _sync(self):
+        return self.variables[-1].numpy()
+
+    def start(self):
+        with self.tf.device(self.ctx["device"]):
+            self.model = build_model(self.ctx["preset"], self.ctx["seed"])
+            self.variables = self.model.trainable_variables
+            self.iterator = iter(self.ctx["dataset"]())
+            begin = time.perf_counter()
+            self._step()
+            self._sync()
+            self.time_to_first_step_s = time.perf_counter() - begin
+            self._step()
+            self._sync()
+
+    def timed(self):
+        with self.tf.device(self.ctx["device"]):
+            begin = _clock()
+            for _ in range(self.steps):
+                self._step()
+            self._sync()
+            wall, cpu = _since(begin)
+            return wall, self.steps, cpu
+
+
+class TrainerContender(Contender):
+    """``TrainingProgram.run_steps``, ``steps_per_loop`` steps per compiled call."""
+
+    kind = "trainer"
+
+    def __init__(self, tf, ctx, steps: int, steps_per_loop: int, jit: bool, precision: str):
+        steps_per_loop = min(steps_per_loop, steps)
+        name = f"trainer_spl{steps_per_loop}_xla-{'on' if jit else 'off'}_{precision}"
+        settings = {"steps_per_loop": steps_per_loop, "jit_compile": jit}
+        super().__init__(name, precision, settings)
+        self.tf, self.ctx = tf, ctx
+        self.steps_per_loop = steps_per_loop
+        self.calls = max(1, round(steps / steps_per_loop))
+        self.jit = jit
+        self.device = ctx["device"]
+
+    def start(self):
+        import models
+        from models import optimizers
+
+        tf = self.tf
+        with tf.device(self.device):
+            model = build_model(self.ctx["preset"], self.ctx["seed"])
+            self.iterator = iter(self.ctx["dataset"]())
+            begin = time.perf_counter()
+            self.program = models.TrainingProgram(
+                model,
+                optimizers.get("sgd", self.ctx["learning_rate"]),
+                loss="cross_entropy",
+                global_batch_size=self.ctx["batch_size"],
+                compute_dtype=tf.as_dtype(self.precision),
+                jit_compile=self.jit,
+            )
+            self.program.run_steps(self.iterator, 1)
+            self.program.global_step.numpy()
+            self.time_to_first_step_s = time.perf_counter() - begin
+            self.program.run_steps(self.iterator, self.steps_per_loop)
+            self.program.global_step.numpy()
+
+    def run(self, calls: int) -> tuple[float, int, float]:
+        with self.tf.device(self.device):
+            begin = _clock()
+            for _ in range(calls):
+                self.program.run_steps(self.iterator, self.steps_per_loop)
+            self.program.global_step.numpy()
+            wall, cpu = _since(begin)
+            return wall, calls * self.steps_per_loop, cpu
+
+    def timed(self):
+        return self.run(self.calls)
+
+    def traces(self):
+        return self.program.trace_counts["train_loop"]
+
+
+class KerasContender(Contender):
+    """Keras 3 ``Model.fit`` on the same layers and initial weights.
+
+    Each round is one ``fit`` call of ``calls + 1`` executions; a callback times
+    from the end of the first execution to the end of the last, so ``fit``'s own
+    set-up and the first (possibly retracing) execution are not counted.
+    """
+
+    kind = "keras"
+
+    def __init__(self, tf, ctx, steps: int, steps_per_execution: int, jit: bool, precision: str):
+        steps_per_execution = min(steps_per_execution, steps)
+        name = f"keras_spe{steps_per_execution}_jit-{'on' if jit else 'off'}_{precision}"
+        settings = {"steps_per_execution": steps_per_execution, "jit_compile": jit}
+        super().__init__(name, precision, settings)
+        self.tf, self.ctx = tf, ctx
+        self.spe = steps_per_execution
+        self.calls = max(1, round(steps / steps_per_execution))
+        self.jit = jit
+
+    def start(self):
+        import keras
+
+        policy = "mixed_bfloat16" if self.precision == "bfloat16" else "float32"
+        input_size, hidden, classes, activation = self.ctx["spec"]
+        with self.tf.device(self.ctx["device"]):
+            inputs = keras.Input((input_size,))
+            h = inputs
+            for units in hidden:
+                h = keras.layers.Dense(
+                    units, activation, kernel_initializer="glorot_normal", dtype=policy
+                )(h)
+            outputs = keras.layers.Dense(classes, kernel_initializer="glorot_normal", dtype=policy)(
+                h
+            )
+            self.model = keras.Model(inputs, outputs)
+            # Identical initial weights: the from-scratch model's (w, b) per layer.
+            reference = build_model(self.ctx["preset"], self.ctx["seed"])
+            self.model.set_weights(
+                [v.numpy() for layer in reference.dense_layers for v in (layer.w, layer.b)]
+            )
+            if policy == "float32":  # same network, same weights: same outputs
+                probe = np.random.default_rng(0).normal(size=(4, input_size)).astype(np.float32)
+                np.testing.assert_allclose(
+                    self.model(probe).numpy(), reference(probe).numpy(), rtol=1e-4, atol=1e-5
+                )
+            self.model.compile(
+                optimizer=keras.optimizers.SGD(self.ctx["learning_rate"]),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],  # the trainer tracks loss and accuracy too
+                steps_per_execution=self.spe,
+                jit_compile=self.jit,
+            )
+            self.dataset = self.ctx["dataset"]()
+            begin = time.perf_counter()
+            self._fit(1)
+            self.time_to_first_step_s = time.perf_counter() - begin
+            self._fit(self.spe)
+
+    def _fit(self, steps: int, callbacks=None):
+        # shuffle=False: the dataset is already shuffled (Keras warns otherwise).
+        with self.tf.device(self.ctx["device"]):
+            self.model.fit(
+                self.dataset,
+                epochs=1,
+                steps_per_epoch=steps,
+                shuffle=False,
+                verbose=0,
+                callbacks=callbacks,
+            )
+
+    def timed(self):
+        import keras
+
+        marks = []
+
+        class Timer(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                # Reading the loss waits for the execution (asynchronous on GPUs).
+                float((logs or {}).get("loss", 0.0))
+                marks.append((_clock(), batch))
+
+        self._fit((self.calls + 1) * self.spe, [Timer()])
+        (t0, b0), (t1, b1) = marks[0], marks[-1]
+        return t1[0] - t0[0], b1 - b0, t1[1] - t0[1]
+
+
+class InputPipeline(Contender):
+    """The shared ``tf.data`` pipeline alone, drained in-graph: a ceiling for every contender."""
+
+    kind = "input"
+
+    def __init__(self, tf, ctx, steps: int):
+        super().__init__("input_pipeline", "float32", {})
+        self.tf, self.ctx, self.steps = tf, ctx, steps
+
+    def start(self):
+        tf = self.tf
+
+        @tf.function
+        def drain(iterator, count):
+            total = tf.constant(0.0)
+            for _ in tf.range(count):
+                x, _ = next(iterator)
+                total += x[0, 0]
+            return total
+
+        self.drain = drain
+        with tf.device(self.ctx["device"]):
+            self.iterator = iter(self.ctx["dataset"]())
+            begin = time.perf_counter()
+            drain(self.iterator, tf.constant(1)).numpy()
+            self.time_to_first_step_s = time.perf_counter() - begin
+
+    def timed(self):
+        with self.tf.device(self.ctx["device"]):
+            begin = _clock()
+            self.drain(self.iterator, self.tf.constant(self.steps)).numpy()
+            wall, cpu = _since(begin)
+            return wall, self.steps, cpu
+
+
+def make_contenders(tf, ctx, groups, steps, precisions, steps_per_loop, xla, keras_spe, keras_jit):
+    """Every requested contender once (values capped to ``steps`` can coincide)."""
+    contenders = []
+    if "input" in groups:
+        contenders.append(InputPipeline(tf, ctx, steps))
+    if "eager" in groups:
+        contenders.append(EagerContender(tf, ctx, steps))
+    for precision in precisions:
+        if "trainer" in groups:
+            for jit in xla:
+                for spl in steps_per_loop:
+                    contenders.append(TrainerContender(tf, ctx, steps, spl, jit, precision))
+    for precision in precisions:
+        if "keras" in groups:
+            for jit in keras_jit:
+                for spe in keras_spe:
+                    contenders.append(KerasContender(tf, ctx, steps, spe, jit, precision))
+    unique = {}
+    for contender in contenders:
+        unique.setdefault(contender.name, contender)
+    return list(unique.values())
+
+
+def run_rounds(contenders, repeats: int, log=print, between=None) -> None:
+    """Round-robin timing with a rotating start; results go to ``contender.rounds``.
+
+    ``between``, if given, is called at the start of every round (the peak meter).
+    """
+    for index in range(repeats):
+        if between is not None:
+            between()
+        if not contenders:
+            continue
+        shift = index % len(contenders)
+        for contender in contenders[shift:] + contenders[:shift]:
+            contender.rounds.append(contender.timed())
+        log(f"  round {index + 1}/{repeats} done")
+
+
+def summarize(contender, batch_size: int, params: int, peaks: dict) -> dict:
+    rates = [batch_size * steps / wall for wall, steps, _ in contender.rounds if wall > 0]
+    eps = _median(rates)
+    # CPU time is far less sensitive than wall time to other processes on the machine.
+    cpu_us = [1e6 * cpu / (batch_size * steps) for _, steps, cpu in contender.rounds if steps]
+    gflops = 6.0 * params * eps / 1e9
+    peak = peaks.get(contender.precision, {}).get("gflops", math.nan)
+    return {
+        "name": contender.name,
+        "kind": contender.kind,
+        "precision": contender.precision,
+        **contender.settings,
+        "steps_timed": contender.rounds[0][1] if contender.rounds else 0,
+        "examples_per_sec": eps,
+        "examples_per_sec_all": rates,
+        "cpu_us_per_example": _median(cpu_us),
+        "gflops": gflops,
+        "peak_fraction": gflops / peak if peak else math.nan,
+        "time_to_first_step_s": contender.time_to_first_step_s,
+        "traces": contender.traces(),
+    }
+
+
+def add_keras_ratios(rows: list[dict]) -> dict:
+    """Sets ``ratio_vs_keras`` against the fastest Keras row of the same precision."""
+    best = {}
+    for row in rows:
+        if row["kind"] == "keras":
+            current = best.get(row["precision"])
+            if current is None or row["examples_per_sec"] > current["examples_per_sec"]:
+                best[row["precision"]] = row
+    for row in rows:
+        reference = best.get(row["precision"]) or best.get("float32")
+        row["keras_reference"] = reference["name"] if reference else None
+        row["ratio_vs_keras"] = (
+            row["examples_per_sec"] / reference["examples_per_sec"] if reference else None
+        )
+    return {precision: row["name"] for precision, row in best.items()}
+
+
+# -- bfloat16 vs float32 --------------------------------------------------------------------
+def precision_check(tf, ctx, args) -> dict:
+    """Trains float32 and bfloat16 from the same weights on the same batches; times and scores."""
+    import models
+    from models import optimizers
+    from trainer import data
+
+    input_size, _, classes, _ = ctx["spec"]
+    batch = args["batch_size"]
+    if args["data"] == "digits":
+        x_train, x_eval, y_train, y_eval = digits_data(input_size, ctx["seed"])
+    else:
+        held_out = max(2048, ctx["examples"] // 4)
+        x, y = synthetic_data(ctx["examples"] + held_out, input_size, classes, ctx["seed"])
+        x_train, x_eval = x[:-held_out], x[-held_out:]
+        y_train, y_eval = y[:-held_out], y[-held_out:]
+    batch = data.effective_batch_size(batch, len(x_train))
+    jit = ctx["device"].startswith("/GPU")  # the trainer's own default
+    chunk = max(1, math.ceil(args["steps"] / args["repeats"]))
+    steps_per_loop = min(chunk, max(ctx["steps_per_loop"]))
+    calls = max(1, round(chunk / steps_per_loop))
+    runs = {}
+    with tf.device(ctx["device"]):
+        for precision in ("float32", "bfloat16"):
+            program = models.TrainingProgram(
+                build_model(ctx["preset"], ctx["seed"]),
+                optimizers.get(args["optimizer"], args["learning_rate"]),
+                global_batch_size=batch,
+                compute_dtype=tf.as_dtype(precision),
+                jit_compile=jit,
+            )
+            iterator = iter(data.train_dataset(x_train, y_train, batch, ctx["seed"]))
+            begin = time.perf_counter()
+            program.run_steps(iterator, 1)
+            program.global_step.numpy()
+            runs[precision] = {
+                "program": program,
+                "iterator": iterator,
+                "rates": [],
+                "time_to_first_step_s": time.perf_counter() - begin,
+            }
+        for index in range(args["repeats"]):
+            order = ("float32", "bfloat16") if index % 2 == 0 else ("bfloat16", "float32")
+            for precision in order:
+                run = runs[precision]
+                begin = time.perf_counter()
+                for _ in range(calls):
+                    run["program"].run_steps(run["iterator"], steps_per_loop)
+                run["program"].global_step.numpy()
+                seconds = time.perf_counter() - begin
+                run["rates"].append(batch * calls * steps_per_loop / seconds)
+        result = {
+            "batch_size": batch,
+            "steps": 1 + args["repeats"] * calls * steps_per_loop,
+            "steps_per_loop": steps_per_loop,
+            "jit_compile": jit,
+            "data": args["data"],
+            "optimizer": args["optimizer"],
+            "learning_rate": args["learning_rate"],
+            "train_examples": len(x_train),
+            "eval_examples": len(x_eval),
+        }
+        correct = {}
+        for precision, run in runs.items():
+            metrics = run["program"].evaluate(data.eval_dataset(x_eval, y_eval))
+            logits = run["program"].forward(tf.constant(x_eval)).numpy()
+            correct[precision] = np.argmax(logits, axis=1) == y_eval
+            result[precision] = {
+                "examples_per_sec": _median(run["rates"]),
+                "examples_per_sec_all": run["rates"],
+                "time_to_first_step_s": run["time_to_first_step_s"],
+                "accuracy": 100.0 * metrics["accuracy"],
+                "loss": metrics["loss"],
+            }
+    result["speed_ratio"] = result["bfloat16"]["examples_per_sec"] / max(
+        result["float32"]["examples_per_sec"], 1e-12
+    )
+    difference = result["bfloat16"]["accuracy"] - result["float32"]["accuracy"]
+    result["accuracy_difference_points"] = difference
+    result["within_0_5_points"] = bool(abs(difference) <= 0.5)
+    # Paired standard error of the difference (both models score the same examples): only
+    # examples where exactly one of them is right carry information.
+    n = len(y_eval)
+    only_bf16 = int(np.sum(correct["bfloat16"] & ~correct["float32"]))
+    only_fp32 = int(np.sum(correct["float32"] & ~correct["bfloat16"]))
+    variance = (only_bf16 + only_fp32 - (only_bf16 - only_fp32) ** 2 / n) / n**2
+    result["disagreements"] = {"only_bfloat16_right": only_bf16, "only_float32_right": only_fp32}
+    result["accuracy_difference_se_points"] = 100.0 * math.sqrt(max(variance, 0.0))
+    result["points_per_eval_example"] = 100.0 / n
+    return result
+
+
+# -- devices --------------------------------------------------------------------------------
+def compare_devices(tf, ctx, steps: int, repeats: int, log=print) -> dict:
+    """The trainer (float32, largest steps_per_loop, XLA as its default) on every device."""
+    names = [d.name for d in tf.config.list_logical_devices("CPU")[:1]]
+    names += [d.name for d in tf.config.list_logical_devices("GPU")]
+    note = None
+    if not any("GPU" in name for name in names):
+        note = "no GPU visible to TensorFlow: timed the CPU alone"
+        log(note)
+    contenders = []
+    for name in names:
+        device_ctx = dict(ctx, device=name)
+        jit = "GPU" in name
+        contender = TrainerContender(
+            tf, device_ctx, steps, max(ctx["steps_per_loop"]), jit, "float32"
+        )
+        contender.name = f"{contender.name}@{name}"
+        contender.start()
+        contenders.append(contender)
+    run_rounds(contenders, repeats, log)
+    rows = []
+    for name, contender in zip(names, contenders):
+        row = summarize(contender, ctx["batch_size"], ctx["params"], {})
+        rows.append(
+            {
+                "device": name,
+                "examples_per_sec": row["examples_per_sec"],
+                "examples_per_sec_all": row["examples_per_sec_all"],
+                "jit_compile": contender.jit,
+                "time_to_first_step_s": contender.time_to_first_step_s,
+            }
+        )
+    gpu_rows = [row for row in rows if "GPU" in row["device"]]
+    ratio = gpu_rows[0]["examples_per_sec"] / rows[0]["examples_per_sec"] if gpu_rows else None
+    return {"devices": rows, "gpu_vs_cpu_ratio": ratio, "note": note}
+
+
+# -- output ---------------------------------------------------------------------------------
+def _fmt(value, spec):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def print_table(rows: list[dict]) -> None:
+    header = (
+        f"{'contender':<32} {'examples/s':>11} {'min..max':>17} {'CPU us/ex':>9} "
+        f"{'GFLOP/s':>8} {'% peak':>7} {'x keras':>8} {'1st step s':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        rates = row["examples_per_sec_all"]
+        spread = f"{min(rates):.0f}..{max(rates):.0f}" if rates else "-"
+        print(
+            f"{row['name']:<32} {_fmt(row['examples_per_sec'], '11.0f')} {spread:>17} "
+            f"{_fmt(row['cpu_us_per_example'], '9.2f')} {_fmt(row['gflops'], '8.2f')} "
+            f"{_fmt(100 * row['peak_fraction'], '7.1f')} {_fmt(row['ratio_vs_keras'], '8.2f')} "
+            f"{_fmt(row['time_to_first_step_s'], '10.2f')}"
+        )
+
+
+def print_precision(result: dict) -> None:
+    for precision in ("float32", "bfloat16"):
+        part = result[precision]
+        print(
+            f"  {precision:<9} {part['examples_per_sec']:10.0f} examples/s, "
+            f"eval accuracy {part['accuracy']:.2f}%"
+        )
+    print(
+        f"  bfloat16/float32 speed {result['speed_ratio']:.2f}x, accuracy "
+        f"difference {result['accuracy_difference_points']:+.2f} "
+        f"+- {result['accuracy_difference_se_points']:.2f} points "
+        f"(within 0.5: {result['within_0_5_points']}; one of the "
+        f"{result['eval_examples']} eval examples is "
+        f"{result['points_per_eval_example']:.2f} points)"
+    )
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    steps_per_loop = _ints(FLAGS.steps_per_loop, "steps_per_loop")
+    keras_spe = _ints(FLAGS.keras_steps_per_execution, "keras_steps_per_execution")
+    xla = [_bool(v, "xla") for v in FLAGS.xla]
+    keras_jit = [_bool(v, "keras_jit") for v in FLAGS.keras_jit]
+    precisions = FLAGS.precisions
+    for precision in precisions:
+        if precision not in ("float32", "bfloat16"):
+            _fail(f"--precisions: {precision!r} is not float32 or bfloat16")
+    groups = set(FLAGS.contenders)
+    if not groups <= {"eager", "trainer", "keras", "input"}:
+        _fail("--contenders: choose from eager, trainer, keras, input")
+
+    tf = runtime.import_tensorflow()
+    from models import optimizers
+
+    if FLAGS.precision_optimizer not in optimizers.OPTIMIZERS:
+        _fail(
+            f"--precision_optimizer: unknown {FLAGS.precision_optimizer!r}; choose one of "
+            f"{', '.join(sorted(optimizers.OPTIMIZERS))}"
+        )
+    # Every contender builds its own tf.functions on purpose; TensorFlow would warn about
+    # "retracing" across them. Real retracing is caught by the per-program trace counts.
+    tf.get_logger().setLevel("ERROR")
+    device = resolve_device(tf, FLAGS.device, FLAGS.compare_devices)
+    tf.random.set_seed(FLAGS.seed)
+    spec = network_spec(FLAGS.preset)
+    input_size, hidden, classes, activation = spec
+    params = build_model(FLAGS.preset, FLAGS.seed).count_params()
+    x, y = synthetic_data(FLAGS.examples, input_size, classes, FLAGS.seed)
+
+    from trainer import data
+
+    batch_size = data.effective_batch_size(FLAGS.batch_size, len(x))
+    ctx = {
+        "preset": FLAGS.preset,
+        "spec": spec,
+        "seed": FLAGS.seed,
+        "device": device,
+        "batch_size": batch_size,
+        "learning_rate": FLAGS.learning_rate,
+        "examples": FLAGS.examples,
+        "params": params,
+        "steps_per_loop": steps_per_loop,
+        "dataset": lambda: data.train_dataset(x, y, batch_size, FLAGS.seed),
+    }
+    layers = "-".join(str(s) for s in (input_size, *hidden, classes))
+    command = " ".join(["python", "scripts/benchmark.py", *map(shlex.quote, sys.argv[1:])])
+    print(
+        f"benchmark: {FLAGS.preset} {layers} {activation}, {params} parameters, "
+        f"batch {batch_size}, on {device}"
+    )
+    info = machine_info(tf, device)
+    print(
+        f"machine: {info['cpu']} x{info['cpu_count']}, GPUs {info['gpus'] or 'none'}, "
+        f"TF {info['tensorflow']}, Keras {info['keras']}, load {info['loadavg_start']}"
+    )
+
+    meter = PeakMeter(tf, device, FLAGS.matmul_size)
+
+    contenders = make_contenders(
+        tf, ctx, groups, FLAGS.steps, precisions, steps_per_loop, xla, keras_spe, keras_jit
+    )
+
+    print(f"building and warming up {len(contenders)} contenders ...")
+    for contender in contenders:
+        contender.start()
+        print(f"  {contender.name}: first step after {contender.time_to_first_step_s:.2f} s")
+    print(f"timing {FLAGS.repeats} rounds of ~{FLAGS.steps} steps each, round-robin ...")
+    run_rounds(contenders, FLAGS.repeats, between=meter.sample)
+    peaks = meter.result()
+    for name, peak in peaks.items():
+        print(
+            f"{FLAGS.matmul_size}x{FLAGS.matmul_size} {name} matmul: best "
+            f"{peak['gflops']:.1f} GFLOP/s, median {peak['gflops_median']:.1f}"
+        )
+    rows = [summarize(c, batch_size, params, peaks) for c in contenders if c.kind != "input"]
+    keras_best = add_keras_ratios(rows)
+    print()
+    print_table(rows)
+    input_result = None
+    for contender in contenders:
+        if contender.kind == "input":
+            input_result = summarize(contender, batch_size, params, {})
+            input_result = {
+                key: input_result[key]
+                for key in ("examples_per_sec", "examples_per_sec_all", "cpu_us_per_example")
+            }
+            input_result["batches_per_sec"] = input_result["examples_per_sec"] / batch_size
+            print(
+                f"input pipeline alone: {input_result['examples_per_sec']:.0f} examples/s "
+                f"({input_result['batches_per_sec']:.0f} batches/s, "
+                f"{input_result['cpu_us_per_example']:.2f} CPU us/example)"
+            )
+
+    precision_result = None
+    if FLAGS.precision_check:
+        print(
+            f"\nprecision check: float32 vs bfloat16 at batch {FLAGS.precision_batch_size}, "
+            f"{FLAGS.precision_steps} steps on {FLAGS.precision_data} ..."
+        )
+        precision_result = precision_check(
+            tf,
+            ctx,
+            {
+                "batch_size": FLAGS.precision_batch_size,
+                "steps": FLAGS.precision_steps,
+                "repeats": FLAGS.repeats,
+                "data": FLAGS.precision_data,
+                "optimizer": FLAGS.precision_optimizer,
+                "learning_rate": FLAGS.precision_learning_rate,
+            },
+        )
+        print_precision(precision_result)
+
+    devices_result = None
+    if FLAGS.compare_devices:
+        print("\ncomparing devices ...")
+        devices_result = compare_devices(tf, ctx, FLAGS.steps, FLAGS.repeats)
+        for row in devices_result["devices"]:
+            print(f"  {row['device']:<28} {row['examples_per_sec']:10.0f} examples/s")
+        if devices_result["gpu_vs_cpu_ratio"] is not None:
+            print(f"  GPU/CPU speed ratio {devices_result['gpu_vs_cpu_ratio']:.2f}x")
+
+    info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    result = {
+        "command": command,
+        "config": {
+            "preset": FLAGS.preset,
+            "batch_size": batch_size,
+            "steps": FLAGS.steps,
+            "repeats": FLAGS.repeats,
+            "learning_rate": FLAGS.learning_rate,
+            "examples": FLAGS.examples,
+            "seed": FLAGS.seed,
+        },
+        "model": {
+            "layers": layers,
+            "activation": activation,
+            "params": params,
+            "flops_per_example": 6 * params,
+        },
+        "machine": info,
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+        "peaks": peaks,
+        "contenders": rows,
+        "keras_best": keras_best,
+        "input_pipeline": input_result,
+        "time_to_first_step_s": {
+            row["name"]: row["time_to_first_step_s"] for row in rows if row["kind"] == "trainer"
+        },
+        "precision": precision_result,
+        "compare_devices": devices_result,
+    }
+    if FLAGS.json:
+        folder = os.path.dirname(os.path.abspath(FLAGS.json))
+        os.makedirs(folder, exist_ok=True)
+        with open(FLAGS.json, "w") as handle:
+            json.dump(_json_safe(result), handle, indent=2)
+        print(f"\nwrote {FLAGS.json}")
+
+
+if __name__ == "__main__":
+    app.run(main)

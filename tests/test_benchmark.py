@@ -1,0 +1,147 @@
+"""scripts/benchmark.py runs end to end on the tiny preset and writes every JSON field.
+
+Speed is never asserted here: the benchmark measures it, tests only check that
+the measurement runs and reports what it promises.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "benchmark.py")
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    path = tmp_path_factory.mktemp("benchmark") / "out.json"
+    command = [
+        sys.executable,
+        SCRIPT,
+        "--preset=tiny",
+        "--batch_size=32",
+        "--steps=4",
+        "--repeats=2",
+        "--steps_per_loop=1,4",
+        "--xla=false,true",
+        "--precisions=float32,bfloat16",
+        "--keras_steps_per_execution=4",
+        "--keras_jit=false",
+        "--examples=256",
+        "--matmul_size=64",
+        "--precision_batch_size=64",
+        "--precision_steps=4",
+        "--compare_devices",
+        "--device=cpu",
+        f"--json={path}",
+    ]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    with open(path) as handle:
+        return json.load(handle), completed.stdout
+
+
+def _positive(value):
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_every_contender_reports_speed_and_ratios(result):
+    data, stdout = result
+    rows = data["contenders"]
+    names = {row["name"] for row in rows}
+    assert "eager" in names
+    assert {
+        "trainer_spl1_xla-off_float32",
+        "trainer_spl4_xla-off_float32",
+        "trainer_spl1_xla-on_float32",
+        "trainer_spl4_xla-on_bfloat16",
+        "keras_spe4_jit-off_float32",
+        "keras_spe4_jit-off_bfloat16",
+    } <= names
+    for row in rows:
+        for field in (
+            "examples_per_sec",
+            "cpu_us_per_example",
+            "gflops",
+            "peak_fraction",
+            "ratio_vs_keras",
+        ):
+            assert _positive(row[field]), (row["name"], field, row[field])
+        assert len(row["examples_per_sec_all"]) == 2  # one figure per repeat
+        assert row["kind"] in ("eager", "trainer", "keras")
+        assert row["precision"] in ("float32", "bfloat16")
+    for row in rows:
+        if row["kind"] == "trainer":
+            assert row["traces"] == 1, row  # the timed loop never retraced
+    keras_rows = [row for row in rows if row["kind"] == "keras"]
+    assert max(row["ratio_vs_keras"] for row in keras_rows) == pytest.approx(1.0)
+    assert data["keras_best"]["float32"] == "keras_spe4_jit-off_float32"
+    assert "examples/s" in stdout and "x keras" in stdout
+
+
+def test_peaks_model_and_machine(result):
+    data, _ = result
+    for precision in ("float32", "bfloat16"):
+        assert _positive(data["peaks"][precision]["gflops"])
+        assert data["peaks"][precision]["size"] == 64
+    assert data["model"]["layers"] == "64-32-10"
+    assert data["model"]["params"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert data["model"]["flops_per_example"] == 6 * data["model"]["params"]
+    assert data["machine"]["device"] == "/CPU:0"
+    assert data["machine"]["tensorflow"] and data["machine"]["cpu_count"]
+    assert data["command"].startswith("python scripts/benchmark.py --preset=tiny")
+    assert data["config"]["batch_size"] == 32
+    assert _positive(data["input_pipeline"]["examples_per_sec"])
+
+
+def test_time_to_first_step(result):
+    data, _ = result
+    firsts = data["time_to_first_step_s"]
+    trainer_names = {row["name"] for row in data["contenders"] if row["kind"] == "trainer"}
+    assert set(firsts) == trainer_names
+    assert all(_positive(seconds) for seconds in firsts.values())
+
+
+def test_precision_check(result):
+    data, _ = result
+    check = data["precision"]
+    assert check["batch_size"] == 64 and check["data"] == "digits"
+    for precision in ("float32", "bfloat16"):
+        assert _positive(check[precision]["examples_per_sec"])
+        assert 0 <= check[precision]["accuracy"] <= 100
+    assert _positive(check["speed_ratio"])
+    assert check["accuracy_difference_points"] == pytest.approx(
+        check["bfloat16"]["accuracy"] - check["float32"]["accuracy"]
+    )
+    assert isinstance(check["within_0_5_points"], bool)
+
+
+def test_devices_without_gpu(result):
+    data, stdout = result
+    assert any("CPU" in name for name in data["devices"])
+    compared = data["compare_devices"]
+    assert [row["device"] for row in compared["devices"]] == ["/device:CPU:0"]
+    assert _positive(compared["devices"][0]["examples_per_sec"])
+    assert compared["gpu_vs_cpu_ratio"] is None
+    assert "no GPU" in compared["note"] and "no GPU" in stdout
+
+
+def test_bad_flag_is_one_line():
+    completed = subprocess.run(
+        [sys.executable, SCRIPT, "--steps_per_loop=0"],
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode != 0
+    assert "Traceback" not in completed.stderr
+    assert "--steps_per_loop" in completed.stderr
