@@ -52,24 +52,10 @@ if ROOT not in sys.path:
 
 from absl import app, flags, logging  # noqa: E402
 
+from trainer import cli  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
+from trainer.config import INITS, OPTIMIZERS  # noqa: E402
 
-# The weight initializers of models.initializers (as the trainer's --init accepts).
-INITS = (
-    "zeros",
-    "ones",
-    "uniform",
-    "normal",
-    "xavier",
-    "glorot_normal",
-    "xavier_uniform",
-    "glorot_uniform",
-    "he",
-    "he_normal",
-    "he_uniform",
-    "lecun",
-)
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
 # Classification datasets only: the study reports accuracy.
 DATASETS = ("digits", "mnist", "csv", "synthetic")
 FIGURE_NAME = "init_study.png"
@@ -122,21 +108,6 @@ flags.register_validator(
 
 class StudyError(Exception):
     """Bad input or an unusable folder: one line on standard error, exit status 2."""
-
-
-def fail(message, status: int = 2):
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    logging.set_verbosity(logging.FATAL)
-    if "tensorflow" in sys.modules:
-        sys.modules["tensorflow"].get_logger().setLevel("ERROR")
-    sys.exit(status)
-
-
-def _parse_flags(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        fail(error)
 
 
 # -- configuration -------------------------------------------------------------------
@@ -241,12 +212,7 @@ def check_json_path(path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise StudyError(f"--json={path}: is a folder, give a file name")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as error:
-        raise StudyError(f"--json={path}: cannot create its folder ({error.strerror})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise StudyError(f"--json={path}: folder {folder} is not writable")
+    cli.writable_folder(folder, f"--json={path}: folder {folder}")
 
 
 # -- the per-layer figures -----------------------------------------------------------
@@ -485,8 +451,7 @@ def write_json(path: str, payload: dict) -> None:
 
 # -- main --------------------------------------------------------------------------------
 def main(argv) -> None:
-    if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
+    cli.no_positional_arguments(argv)
     logging.get_absl_handler().use_absl_log_file = False
     if not FLAGS["verbosity"].present:
         # The trainer's progress lines only on request (--verbosity=0); its
@@ -521,9 +486,9 @@ def main(argv) -> None:
                 flush=True,
             )
     except (config_lib.UsageError, StudyError) as error:  # checkpoint and data errors too
-        fail(error)
+        cli.fail(error)
     except KeyboardInterrupt:
-        fail("interrupted", status=130)
+        cli.fail("interrupted", status=130)
 
     print()
     print(format_report(results, FLAGS.steps))
@@ -536,10 +501,10 @@ def main(argv) -> None:
         try:
             write_json(FLAGS.json, results)
         except StudyError as error:
-            fail(error)
+            cli.fail(error)
         print(f"json: {FLAGS.json}")
     print(f"TensorBoard: tensorboard --logdir {FLAGS.out_dir}")
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

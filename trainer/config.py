@@ -11,6 +11,27 @@ import datetime
 import json
 import os
 
+# The choices of the command line's enum flags (kept here, free of absl and
+# TensorFlow, so scripts can share them without defining the trainer's flags).
+DATASETS = ("digits", "mnist", "csv", "sin", "synthetic")
+MODES = ("train", "eval", "train_and_eval", "export")
+INITS = (
+    "zeros",
+    "ones",
+    "uniform",
+    "normal",
+    "xavier",
+    "glorot_normal",
+    "xavier_uniform",
+    "glorot_uniform",
+    "he",
+    "he_normal",
+    "he_uniform",
+    "lecun",
+)
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "elu", "softplus", "linear")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
+
 
 class UsageError(ValueError):
     """Bad input from the user: printed as one line, exit status 2."""

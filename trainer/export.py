@@ -26,6 +26,7 @@ import shutil
 import tensorflow as tf
 from absl import logging
 
+from trainer import cli
 from trainer.config import UsageError
 
 SIGNATURE_KEY = "serving_default"
@@ -90,20 +91,9 @@ def existing_versions(export_dir: str) -> list[int]:
     )
 
 
-def _folder_error(export_dir: str, config, problem: str) -> UsageError:
+def _folder_label(export_dir: str, config) -> str:
     given = getattr(config, "export_dir", None)
-    label = f"--export_dir={export_dir}" if given else f"export folder {export_dir}"
-    return UsageError(f"{label}: {problem}")
-
-
-def _prepare(export_dir: str, config) -> None:
-    try:
-        os.makedirs(export_dir, exist_ok=True)
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise _folder_error(export_dir, config, f"cannot create ({reason})") from None
-    if not os.access(export_dir, os.W_OK | os.X_OK):
-        raise _folder_error(export_dir, config, "folder is not writable")
+    return f"--export_dir={export_dir}" if given else f"export folder {export_dir}"
 
 
 @contextlib.contextmanager
@@ -139,7 +129,7 @@ def export_model(model, export_dir: str, input_size: int, classification: bool, 
     Raises:
       UsageError: the folder cannot be created or written.
     """
-    _prepare(export_dir, config)
+    cli.writable_folder(export_dir, _folder_label(export_dir, config))
     module = ServingModule(model, input_size, classification)
     # Trace outside any summary writer's reach: the export writes no summaries.
     with tf.summary.record_if(False):
@@ -164,7 +154,8 @@ def export_model(model, export_dir: str, input_size: int, classification: bool, 
         else:
             raise OSError(f"no free version number after {version}")
     except (OSError, tf.errors.OpError) as error:
-        raise _folder_error(export_dir, config, f"cannot write ({_one_line(error)})") from None
+        label = _folder_label(export_dir, config)
+        raise UsageError(f"{label}: cannot write ({_one_line(error)})") from None
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return path

@@ -8,24 +8,7 @@ from __future__ import annotations
 
 from absl import flags
 
-DATASETS = ("digits", "mnist", "csv", "sin", "synthetic")
-MODES = ("train", "eval", "train_and_eval", "export")
-INITS = (
-    "zeros",
-    "ones",
-    "uniform",
-    "normal",
-    "xavier",
-    "glorot_normal",
-    "xavier_uniform",
-    "glorot_uniform",
-    "he",
-    "he_normal",
-    "he_uniform",
-    "lecun",
-)
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "elu", "softplus", "linear")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
+from trainer.config import ACTIVATIONS, DATASETS, INITS, MODES, OPTIMIZERS
 
 flags.DEFINE_enum("mode", "train_and_eval", MODES, "What to do.")
 flags.DEFINE_string(

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 from absl import app, flags
 
 from trainer import config as config_lib
+from trainer.cli import fail, no_positional_arguments, parse_flags
 
 flags.DEFINE_string("model_dir", None, "Run folder to inspect (with config.json and checkpoints).")
 flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
@@ -168,14 +168,8 @@ def format_table(figures: dict) -> str:
     return "\n".join(lines)
 
 
-def _fail(message: str) -> None:
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv) -> None:
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
+    no_positional_arguments(argv)
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
@@ -193,18 +187,11 @@ def main(argv) -> None:
             write_json(FLAGS.json, figures)
             print(f"wrote {FLAGS.json}")
     except config_lib.UsageError as error:
-        _fail(str(error))
-
-
-def _parse_flags(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        _fail(str(error))
+        fail(error)
 
 
 def run_main() -> None:
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

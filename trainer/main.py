@@ -12,31 +12,13 @@ from absl import app, flags, logging
 
 from trainer import config as config_lib
 from trainer import flags as trainer_flags  # noqa: F401  (defines the flags)
+from trainer.cli import fail, no_positional_arguments, parse_flags
 
 FLAGS = flags.FLAGS
 
 
-def fail(message: str, status: int = 2):
-    """Ends the program with one line on standard error."""
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    # The error line is the last word: silence warnings that TensorFlow would
-    # print while tearing down objects at exit.
-    logging.set_verbosity(logging.FATAL)
-    if "tensorflow" in sys.modules:
-        sys.modules["tensorflow"].get_logger().setLevel("ERROR")
-    sys.exit(status)
-
-
-def _parse_flags(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        fail(error)
-
-
 def main(argv) -> None:
-    if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
+    no_positional_arguments(argv)
     logging.get_absl_handler().use_absl_log_file = False
     try:
         config = config_lib.from_flags(FLAGS)
@@ -63,7 +45,7 @@ def main(argv) -> None:
 
 def run_main() -> None:
     """Console-script entry point (``trainer``)."""
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import time
 import numpy as np
 from absl import logging
 
+from trainer import cli
 from trainer import config as config_lib
 from trainer.config import Config, UsageError
 
@@ -89,12 +90,7 @@ def write_json(path: str, payload: dict) -> None:
 
 
 def prepare_model_dir(model_dir: str) -> None:
-    try:
-        os.makedirs(model_dir, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"--model_dir={model_dir}: cannot create ({error.strerror})") from None
-    if not os.access(model_dir, os.W_OK | os.X_OK):
-        raise UsageError(f"--model_dir={model_dir}: folder is not writable")
+    cli.writable_folder(model_dir, f"--model_dir={model_dir}")
 
 
 def build_model(config: Config, input_size: int, num_outputs: int, normalization=None):

@@ -1,0 +1,48 @@
+"""What every command-line program of this project shares: one-line errors.
+
+Bad input ends a program with ``error: <one line>`` on standard error and a
+non-zero status, never a traceback. Imports absl only (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import flags, logging
+
+from trainer.config import UsageError
+
+
+def fail(message, status: int = 2):
+    """Ends the program with one line on standard error."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    # The error line is the last word: silence warnings that TensorFlow would
+    # print while tearing down objects at exit.
+    logging.set_verbosity(logging.FATAL)
+    if "tensorflow" in sys.modules:
+        sys.modules["tensorflow"].get_logger().setLevel("ERROR")
+    sys.exit(status)
+
+
+def parse_flags(argv):
+    """``app.run``'s ``flags_parser``: a flag error becomes one line, exit status 2."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        fail(error)
+
+
+def no_positional_arguments(argv) -> None:
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
+
+
+def writable_folder(folder: str, label: str) -> None:
+    """Creates ``folder`` if needed; raises ``UsageError`` naming ``label`` if unusable."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"{label}: cannot create ({error.strerror or error})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{label}: folder is not writable")
