@@ -85,18 +85,17 @@ def histogram_tensor(values: tf.Tensor, buckets: int = HISTOGRAM_BUCKETS) -> tf.
     """TensorBoard's histogram data for ``values`` (any shape): ``[buckets, 3]``.
 
     Rows are ``(left edge, right edge, count)`` over equal-width buckets from
-    the minimum to the maximum. Built from a few vectorized ops with no
-    control flow: ``tf.summary.histogram`` builds conditionals per call, which
-    made tracing a deep network's diagnostic step several seconds slower.
+    the minimum to the maximum: three passes over the data (min, max and one
+    fused ``tf.histogram_fixed_width``) and no control flow.
+    ``tf.summary.histogram`` builds conditionals per call, which made tracing a
+    deep network's diagnostic step several seconds slower.
     """
-    data = tf.reshape(tf.cast(values, tf.float64), [-1])
+    data = tf.reshape(tf.cast(values, tf.float32), [-1])
     low, high = tf.reduce_min(data), tf.reduce_max(data)
-    width = tf.where(high > low, (high - low) / buckets, tf.constant(1.0, tf.float64))
-    index = tf.cast(tf.floor((data - low) / width), tf.int32)
-    index = tf.clip_by_value(index, 0, buckets - 1)
-    counts = tf.math.unsorted_segment_sum(tf.ones_like(data), index, buckets)
-    edges = low + width * tf.range(buckets + 1, dtype=tf.float64)
-    return tf.stack([edges[:-1], edges[1:], counts], axis=1)
+    high = tf.where(high > low, high, low + 1.0)  # a constant tensor: one bucket of width 1
+    counts = tf.histogram_fixed_width(data, tf.stack([low, high]), nbins=buckets)
+    edges = tf.linspace(tf.cast(low, tf.float64), tf.cast(high, tf.float64), buckets + 1)
+    return tf.stack([edges[:-1], edges[1:], tf.cast(counts, tf.float64)], axis=1)
 
 
 # In-graph summaries are written with tf.summary.write and an explicit tag:
