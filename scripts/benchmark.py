@@ -43,6 +43,7 @@ import platform
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -123,6 +124,12 @@ flags.DEFINE_string(
     "models.optimizers); plain SGD leaves the deep sigmoid net near chance.",
 )
 flags.DEFINE_float("precision_learning_rate", 0.001, "Learning rate of the precision check.")
+flags.DEFINE_integer(
+    "summary_every",
+    100,
+    "Also time the trainer writing TensorBoard summaries every N steps (0: skip).",
+    lower_bound=0,
+)
 flags.DEFINE_string("json", None, "Write all results to this JSON file.")
 
 
@@ -374,11 +381,17 @@ class TrainerContender(Contender):
 
     kind = "trainer"
 
-    def __init__(self, tf, ctx, steps: int, steps_per_loop: int, jit: bool, precision: str):
+    def __init__(
+        self, tf, ctx, steps: int, steps_per_loop: int, jit: bool, precision: str, summaries=0
+    ):
         steps_per_loop = min(steps_per_loop, steps)
         name = f"trainer_spl{steps_per_loop}_xla-{'on' if jit else 'off'}_{precision}"
+        if summaries:
+            name += f"_summaries{summaries}"
         settings = {"steps_per_loop": steps_per_loop, "jit_compile": jit}
+        settings["summary_every"] = summaries
         super().__init__(name, precision, settings)
+        self.summaries = summaries
         self.tf, self.ctx = tf, ctx
         self.steps_per_loop = steps_per_loop
         self.calls = max(1, round(steps / steps_per_loop))
@@ -390,7 +403,16 @@ class TrainerContender(Contender):
         from models import optimizers
 
         tf = self.tf
-        with tf.device(self.device):
+        self.writer = tf.summary.create_noop_writer()
+        summary_fn = None
+        if self.summaries:
+            # What the command line does at --summary_every: per-layer scalars and
+            # histograms written from the compiled loop to real event files.
+            from trainer import summaries
+
+            self.writer = tf.summary.create_file_writer(tempfile.mkdtemp(prefix="bench-tb-"))
+            summary_fn = summaries.step_summary_fn(histograms=True)
+        with tf.device(self.device), self.writer.as_default():
             model = build_model(self.ctx["preset"], self.ctx["seed"])
             self.iterator = iter(self.ctx["dataset"]())
             begin = time.perf_counter()
@@ -401,6 +423,8 @@ class TrainerContender(Contender):
                 global_batch_size=self.ctx["batch_size"],
                 compute_dtype=tf.as_dtype(self.precision),
                 jit_compile=self.jit,
+                diagnose_every=self.summaries,
+                summary_fn=summary_fn,
             )
             self.program.run_steps(self.iterator, 1)
             self.program.global_step.numpy()
@@ -409,7 +433,7 @@ class TrainerContender(Contender):
             self.program.global_step.numpy()
 
     def run(self, calls: int) -> tuple[float, int, float]:
-        with self.tf.device(self.device):
+        with self.tf.device(self.device), self.writer.as_default():
             begin = _clock()
             for _ in range(calls):
                 self.program.run_steps(self.iterator, self.steps_per_loop)
@@ -558,6 +582,14 @@ def make_contenders(tf, ctx, groups, steps, precisions, steps_per_loop, xla, ker
             for jit in xla:
                 for spl in steps_per_loop:
                     contenders.append(TrainerContender(tf, ctx, steps, spl, jit, precision))
+    if "trainer" in groups and FLAGS.summary_every:
+        # The cost of TensorBoard summaries at their cadence: compare with the
+        # same contender without them.
+        contenders.append(
+            TrainerContender(
+                tf, ctx, steps, max(steps_per_loop), False, precisions[0], FLAGS.summary_every
+            )
+        )
     for precision in precisions:
         if "keras" in groups:
             for jit in keras_jit:
@@ -567,6 +599,23 @@ def make_contenders(tf, ctx, groups, steps, precisions, steps_per_loop, xla, ker
     for contender in contenders:
         unique.setdefault(contender.name, contender)
     return list(unique.values())
+
+
+def summaries_cost(rows) -> dict | None:
+    """Throughput lost to in-graph summaries: 1 - (with / without), same settings."""
+    by_name = {row["name"]: row for row in rows}
+    for row in rows:
+        if row["kind"] == "trainer" and row.get("summary_every"):
+            base = row["name"].rsplit("_summaries", 1)[0]
+            if base in by_name:
+                without = by_name[base]["examples_per_sec"]
+                return {
+                    "summary_every": row["summary_every"],
+                    "with": row["name"],
+                    "without": base,
+                    "throughput_cost": 1 - row["examples_per_sec"] / without,
+                }
+    return None
 
 
 def run_rounds(contenders, repeats: int, log=print, between=None) -> None:
@@ -890,6 +939,13 @@ def main(argv):
     keras_best = add_keras_ratios(rows)
     print()
     print_table(rows)
+    summary_cost = summaries_cost(rows)
+    if summary_cost:
+        print(
+            f"TensorBoard summaries every {summary_cost['summary_every']} steps cost "
+            f"{100 * summary_cost['throughput_cost']:.1f}% of throughput "
+            f"({summary_cost['with']} vs {summary_cost['without']})"
+        )
     input_result = None
     for contender in contenders:
         if contender.kind == "input":
@@ -957,6 +1013,7 @@ def main(argv):
         "peaks": peaks,
         "contenders": rows,
         "keras_best": keras_best,
+        "summaries_cost": summary_cost,
         "input_pipeline": input_result,
         "time_to_first_step_s": {
             row["name"]: row["time_to_first_step_s"] for row in rows if row["kind"] == "trainer"

@@ -36,6 +36,7 @@ def result(tmp_path_factory):
         "--precision_batch_size=64",
         "--precision_steps=4",
         "--compare_devices",
+        "--summary_every=2",
         "--device=cpu",
         f"--json={path}",
     ]
@@ -84,6 +85,16 @@ def test_every_contender_reports_speed_and_ratios(result):
     assert max(row["ratio_vs_keras"] for row in keras_rows) == pytest.approx(1.0)
     assert data["keras_best"]["float32"] == "keras_spe4_jit-off_float32"
     assert "examples/s" in stdout and "x keras" in stdout
+
+
+def test_summaries_cost_is_measured_against_the_same_settings(result):
+    data, stdout = result
+    cost = data["summaries_cost"]
+    assert cost["summary_every"] == 2
+    assert cost["with"] == "trainer_spl4_xla-off_float32_summaries2"
+    assert cost["without"] == "trainer_spl4_xla-off_float32"
+    assert math.isfinite(cost["throughput_cost"])
+    assert "TensorBoard summaries every 2 steps cost" in stdout
 
 
 def test_peaks_model_and_machine(result):
