@@ -56,7 +56,7 @@ class Config:
     init: str = "xavier"
     loss: str = "cross_entropy"
     optimizer: str = "adam"
-    learning_rate: float = 0.001
+    learning_rate: float = 0.003  # the command line's default for adam
     clip_norm: float | None = None
     batch_size: int = 32
     epochs: int | None = 20
@@ -157,44 +157,21 @@ def from_flags(flag_values) -> Config:
     if learning_rate is None:
         learning_rate = 0.003 if f.optimizer in ("adam", "rmsprop") else 0.1
     epochs = f.epochs if f.epochs is not None else (None if f.train_steps else 20)
-    return Config(
-        mode=f.mode,
+    # Every Config field has a flag of the same name (but the data facts filled
+    # in later); only the fields resolved above differ from their flag.
+    values = {
+        field.name: getattr(f, field.name)
+        for field in dataclasses.fields(Config)
+        if field.name not in ("input_size", "num_classes")
+    }
+    values.update(
         model_dir=f.model_dir or default_model_dir(f.dataset, f.model),
-        dataset=f.dataset,
-        data_dir=f.data_dir,
-        csv_path=f.csv_path,
-        eval_fraction=f.eval_fraction,
-        synthetic_examples=f.synthetic_examples,
-        synthetic_features=f.synthetic_features,
-        synthetic_classes=f.synthetic_classes,
-        model=f.model,
         hidden=hidden,
-        activation=f.activation,
-        init=f.init,
         loss=loss,
-        optimizer=f.optimizer,
         learning_rate=learning_rate,
-        clip_norm=f.clip_norm,
-        batch_size=f.batch_size,
         epochs=epochs,
-        train_steps=f.train_steps,
-        steps_per_loop=f.steps_per_loop,
-        jit_compile=f.jit_compile,
-        device=f.device,
-        precision=f.precision,
-        strategy=f.strategy,
-        cpu_devices=f.cpu_devices,
-        log_every=f.log_every,
-        eval_every=f.eval_every,
-        summary_every=f.summary_every,
-        histograms=f.histograms,
-        checkpoint_every=f.checkpoint_every,
-        keep_checkpoints=f.keep_checkpoints,
-        seed=f.seed,
-        deterministic=f.deterministic,
-        export_dir=f.export_dir,
-        skip_nonfinite=f.skip_nonfinite,
     )
+    return Config(**values)
 
 
 def load(path: str) -> dict:
