@@ -49,20 +49,15 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
     config_path = os.path.join(model_dir, "config.json")
     if not os.path.exists(config_path):
         raise config_lib.UsageError(f"--model_dir={model_dir}: no config.json (not a run folder)")
-    saved = config_lib.load(config_path)
-    names = {f.name for f in dataclasses.fields(config_lib.Config)}
     try:
-        values = {k: v for k, v in saved.items() if k in names}
-        values["hidden"] = tuple(values.get("hidden", ()))
-        config = dataclasses.replace(
-            config_lib.Config(**values),
-            mode="eval",
-            model_dir=model_dir,
-            strategy="default",
-            cpu_devices=1,
-            summary_every=0,
+        # The run's own config.json decides the network and data, as on resume.
+        config = train_lib.merge_saved_config(
+            config_lib.Config(mode="eval", model_dir=model_dir), explicit=set()
         )
-    except (TypeError, ValueError) as error:
+        config = dataclasses.replace(config, summary_every=0)
+    except (TypeError, ValueError, AttributeError) as error:
+        if isinstance(error, config_lib.UsageError):
+            raise
         raise config_lib.UsageError(f"{config_path}: malformed ({error})") from None
     run = train_lib.Run(config)
     path = run.checkpoints.restore_latest(
