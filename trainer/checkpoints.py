@@ -17,11 +17,13 @@ import os
 import re
 import shutil
 import socket
+import stat
 
 import tensorflow as tf
 from absl import logging
 
 from trainer.config import UsageError
+from trainer.files import write_atomically
 
 
 class CheckpointError(UsageError):
@@ -67,6 +69,8 @@ class Checkpoints:
         self.scratch_directory = scratch_directory
         self.remove_scratch()  # left over if this worker died while saving
         self.objects = objects
+        self._keep = keep
+        self._current_step: int | None = None
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
@@ -84,7 +88,7 @@ class Checkpoints:
         file, so a damaged state file never hides a checkpoint.
         """
         prefixes = set() if self.scratch_directory else set(self.manager.checkpoints)
-        for index in glob.glob(os.path.join(self.directory, "ckpt-*.index")):
+        for index in glob.glob(os.path.join(glob.escape(self.directory), "ckpt-*.index")):
             prefixes.add(index[: -len(".index")])
         return sorted(prefixes, key=_step_of, reverse=True)
 
@@ -100,7 +104,8 @@ class Checkpoints:
 
     @property
     def latest_step(self) -> int | None:
-        return _step_of(self.latest) if self.latest else None
+        """The step of the checkpoint this process restored or saved last (None if none)."""
+        return self._current_step
 
     def save(self, step: int) -> str:
         """Writes ``ckpt-<step>``; raises ``CheckpointError`` if it cannot."""
@@ -108,6 +113,8 @@ class Checkpoints:
         try:
             if self.scratch_directory:
                 os.makedirs(self.scratch_directory, exist_ok=True)
+            else:
+                _refuse_links(self.directory, ("checkpoint", f"ckpt-{step}.*"))
             path = self.manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as error:
             raise CheckpointError(
@@ -116,6 +123,7 @@ class Checkpoints:
             ) from None
         finally:
             self.remove_scratch()
+        self._current_step = step
         if self.scratch_directory:
             logging.info("joined the save of checkpoint %s (the chief writes it)", self.latest)
             return self.latest
@@ -127,19 +135,47 @@ class Checkpoints:
         if self.scratch_directory:
             shutil.rmtree(self.scratch_directory, ignore_errors=True)
 
+    @staticmethod
+    def verify(path: str) -> dict[str, tuple]:
+        """Reads every tensor of checkpoint ``path``, checking each one's checksum.
+
+        Nothing is restored: a checkpoint is read into the run's variables
+        only once it has passed this check, so a damaged file never leaves
+        half-restored variables or deferred restorations behind.
+
+        Returns:
+          ``{checkpoint key: shape}`` of the variables it holds.
+
+        Raises:
+          CorruptCheckpointError: a file is missing, truncated or damaged.
+        """
+        try:
+            reader = tf.train.load_checkpoint(path)
+            shapes = reader.get_variable_to_shape_map()
+            for key in shapes:
+                reader.get_tensor(key)
+        except (tf.errors.OpError, ValueError, IndexError, EOFError, OSError) as error:
+            raise CorruptCheckpointError(f"{path}: unreadable ({_one_line(error)})") from None
+        if not shapes:
+            raise CorruptCheckpointError(f"{path}: unreadable (holds no variables)")
+        return {key: tuple(shape) for key, shape in shapes.items()}
+
     def restore(self, path: str, only: dict | None = None) -> None:
         """Restores ``path`` into all objects, or into just ``only`` (e.g. the model).
 
-        With ``only``, the rest of the checkpoint (optimizer slots, ...) is
-        deliberately left unread, without warnings.
+        The files are verified first (``verify``), then read through a fresh
+        ``tf.train.Checkpoint`` object, so nothing of an earlier failed attempt
+        can interfere. With ``only``, the rest of the checkpoint (optimizer
+        slots, ...) is deliberately left unread, without warnings.
 
         Raises:
           CorruptCheckpointError: the files cannot be read.
           CheckpointError: they hold other variables or shapes than this run.
         """
+        self.verify(path)
         try:
             if only is None:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
+                tf.train.Checkpoint(**self.objects).restore(path).assert_existing_objects_matched()
             else:
                 tf.train.Checkpoint(**only).restore(path).expect_partial()
         except (tf.errors.OpError, IndexError, EOFError) as error:
@@ -155,31 +191,74 @@ class Checkpoints:
         """Restores the newest readable checkpoint; returns its path (None if none).
 
         An unreadable checkpoint is skipped with a warning, and with
-        ``move_corrupt`` its files are moved into ``checkpoints/corrupt/`` so
-        the run can save that step again; nothing is deleted.
+        ``move_corrupt`` its files are moved into ``checkpoints/corrupt/`` and
+        the manager's state file is rewritten to name only what is left, so
+        the run saves that step again; nothing is deleted.
         """
         candidates = self.candidates()
         if not candidates:
             return None
+        moved = False
         for path in candidates:
             try:
                 self.restore(path, only)
-                return path
             except CorruptCheckpointError as error:
                 logging.warning("%s; falling back to the previous checkpoint", error)
                 if move_corrupt:
                     self._move_aside(path)
+                    moved = True
+                continue
+            self._current_step = _step_of(path)
+            if moved or (move_corrupt and self.manager.latest_checkpoint != path):
+                self._reset_state(path)
+            return path
         raise CheckpointError(
             f"{self.directory}: no readable checkpoint left "
             f"(tried {', '.join(os.path.basename(p) for p in candidates)}); nothing was deleted"
         )
 
+    def _reset_state(self, restored: str) -> None:
+        """Rewrites the ``checkpoint`` state file to the checkpoints left on disk,
+        ``restored`` the latest, and starts a new manager from it."""
+        if self.scratch_directory:
+            return
+        kept = [
+            p
+            for p in reversed(self.candidates())
+            if _step_of(p) <= _step_of(restored) and os.path.exists(p + ".index")
+        ]
+        lines = [f'model_checkpoint_path: "{os.path.basename(restored)}"']
+        lines += [f'all_model_checkpoint_paths: "{os.path.basename(p)}"' for p in kept]
+        state = os.path.join(self.directory, "checkpoint")
+        try:
+            write_atomically(state, "\n".join(lines) + "\n")
+        except OSError as error:
+            raise CheckpointError(f"{state}: cannot rewrite ({_one_line(error)})") from None
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self.directory, max_to_keep=self._keep, checkpoint_name="ckpt"
+        )
+        logging.info("checkpoint state now names %s as the latest", os.path.basename(restored))
+
     def _move_aside(self, path: str) -> None:
         target = os.path.join(self.directory, "corrupt")
         os.makedirs(target, exist_ok=True)
         for name in glob.glob(glob.escape(path) + ".*"):
-            shutil.move(name, os.path.join(target, os.path.basename(name)))
+            destination = os.path.join(target, os.path.basename(name))
+            copy = 1
+            while os.path.lexists(destination):  # an earlier corrupt copy of that step
+                destination = os.path.join(target, f"{os.path.basename(name)}.{copy}")
+                copy += 1
+            os.rename(name, destination)
         logging.warning("moved the files of %s into %s", os.path.basename(path), target)
+
+
+def _refuse_links(directory: str, patterns) -> None:
+    """Raises ``OSError`` if a file matching ``patterns`` in ``directory`` is a symbolic link."""
+    for pattern in patterns:
+        for path in glob.glob(os.path.join(glob.escape(directory), pattern)):
+            if not os.path.islink(path):
+                continue
+            raise OSError(errno.ELOOP, f"{path} is a symbolic link; refusing to write through it")
 
 
 class RunLock:
@@ -195,11 +274,19 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise UsageError(
+                    f"{self.path}: is a symbolic link; the run lock never follows links "
+                    "(remove it and run again)"
+                ) from None
             raise UsageError(
                 f"{self.path}: cannot create the run lock ({error.strerror})"
             ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UsageError(f"{self.path}: is not a regular file; remove it and run again")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
