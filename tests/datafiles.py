@@ -70,3 +70,18 @@ def write_csv(path: str, n: int = 200, features: int = 16, seed: int = 0, rows=N
     with open(path, "w") as handle:
         handle.write(header + "\n" + "\n".join(rows) + "\n")
     return path
+
+
+def write_file(path: str, content: str | bytes) -> str:
+    """Writes ``content`` exactly: ``str`` as UTF-8 with ``\\n`` kept, ``bytes`` as they are."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return str(path)
+
+
+def write_gz_bytes(path: str, data: bytes) -> str:
+    """Gzips ``data`` into ``path`` (which should end in ``.gz``)."""
+    with gzip.open(path, "wb") as handle:
+        handle.write(data)
+    return str(path)

@@ -1,5 +1,6 @@
 import dataclasses
 import os
+import re
 
 import numpy as np
 import pytest
@@ -75,15 +76,16 @@ def test_csv_loads_and_splits(tmp_path):
 @pytest.mark.parametrize(
     "rows, message",
     [
-        (["1,2,3", "4,x,6"], "could not convert string 'x'"),
-        (["1,2,3", "12,5,6"], "label 12 in data row 1 outside 0..9"),
-        (["1,2,3", "-1,5,6"], "label -1 in data row 1 outside 0..9"),
-        (["1,2,3", "1.5,5,6"], "label 1.5 in data row 1 outside 0..9"),
+        (["1,2,3", "4,x,6"], "bad.csv line 3, column 'pixel0': 'x' is not a number"),
+        (["1,2,3", "12,5,6"], "bad.csv line 3, column 'label': label 12 is not a class id"),
+        (["1,2,3", "-1,5,6"], "bad.csv line 3, column 'label': label -1 is not a class id"),
+        (["1,2,3", "1.5,5,6"], "bad.csv line 3, column 'label': label 1.5 is not a class id"),
     ],
 )
 def test_bad_csv_cells_are_named(tmp_path, rows, message):
+    # Line numbers count the file's lines from 1, the header being line 1.
     path = write_csv(str(tmp_path / "bad.csv"), features=2, rows=rows)
-    with pytest.raises(data.DataError, match=message):
+    with pytest.raises(data.DataError, match=re.escape(message)):
         data.load(Config(dataset="csv", csv_path=path))
 
 
