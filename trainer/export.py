@@ -15,6 +15,13 @@ whatever precision training used::
     x: float32 [None, D]
     classification -> probabilities: float32 [None, C], classes: int64 [None]
     regression     -> predictions:   float32 [None, 1]
+
+Bad input is refused inside the serving function, so ``saved_model_cli run``
+and TensorFlow Serving report it instead of answering: a wrong width or rank
+fails the shape check, and NaN or Inf anywhere in ``x`` fails with
+``InvalidArgumentError: x holds NaN or Inf: every raw feature must be a finite
+number`` (rather than class 0 with NaN probabilities). Finite features so large
+that the model's outputs overflow fail the same way, naming the outputs.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 
 import tensorflow as tf
 from absl import logging
@@ -58,6 +66,8 @@ class ServingModule(tf.Module):
     def _serve(self, x):
         """Maps raw features ``x`` ``[batch, D]`` to the signature's outputs.
 
+        Raises ``InvalidArgumentError`` (when run) if ``x`` holds NaN or Inf.
+
         Returns:
           ``{"probabilities": float32 [batch, C], "classes": int64 [batch]}`` for
           classification, ``{"predictions": float32 [batch, 1]}`` for regression.
@@ -65,7 +75,16 @@ class ServingModule(tf.Module):
         # Signatures check only the dtype when called; a wrong width would
         # otherwise fail deep inside the model with an unhelpful message.
         x = tf.ensure_shape(x, [None, self._input_size], name="check_x_shape")
+        # NaN/Inf input would come out as class 0 with NaN probabilities.
+        x = tf.debugging.assert_all_finite(
+            x, "x holds NaN or Inf: every raw feature must be a finite number", name="check_x"
+        )
         outputs = tf.cast(self.model(tf.cast(x, tf.float32)), tf.float32)
+        outputs = tf.debugging.assert_all_finite(
+            outputs,
+            "the model's outputs overflowed to NaN or Inf: features of x too large",
+            name="check_outputs",
+        )
         if self._classification:
             probabilities = tf.cast(self.model.apply_head(outputs), tf.float32)
             classes = tf.argmax(outputs, axis=-1, output_type=tf.int64)
@@ -134,9 +153,11 @@ def export_model(model, export_dir: str, input_size: int, classification: bool, 
     # Trace outside any summary writer's reach: the export writes no summaries.
     with tf.summary.record_if(False):
         serving_fn = module.serve.get_concrete_function()
-    temporary = os.path.join(export_dir, f"{_TEMPORARY_PREFIX}{os.getpid()}")
+    temporary = None
     try:
-        shutil.rmtree(temporary, ignore_errors=True)
+        # A fresh folder of its own (never a planted link), removed whatever happens.
+        temporary = tempfile.mkdtemp(prefix=_TEMPORARY_PREFIX, dir=export_dir)
+        os.chmod(temporary, 0o755)  # readable by a serving process of another user
         with _quiet_tensorflow_info():
             tf.saved_model.save(module, temporary, signatures={SIGNATURE_KEY: serving_fn})
         # Another exporter may claim a number between listing and renaming (or
@@ -157,7 +178,8 @@ def export_model(model, export_dir: str, input_size: int, classification: bool, 
         label = _folder_label(export_dir, config)
         raise UsageError(f"{label}: cannot write ({_one_line(error)})") from None
     finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
     return path
 
 
