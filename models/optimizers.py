@@ -209,3 +209,9 @@ def get(name: str, learning_rate: float, clip_norm: float | None = None) -> Opti
             f"unknown optimizer {name!r}; choose one of {', '.join(sorted(OPTIMIZERS))}"
         ) from None
     return factory(learning_rate=learning_rate, clip_norm=clip_norm)
+
+
+def slot_count(name: str) -> int:
+    """How many slot variables optimizer ``name`` keeps per trainable variable."""
+    factory = OPTIMIZERS[name]
+    return len(getattr(factory, "slot_names", Momentum.slot_names))

@@ -33,6 +33,11 @@ from models import losses as losses_lib
 from models import optimizers as optimizers_lib
 
 
+def all_finite(tensors) -> tf.Tensor:
+    """A scalar bool: whether every element of every tensor is finite (no NaN/Inf)."""
+    return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
+
+
 def _metric_variable(name: str, dtype=tf.float32) -> tf.Variable:
     # Summed across replicas when read, updated locally by each replica.
     return tf.Variable(
@@ -138,6 +143,10 @@ class TrainingProgram(tf.Module):
             # applied; without skip_nonfinite the loop stops after the first.
             self.nonfinite_count = tf.Variable(0, dtype=tf.int64, trainable=False)
             self.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+            # The step whose (finite) update left a weight NaN/Inf, e.g. by
+            # overflowing float32; -1 while all weights are finite. The loop
+            # always stops there, with or without skip_nonfinite.
+            self.nonfinite_weights_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
             layers = len(self.model.dense_layers)
             # The latest diagnostic step's per-layer figures, for the caller.
             self.layer_stats = {
@@ -221,7 +230,14 @@ class TrainingProgram(tf.Module):
         finite = strategy.experimental_local_results(finite)[0]
 
         def apply():
-            self.optimizer.apply_clipped(grads, self.model.trainable_variables, strategy)
+            variables = self.model.trainable_variables
+            self.optimizer.apply_clipped(grads, variables, strategy)
+            # Checked after the update: finite gradients can still overflow a weight.
+            tf.cond(
+                all_finite(variables),
+                lambda: tf.constant(True),
+                lambda: self._mark_nonfinite_weights(),
+            )
             return tf.constant(True)
 
         def skip():
@@ -231,6 +247,11 @@ class TrainingProgram(tf.Module):
             return tf.constant(False)
 
         tf.cond(finite, apply, skip)
+
+    def _mark_nonfinite_weights(self):
+        step = self.nonfinite_weights_step
+        step.assign(tf.where(step < 0, self.global_step + 1, step))
+        return tf.constant(False)
 
     def reset_nonfinite(self) -> None:
         self.nonfinite_count.assign(0)
@@ -273,7 +294,9 @@ class TrainingProgram(tf.Module):
             return (i + 1,)
 
         def keep_going(i):
-            going = i < tf.cast(num_steps, tf.int32)
+            going = tf.logical_and(
+                i < tf.cast(num_steps, tf.int32), self.nonfinite_weights_step < 0
+            )
             if not self.skip_nonfinite:
                 going = tf.logical_and(going, tf.equal(self.nonfinite_count, 0))
             return going

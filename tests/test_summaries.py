@@ -59,9 +59,29 @@ def test_event_files_hold_scalars_histograms_hparams_and_graph(run_dir):
     assert events.SummaryMetadata("weights/hidden_0/w").plugin_data.plugin_name == "histograms"
     graph = events.SummaryMetadata("train_loop").plugin_data.plugin_name
     assert graph == "graph_run_metadata_graph"  # the Graphs dashboard's data
-    assert events.PluginTagToContent("hparams")  # the HParams dashboard's session data
     evaluation = _load(run_dir / "eval")
     assert {"loss", "accuracy"} <= set(evaluation.Tags()["tensors"])
+
+
+def test_hparams_metrics_are_eval_then_train_and_leave_diagnostics_out(run_dir):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = _load(run_dir).PluginTagToContent("hparams")  # at the run folder's root
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/experiment"]
+    ).experiment
+    metrics = [(m.name.group, m.name.tag, m.display_name) for m in experiment.metric_infos]
+    assert metrics == [
+        ("eval", "loss", "eval loss"),
+        ("eval", "accuracy", "eval accuracy"),
+        ("train", "loss", "train loss"),
+        ("train", "accuracy", "train accuracy"),
+    ]
+    assert {h.name for h in experiment.hparam_infos} >= {"learning_rate", "init", "hidden"}
+    session = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]
+    ).session_start_info
+    assert session.hparams["hidden"].string_value == "16,8"
 
 
 def test_tanh_saturation_and_update_ratio_are_sensible(run_dir):
