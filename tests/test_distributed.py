@@ -137,15 +137,16 @@ def processes():
             process.wait()
 
 
-def _start_workers(processes, log_dir, *flags, num_workers=2):
-    """Starts ``num_workers`` ``trainer.main`` processes forming one cluster.
+def _start_workers(processes, log_dir, *flags, num_workers=2, only=None):
+    """Starts ``num_workers`` ``trainer.main`` processes forming one cluster
+    (or only the workers whose indices are in ``only``: the others never come).
 
     Returns ``[(process, log path)]``, worker 0 (the chief) first; each process
     is also added to ``processes``.
     """
     cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(num_workers)]}
     started = []
-    for index in range(num_workers):
+    for index in range(num_workers) if only is None else only:
         env = dict(os.environ)
         env.pop("TF_CPP_MIN_LOG_LEVEL", None)
         env["TF_CONFIG"] = json.dumps(
@@ -254,3 +255,107 @@ def test_killing_the_chief_stops_the_other_worker_then_both_resume(tmp_path, pro
     assert results(run)["global_step"] == target
     assert _latest_step(run) == target
     assert _worker_folders(run) == []
+
+
+# -- a worker whose peers never come ----------------------------------------------
+WAITING = "waiting for the other workers (1 of 2: worker:1 at 127.0.0.1:"
+
+
+def _wait_for_line(started, text, timeout=120) -> float:
+    """Waits until the log of ``started`` (process, log) shows ``text``; returns when."""
+    process, log = started
+    deadline = time.time() + timeout
+    while text not in _read(log):
+        assert process.poll() is None, _read(log)
+        assert time.time() < deadline, _read(log)
+        time.sleep(0.05)
+    return time.time()
+
+
+def _as_result(returncode: int, log: str) -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess([], returncode, "", log)
+
+
+def _snapshot(folder) -> dict:
+    """Every file under ``folder`` but the run lock: its modification time and bytes."""
+    files = {}
+    for parent, _, names in os.walk(str(folder)):
+        for name in names:
+            path = os.path.join(parent, name)
+            if path == os.path.join(str(folder), ".lock"):
+                continue
+            with open(path, "rb") as handle:
+                files[os.path.relpath(path, folder)] = (os.stat(path).st_mtime_ns, handle.read())
+    return files
+
+
+def test_worker_timeout_must_be_positive(tmp_path):
+    done = cli("--worker_timeout=0", f"--model_dir={tmp_path / 'run'}", timeout=60)
+    assert_one_line_error(done, "--worker_timeout=0", "> 0")
+    assert done.returncode == 2 and not (tmp_path / "run").exists()
+
+
+def test_the_worker_guard_puts_back_the_signal_handlers(monkeypatch):
+    from trainer.config import Config
+    from trainer.runtime import guard_workers
+
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}),
+    )
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for strategy in ("default", "multi_worker"):
+        with guard_workers(Config(strategy=strategy), "start"):
+            guarded = signal.getsignal(signal.SIGTERM)
+            wakeup = signal.set_wakeup_fd(-1)
+            signal.set_wakeup_fd(wakeup)
+        assert (guarded != before[signal.SIGTERM]) == (strategy == "multi_worker")
+        assert (wakeup != -1) == (strategy == "multi_worker")
+        assert {s: signal.getsignal(s) for s in before} == before
+        assert signal.set_wakeup_fd(-1) == -1
+
+
+def test_a_worker_alone_gives_up_after_worker_timeout(tmp_path, processes):
+    (chief,) = _start_workers(
+        processes, tmp_path, f"--model_dir={tmp_path / 'run'}", "--train_steps=20",
+        "--worker_timeout=3", *SMALL, only=[0],
+    )  # fmt: skip
+    waiting = _wait_for_line(chief, WAITING)
+    ((returncode, log),) = _finish([chief], timeout=60)
+    waited = time.time() - waiting
+    assert_one_line_error(
+        _as_result(returncode, log),
+        "--strategy=multi_worker: the other worker (worker:1 at 127.0.0.1:",
+        "did not join within 3s",
+        "start every worker with the same command",
+        "--worker_timeout",
+    )
+    assert returncode == 4 and 2.5 < waited < 20, (returncode, waited)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_ends_a_worker_waiting_for_the_others_and_keeps_the_run(
+    tmp_path, processes, signum
+):
+    run = tmp_path / "run"
+    flags = [f"--model_dir={run}", "--mode=train", *SMALL]
+    if signum == signal.SIGTERM:  # a run folder with checkpoints, left as it was
+        trained = cli(*flags, "--train_steps=20", "--checkpoint_every=10")
+        assert trained.returncode == 0, trained.stderr
+        assert _latest_step(run) == 20
+    before = _snapshot(run)
+    (chief,) = _start_workers(processes, tmp_path, *flags, "--train_steps=40", only=[0])
+    _wait_for_line(chief, WAITING)
+    time.sleep(0.5)  # well inside the wait
+    chief[0].send_signal(signum)
+    sent = time.time()
+    ((returncode, log),) = _finish([chief], timeout=30)
+    ended = time.time() - sent
+    name = signal.Signals(signum).name
+    assert_one_line_error(
+        _as_result(returncode, log),
+        f"received {name} while waiting for the other workers",
+        "nothing was lost",
+    )
+    assert returncode == 128 + signum and ended < 5, (returncode, ended)
+    assert _snapshot(run) == before

@@ -59,13 +59,22 @@ def test_uniform_init_does_not_learn_and_xavier_with_adam_does(tmp_path):
 
 
 def test_zero_init_leaves_hidden_units_identical(tmp_path):
-    train(tmp_path, init="zeros", train_steps=100, hidden=(20,), optimizer="sgd", learning_rate=0.5)
+    # Mathematically every hidden unit gets the same gradient forever. In float32
+    # the matmuls may sum the units' columns in different orders (that depends on
+    # the CPU and the thread count), so units can differ by rounding, and those
+    # differences grow with training (after ~900 steps they split the units into
+    # groups). After 20 steps they are ~1e-9 of the weights: check the spread
+    # across units relative to the weights' size, with a margin that holds on any
+    # x86-64 CPU, instead of an absolute tolerance.
+    train(tmp_path, init="zeros", train_steps=20, hidden=(20,), optimizer="sgd", learning_rate=0.5)
     reader = tf.train.load_checkpoint(str(tmp_path / "checkpoints"))
     keys = reader.get_variable_to_shape_map()
     (w_key,) = [k for k in keys if k.startswith("model/layers/1/w/") and "OPTIMIZER" not in k]
-    w = reader.get_tensor(w_key)
-    assert np.abs(w).max() > 0
-    np.testing.assert_allclose(w, np.repeat(w[:, :1], w.shape[1], axis=1), atol=1e-6)
+    w = reader.get_tensor(w_key).astype(np.float64)
+    scale = np.abs(w).max()
+    assert scale > 0
+    spread = (w.max(axis=1) - w.min(axis=1)).max()  # across units, for each input
+    assert spread <= 1e-4 * scale, (spread, scale)
 
 
 def test_sin_regression_fits_to_small_mse(tmp_path):

@@ -6,8 +6,11 @@ non-zero status, never a traceback. Imports absl only (no TensorFlow).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 
 from absl import flags, logging
 
@@ -46,3 +49,36 @@ def writable_folder(folder: str, label: str) -> None:
         raise UsageError(f"{label}: cannot create ({error.strerror or error})") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{label}: folder is not writable")
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT outside training (which saves first, then stops).
+
+    A ``BaseException``, so no ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def end_on_signals():
+    """While active, SIGTERM and SIGINT raise ``Interrupted`` in the main thread.
+
+    Training installs its own handlers (save, then stop) for its duration and
+    puts these back afterwards; a program ended this way exits 128 + signal.
+    """
+
+    def handle(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, handle)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

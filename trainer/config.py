@@ -1,7 +1,9 @@
 """The frozen run configuration, built from flags and written to config.json.
 
 No TensorFlow here: a configuration is plain data, validated with messages that
-name the flag, so bad input fails before anything heavy starts.
+name the flag (or the config.json field), so bad input fails before anything
+heavy starts. Every list of choices and every default lives here once; the
+flags (``trainer/flags.py``) are derived from it.
 """
 
 from __future__ import annotations
@@ -9,12 +11,16 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
+import types
 
 # The choices of the command line's enum flags (kept here, free of absl and
 # TensorFlow, so scripts can share them without defining the trainer's flags).
 DATASETS = ("digits", "mnist", "csv", "sin", "synthetic")
+REGRESSION_DATASETS = ("sin",)
 MODES = ("train", "eval", "train_and_eval", "export")
+MODELS = ("linear", "mlp")
 INITS = (
     "zeros",
     "ones",
@@ -30,7 +36,80 @@ INITS = (
     "lecun",
 )
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "elu", "softplus", "linear")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
+LOSSES = ("cross_entropy", "mse")
+# Optimizers and their default learning rates.
+DEFAULT_LEARNING_RATES = {
+    "sgd": 0.1,
+    "momentum": 0.1,
+    "nesterov": 0.1,
+    "rmsprop": 0.003,
+    "adam": 0.003,
+}
+OPTIMIZERS = tuple(DEFAULT_LEARNING_RATES)
+JIT_CHOICES = ("auto", "true", "false")
+DEVICES = ("auto", "cpu", "gpu")
+PRECISIONS = ("float32", "bfloat16")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+DEFAULT_EPOCHS = 20
+
+# Counts of steps, examples and the like are capped at int32: the compiled loop
+# counts in int32, and nothing beyond it is a sensible request.
+INT32_MAX = 2**31 - 1
+# Seeds feed NumPy, scikit-learn and TensorFlow's stateless ops alike.
+SEED_MAX = 2**31 - 1
+
+CHOICES = {
+    "mode": MODES,
+    "dataset": DATASETS,
+    "model": MODELS,
+    "activation": ACTIVATIONS,
+    "init": INITS,
+    "loss": LOSSES,
+    "optimizer": OPTIMIZERS,
+    "jit_compile": JIT_CHOICES,
+    "device": DEVICES,
+    "precision": PRECISIONS,
+    "strategy": STRATEGIES,
+}
+# Integer fields: (lowest, highest) allowed value.
+INT_RANGES = {
+    "synthetic_examples": (1, INT32_MAX),
+    "synthetic_features": (1, INT32_MAX),
+    "synthetic_classes": (2, 1_000_000),
+    "batch_size": (1, INT32_MAX),
+    "epochs": (1, INT32_MAX),
+    "train_steps": (1, INT32_MAX),
+    "steps_per_loop": (1, INT32_MAX),
+    "cpu_devices": (1, 1024),
+    "log_every": (1, INT32_MAX),
+    "eval_every": (0, INT32_MAX),
+    "summary_every": (0, INT32_MAX),
+    "checkpoint_every": (0, INT32_MAX),
+    "keep_checkpoints": (1, 1_000_000),
+    "seed": (0, SEED_MAX),
+    "input_size": (0, INT32_MAX),
+    "num_classes": (0, INT32_MAX),
+}
+# Float fields: a check and what it says when it fails (NaN and Inf never pass).
+FLOAT_CHECKS = {
+    "eval_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "learning_rate": (lambda v: v > 0, "must be a finite number > 0"),
+    "clip_norm": (lambda v: v > 0, "must be a finite number > 0"),
+    "worker_timeout": (lambda v: v > 0, "must be a finite number of seconds > 0"),
+}
+# Fields whose value may be None ("choose for me" or "not given").
+OPTIONAL = {
+    "data_dir",
+    "csv_path",
+    "clip_norm",
+    "epochs",
+    "train_steps",
+    "steps_per_loop",
+    "log_every",
+    "export_dir",
+}
+# Path flags: "~" is expanded (the shell does not expand it after "--flag=").
+PATHS = ("model_dir", "data_dir", "csv_path", "export_dir")
 
 
 class UsageError(ValueError):
@@ -56,10 +135,10 @@ class Config:
     init: str = "xavier"
     loss: str = "cross_entropy"
     optimizer: str = "adam"
-    learning_rate: float = 0.003  # the command line's default for adam
+    learning_rate: float = DEFAULT_LEARNING_RATES["adam"]
     clip_norm: float | None = None
     batch_size: int = 32
-    epochs: int | None = 20
+    epochs: int | None = DEFAULT_EPOCHS
     train_steps: int | None = None
     steps_per_loop: int | None = None
     jit_compile: str = "auto"
@@ -67,6 +146,7 @@ class Config:
     precision: str = "float32"
     strategy: str = "default"
     cpu_devices: int = 1
+    worker_timeout: float = 300.0
     log_every: int | None = None
     eval_every: int = 0
     summary_every: int = 100
@@ -80,6 +160,7 @@ class Config:
     # Filled in from the data once it is loaded.
     input_size: int = 0
     num_classes: int = 0
+    data_fingerprint: str = ""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -87,6 +168,12 @@ class Config:
     def architecture(self) -> dict:
         """The fields a checkpoint's variables (and their meaning) depend on."""
         return {k: getattr(self, k) for k in ("model", "hidden", "activation", "optimizer")}
+
+
+# Fields filled in from the data, not from flags.
+DATA_FACTS = ("input_size", "num_classes", "data_fingerprint")
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
+FLAG_NAMES = tuple(name for name in FIELD_NAMES if name not in DATA_FACTS)
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -102,8 +189,60 @@ def parse_hidden(text: str) -> tuple[int, ...]:
             raise UsageError(f"--hidden={text}: {part!r} is not an integer") from None
         if size < 1:
             raise UsageError(f"--hidden={text}: layer sizes must be >= 1, got {size}")
+        if size > INT32_MAX:
+            raise UsageError(f"--hidden={text}: layer sizes must be <= {INT32_MAX}, got {size}")
         sizes.append(size)
     return tuple(sizes)
+
+
+def field_problem(name: str, value) -> str | None:
+    """What is wrong with ``value`` for Config field ``name`` (None if nothing).
+
+    The same rules hold for a flag and for a value read back from config.json,
+    so a hand-edited config.json is checked as strictly as the command line.
+    """
+    field_type = {f.name: f.type for f in dataclasses.fields(Config)}.get(name)
+    if field_type is None:
+        return "is not a setting of this trainer"
+    if value is None:
+        return None if name in OPTIONAL else "must be given (null is not allowed)"
+    if name == "hidden":
+        if not isinstance(value, list | tuple) or not value:
+            return "must be a non-empty list of layer sizes"
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return "layer sizes must be integers"
+        if not all(v >= 1 for v in value):
+            return "layer sizes must be >= 1"
+        if not all(v <= INT32_MAX for v in value):
+            return f"layer sizes must be <= {INT32_MAX}"
+        return None
+    if name in CHOICES:
+        if value not in CHOICES[name]:
+            return f"must be one of {', '.join(CHOICES[name])}"
+        return None
+    if name in INT_RANGES:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "must be an integer"
+        low, high = INT_RANGES[name]
+        if value < low:
+            return f"must be >= {low}"
+        if value > high:
+            return f"must be <= {high}"
+        return None
+    if name in FLOAT_CHECKS:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "must be a number"
+        check, message = FLOAT_CHECKS[name]
+        if not math.isfinite(value) or not check(value):
+            return message
+        return None
+    if "bool" in str(field_type):
+        return None if isinstance(value, bool) else "must be true or false"
+    if not isinstance(value, str):
+        return "must be a string"
+    if "\0" in value:
+        return "must not contain a NUL character"
+    return None
 
 
 def _require(condition: bool, message: str) -> None:
@@ -116,32 +255,50 @@ def default_model_dir(dataset: str, model: str) -> str:
     return os.path.join("runs", f"{dataset}-{model}-{stamp}")
 
 
+def expand_path(path: str | None) -> str | None:
+    """``~`` and ``~user`` expanded (the shell leaves ``--flag=~/x`` alone)."""
+    return os.path.expanduser(path) if path else path
+
+
 def from_flags(flag_values) -> Config:
-    """Validates flag values and resolves the defaults that follow the dataset."""
-    f = flag_values
-    _require(f.batch_size >= 1, f"--batch_size={f.batch_size}: must be >= 1")
-    if f.learning_rate is not None:
-        _require(f.learning_rate > 0, f"--learning_rate={f.learning_rate}: must be > 0")
-    if f.clip_norm is not None:
-        _require(f.clip_norm > 0, f"--clip_norm={f.clip_norm}: must be > 0")
-    if f.epochs is not None:
-        _require(f.epochs >= 1, f"--epochs={f.epochs}: must be >= 1")
-    if f.train_steps is not None:
-        _require(f.train_steps >= 1, f"--train_steps={f.train_steps}: must be >= 1")
-    if f.steps_per_loop is not None:
-        _require(f.steps_per_loop >= 1, f"--steps_per_loop={f.steps_per_loop}: must be >= 1")
-    if f.log_every is not None:
-        _require(f.log_every >= 1, f"--log_every={f.log_every}: must be >= 1")
-    for name in ("eval_every", "summary_every", "checkpoint_every"):
-        value = getattr(f, name)
-        _require(value >= 0, f"--{name}={value}: must be >= 0 (0 turns it off)")
-    _require(f.keep_checkpoints >= 1, f"--keep_checkpoints={f.keep_checkpoints}: must be >= 1")
-    _require(f.cpu_devices >= 1, f"--cpu_devices={f.cpu_devices}: must be >= 1")
-    _require(0 < f.eval_fraction < 1, f"--eval_fraction={f.eval_fraction}: must be in (0, 1)")
-    for name in ("synthetic_examples", "synthetic_features"):
-        value = getattr(f, name)
-        _require(value >= 1, f"--{name}={value}: must be >= 1")
-    _require(f.synthetic_classes >= 2, f"--synthetic_classes={f.synthetic_classes}: must be >= 2")
+    """``resolve`` on the flags' values (any object with one attribute per flag)."""
+    return resolve({name: getattr(flag_values, name) for name in FLAG_NAMES})
+
+
+def resolve(values: dict) -> Config:
+    """Validates plain setting values and resolves the defaults that follow others.
+
+    Args:
+      values: ``{field name: value}`` as given on the command line; missing
+        fields take ``Config``'s defaults, ``None`` means "choose for me".
+
+    Raises:
+      UsageError: a value is out of range, of the wrong kind, or inconsistent.
+    """
+    values = dict(values)
+    unknown = sorted(set(values) - set(FLAG_NAMES))
+    _require(not unknown, f"unknown settings: {', '.join(unknown)}")
+    defaults = dataclasses.asdict(Config())
+    for name in FLAG_NAMES:
+        values.setdefault(name, None if name in OPTIONAL else defaults[name])
+    for name in PATHS:
+        values[name] = expand_path(values[name])
+    values["hidden"] = parse_hidden(
+        ",".join(map(str, values["hidden"]))
+        if isinstance(values["hidden"], list | tuple)
+        else values["hidden"]
+    )
+    if values["loss"] is None:
+        values["loss"] = "mse" if values["dataset"] in REGRESSION_DATASETS else "cross_entropy"
+    if values["learning_rate"] is None:
+        values["learning_rate"] = DEFAULT_LEARNING_RATES.get(values["optimizer"], 0.1)
+    values["model_dir"] = values["model_dir"] or default_model_dir(
+        str(values["dataset"]), str(values["model"])
+    )
+    for name in FLAG_NAMES:
+        problem = field_problem(name, values[name])
+        _require(problem is None, f"--{name}={_show(values[name])}: {problem}")
+    f = types.SimpleNamespace(**values)
     if f.dataset == "mnist":
         _require(bool(f.data_dir), "--data_dir: required with --dataset=mnist (the IDX files)")
         _require(os.path.isdir(f.data_dir), f"--data_dir={f.data_dir}: no such folder")
@@ -151,33 +308,50 @@ def from_flags(flag_values) -> Config:
     if f.mode in ("eval", "export"):
         _require(bool(f.model_dir), f"--model_dir: required with --mode={f.mode}")
         _require(os.path.isdir(f.model_dir), f"--model_dir={f.model_dir}: no such folder")
-    hidden = parse_hidden(f.hidden)
-    loss = f.loss or ("mse" if f.dataset == "sin" else "cross_entropy")
-    learning_rate = f.learning_rate
-    if learning_rate is None:
-        learning_rate = 0.003 if f.optimizer in ("adam", "rmsprop") else 0.1
-    epochs = f.epochs if f.epochs is not None else (None if f.train_steps else 20)
-    # Every Config field has a flag of the same name (but the data facts filled
-    # in later); only the fields resolved above differ from their flag.
-    values = {
-        field.name: getattr(f, field.name)
-        for field in dataclasses.fields(Config)
-        if field.name not in ("input_size", "num_classes")
-    }
-    values.update(
-        model_dir=f.model_dir or default_model_dir(f.dataset, f.model),
-        hidden=hidden,
-        loss=loss,
-        learning_rate=learning_rate,
-        epochs=epochs,
-    )
+    if f.model_dir:
+        _require(
+            not os.path.exists(f.model_dir) or os.path.isdir(f.model_dir),
+            f"--model_dir={f.model_dir}: is a file, not a folder",
+        )
+    if f.export_dir:
+        _require(
+            not os.path.exists(f.export_dir) or os.path.isdir(f.export_dir),
+            f"--export_dir={f.export_dir}: is a file, not a folder",
+        )
+    if values["epochs"] is None and not values["train_steps"]:
+        values["epochs"] = DEFAULT_EPOCHS
     return Config(**values)
 
 
+def _show(value) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
 def load(path: str) -> dict:
-    """Reads a config.json written by a run; raises ``UsageError`` if unreadable."""
+    """Reads a config.json written by a run and checks every value in it.
+
+    Raises:
+      UsageError: the file cannot be read, is not a JSON object, or holds a
+        value of the wrong kind or out of range (named with the field).
+    """
     try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, json.JSONDecodeError) as error:
+        with open(path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UsageError(f"{path}: cannot read the run's config ({error})") from None
+    except RecursionError:
+        raise UsageError(f"{path}: cannot read the run's config (nested too deeply)") from None
+    if not isinstance(saved, dict):
+        raise UsageError(f"{path}: not a JSON object of settings")
+    for name, value in saved.items():
+        if name not in FIELD_NAMES:
+            continue  # written by another version: ignored
+        problem = field_problem(name, value)
+        if problem:
+            raise UsageError(
+                f"{path}: {json.dumps(name)}: {json.dumps(value)[:80]} {problem}; "
+                "fix or remove the file"
+            )
+    return saved

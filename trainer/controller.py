@@ -22,6 +22,7 @@ class TrainingStopped(Exception):
     """A signal asked training to stop; the checkpoint of ``step`` is saved."""
 
     def __init__(self, signal_name: str, step: int):
+        self.signum = int(signal.Signals[signal_name])
         super().__init__(
             f"received {signal_name}: saved the checkpoint of step {step}; "
             "run the same command again to resume"
@@ -87,8 +88,18 @@ class Controller:
         return int(self.program.global_step.numpy())
 
     def _next_boundary(self, step: int, total: int) -> int:
+        """Where the next compiled call ends: at the next log, checkpoint, eval or
+        diagnostic step (so the figures read after a call are of its last step)."""
         boundary = min(total, step + self.steps_per_loop)
-        for every in (self.log_every, self.config.checkpoint_every, self.config.eval_every):
+        summary_every = self.config.summary_every
+        if summary_every and step == 0:
+            boundary = 1  # the first diagnostic step: gradients at initialization
+        for every in (
+            self.log_every,
+            self.config.checkpoint_every,
+            self.config.eval_every,
+            summary_every,
+        ):
             if every:
                 boundary = min(boundary, (step // every + 1) * every)
         return boundary
@@ -168,12 +179,19 @@ class Controller:
         return self.checkpoints is not None and self.checkpoints.latest_step == step
 
     def _check_finite(self) -> None:
+        latest = self.checkpoints.latest if self.checkpoints is not None else None
+        weights_step = int(self.program.nonfinite_weights_step.numpy())
+        if weights_step >= 0:
+            raise NonFiniteError(
+                f"the update of step {weights_step} left non-finite weights (NaN/Inf: it "
+                f"overflowed float32); training stopped without saving (last good checkpoint: "
+                f"{latest or 'none'}); lower --learning_rate or set --clip_norm"
+            )
         bad = int(self.program.nonfinite_count.numpy())
         if not bad:
             return
         first = int(self.program.first_nonfinite_step.numpy())
         if not self.config.skip_nonfinite:
-            latest = self.checkpoints.latest if self.checkpoints is not None else None
             raise NonFiniteError(
                 f"non-finite loss or gradients at step {first}; training stopped without "
                 f"saving (last good checkpoint: {latest or 'none'}); lower --learning_rate, "
@@ -233,6 +251,7 @@ class Controller:
 
     def _save(self, step: int) -> None:
         if self.checkpoints is not None:
+            check_finite_model(self.program.model, f"step {step}", self.checkpoints.latest)
             self.checkpoints.save(step)
 
     def evaluate(self) -> dict:
@@ -282,6 +301,19 @@ class _StopOnSignals:
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+def check_finite_model(model, when: str, latest: str | None = None) -> None:
+    """Raises ``NonFiniteError`` if a weight of ``model`` is NaN or Inf: such a
+    model is never checkpointed or exported."""
+    import numpy as np
+
+    for variable in model.trainable_variables:
+        if not np.all(np.isfinite(variable.numpy())):
+            raise NonFiniteError(
+                f"variable {variable.name.split(':')[0]} holds NaN/Inf at {when}; nothing was "
+                f"saved or exported (last good checkpoint: {latest or 'none'})"
+            )
 
 
 def total_steps(config, num_train: int) -> int:

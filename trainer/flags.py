@@ -8,7 +8,23 @@ from __future__ import annotations
 
 from absl import flags
 
-from trainer.config import ACTIVATIONS, DATASETS, INITS, MODES, OPTIMIZERS
+from trainer.config import (
+    ACTIVATIONS,
+    DATASETS,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATES,
+    DEVICES,
+    INITS,
+    JIT_CHOICES,
+    LOSSES,
+    MODELS,
+    MODES,
+    OPTIMIZERS,
+    PRECISIONS,
+    STRATEGIES,
+)
+
+_RATES = ", ".join(f"{name} {rate:g}" for name, rate in DEFAULT_LEARNING_RATES.items())
 
 flags.DEFINE_enum("mode", "train_and_eval", MODES, "What to do.")
 flags.DEFINE_string(
@@ -24,26 +40,29 @@ flags.DEFINE_integer("synthetic_examples", 8192, "Examples in --dataset=syntheti
 flags.DEFINE_integer("synthetic_features", 784, "Features per example in --dataset=synthetic.")
 flags.DEFINE_integer("synthetic_classes", 10, "Classes in --dataset=synthetic.")
 
-flags.DEFINE_enum("model", "mlp", ("linear", "mlp"), "Network: no hidden layer, or an MLP.")
+flags.DEFINE_enum("model", "mlp", MODELS, "Network: no hidden layer, or an MLP.")
 flags.DEFINE_string("hidden", "100", "Comma list of hidden layer sizes, e.g. 500,500,500.")
 flags.DEFINE_enum("activation", "sigmoid", ACTIVATIONS, "Hidden-layer activation.")
 flags.DEFINE_enum("init", "xavier", INITS, "Weight initializer.")
-flags.DEFINE_enum("loss", None, ("cross_entropy", "mse"), "Loss; default follows the dataset.")
+flags.DEFINE_enum("loss", None, LOSSES, "Loss; default follows the dataset.")
 flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "Optimizer.")
-flags.DEFINE_float("learning_rate", None, "Step size; default 0.003 for adam/rmsprop, else 0.1.")
+flags.DEFINE_float("learning_rate", None, f"Step size; default by optimizer: {_RATES}.")
 flags.DEFINE_float("clip_norm", None, "Clip gradients to this global L2 norm.")
 
 flags.DEFINE_integer("batch_size", 32, "Global batch size; >= the training set is full batch.")
-flags.DEFINE_integer("epochs", None, "Passes over the training set (default 20).")
+flags.DEFINE_integer("epochs", None, f"Passes over the training set (default {DEFAULT_EPOCHS}).")
 flags.DEFINE_integer("train_steps", None, "Training steps; wins over --epochs.")
 flags.DEFINE_integer("steps_per_loop", None, "Steps per compiled call; default: chosen.")
-flags.DEFINE_enum("jit_compile", "auto", ("auto", "true", "false"), "XLA for the single step.")
-flags.DEFINE_enum("device", "auto", ("auto", "cpu", "gpu"), "Where to run.")
-flags.DEFINE_enum("precision", "float32", ("float32", "bfloat16"), "Compute precision.")
-flags.DEFINE_enum(
-    "strategy", "default", ("default", "mirrored", "multi_worker", "tpu"), "tf.distribute strategy."
-)
+flags.DEFINE_enum("jit_compile", "auto", JIT_CHOICES, "XLA for the single step.")
+flags.DEFINE_enum("device", "auto", DEVICES, "Where to run.")
+flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute precision.")
+flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices.")
+flags.DEFINE_float(
+    "worker_timeout",
+    300.0,
+    "--strategy=multi_worker: seconds to wait for every worker to join before giving up.",
+)
 
 flags.DEFINE_integer("log_every", None, "Progress line cadence in steps; default ~10 per run.")
 flags.DEFINE_integer("eval_every", 0, "Evaluate every N steps during training (0: at the end).")

@@ -6,11 +6,16 @@ Every choice made here is logged, so a run's log says where and how it ran.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import json
 import logging as pylogging
 import os
+import select
+import signal
 import sys
+import threading
+import time
 import warnings
 
 from absl import logging
@@ -117,7 +122,8 @@ def make_strategy(config: Config, device: str):
         # collective): a lost peer is caught by the coordination service's heartbeats,
         # which abort pending collectives with UnavailableError within about 10 s.
         try:
-            return tf.distribute.MultiWorkerMirroredStrategy()
+            with _joining_without_the_gil():
+                return tf.distribute.MultiWorkerMirroredStrategy()
         except (ValueError, KeyError) as error:
             raise UsageError(f"--strategy=multi_worker: bad TF_CONFIG ({error})") from None
     if config.strategy == "tpu":
@@ -175,7 +181,8 @@ def setup(config: Config) -> Runtime:
 
     device = configure_devices(config)
     seed_everything(config)
-    strategy = make_strategy(config, device)
+    with guard_workers(config, "join"):
+        strategy = make_strategy(config, device)
     num_replicas = strategy.num_replicas_in_sync
     if config.strategy != "default":
         # Raised by tf.distribute's own dataset code on every trace; nothing to act on.
@@ -242,3 +249,290 @@ def tf_config_task(config: Config) -> tuple[dict, str | None, int | None]:
             f"its cluster {sorted(cluster) if isinstance(cluster, dict) else cluster!r})"
         )
     return cluster, task_type, task_id
+
+
+# -- multi_worker set-up: a bounded wait that honours SIGTERM and SIGINT ----------
+#
+# A worker whose peers never start used to wait for ever, deaf to SIGTERM and
+# SIGINT, because:
+# - MultiWorkerMirroredStrategy() waits inside TFE_EnableCollectiveOps until the
+#   coordination service has registered every task (up to an hour), and its
+#   Python binding holds the GIL all the while: no Python code runs anywhere;
+# - TensorFlow's coordination service installs its own SIGTERM handler there
+#   (a preemption notice that only sets a flag);
+# - the set-up steps after that (the variables' first broadcast, the restore,
+#   the gather of the workers' steps) block the main thread in C++ collectives,
+#   so Python-level signal handlers cannot run either.
+# ``guard_workers`` watches each of these phases from a thread instead, and
+# ``_joining_without_the_gil`` makes that thread able to run during the first.
+
+PEER_STATUS = 4  # the exit status of a lost or missing peer (see main.py)
+_GUARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Per phase: what this worker is doing (for a signal's line), and what the
+# other workers did not do in time (for the timeout's line).
+_PHASES = {
+    "join": ("waiting for the other workers", "join"),
+    "model": ("creating the model with the other workers", "create the model"),
+    "start": ("restoring and comparing steps with the other workers", "reach the first step"),
+}
+_EXITING = threading.Lock()  # one thread writes the last line
+
+
+def _exit_now(message: str, status: int) -> None:
+    """Writes ``error: message`` to standard error and ends the process at once.
+
+    ``os._exit``: no Python clean-up, which would wait on the very TensorFlow
+    calls that are blocked. Nothing is left half-written: the guarded phases
+    write files only by renaming whole ones into place, and the run lock is an
+    ``flock`` that the kernel drops. Standard error is line-buffered, so no
+    partial log line precedes this one.
+    """
+    _EXITING.acquire()  # never released: the process ends
+    try:
+        os.write(2, f"error: {message}\n".encode())
+    finally:
+        os._exit(status)
+
+
+class _CHandlers:
+    """Python's C-level handlers of some signals, put back when C++ code replaces them.
+
+    The raw ``struct sigaction`` is copied as opaque bytes: no layout is assumed
+    beyond the handler's address coming first.
+    """
+
+    _SIZE = 512  # more than any libc's struct sigaction
+    _POINTER = ctypes.sizeof(ctypes.c_void_p)
+
+    def __init__(self, signums):
+        self._saved = {}
+        try:
+            self._sigaction = ctypes.CDLL(None, use_errno=True).sigaction
+        except (OSError, AttributeError, TypeError):
+            return
+        self._sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        self._sigaction.restype = ctypes.c_int
+        for signum in signums:
+            current = self._get(signum)
+            if current is not None:
+                self._saved[signum] = current
+
+    def _get(self, signum):
+        action = ctypes.create_string_buffer(self._SIZE)
+        return action if self._sigaction(signum, None, action) == 0 else None
+
+    def reassert(self) -> None:
+        for signum, saved in self._saved.items():
+            current = self._get(signum)
+            if current is not None and current.raw[: self._POINTER] != saved.raw[: self._POINTER]:
+                self._sigaction(signum, saved, None)
+
+
+def _other_workers(config: Config) -> tuple[list[str], int]:
+    """The other tasks that the coordination service waits for (``"worker:1 at
+    host:port"``), and how many tasks there are in all, from TF_CONFIG."""
+    cluster, task_type, task_id = tf_config_task(config)
+    tasks = [
+        (job, index, address)
+        for job in ("chief", "worker")
+        for index, address in enumerate(cluster.get(job) or ())
+    ]
+    others = [f"{j}:{i} at {a}" for j, i, a in tasks if (j, i) != (task_type, task_id)]
+    return others, len(tasks)
+
+
+def _listed(names: list[str], most: int = 3) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+class _WorkerGuard:
+    """Guards one blocking set-up phase of ``--strategy=multi_worker``.
+
+    For the phase's duration, a watchdog thread ends the process with one line
+    on standard error when SIGTERM or SIGINT arrives (status 128 + signal), or
+    when the phase outlasts ``--worker_timeout`` (status 4). Signals reach it
+    through ``signal.set_wakeup_fd``: Python's C-level handler writes the signal
+    number to a pipe even while the main thread is blocked in C++. Leaving the
+    phase puts back the previous handlers and wakeup fd. Other strategies, and
+    a thread other than the main one (which cannot set handlers): no guard.
+    """
+
+    def __init__(self, config: Config, phase: str):
+        self.config = config
+        self.phase = phase
+        self._active = False
+
+    def __enter__(self) -> _WorkerGuard:
+        if (
+            self.config.strategy != "multi_worker"
+            or threading.current_thread() is not threading.main_thread()
+            or os.name != "posix"
+        ):
+            return self
+        self._others, size = _other_workers(self.config)
+        self._signal_read, self._signal_write = os.pipe()
+        self._stop_read, self._stop_write = os.pipe()
+        for fd in (self._signal_read, self._signal_write):
+            os.set_blocking(fd, False)
+        self._previous = {s: signal.signal(s, self._on_signal) for s in _GUARDED_SIGNALS}
+        self._previous_wakeup = signal.set_wakeup_fd(self._signal_write, warn_on_full_buffer=False)
+        self._handlers = _CHandlers(_GUARDED_SIGNALS)
+        self._deadline = time.monotonic() + self.config.worker_timeout
+        self._thread = threading.Thread(target=self._watch, name="worker-guard", daemon=True)
+        self._active = True
+        self._thread.start()
+        if self.phase == "join":
+            logging.info(
+                "waiting for the other workers (%d of %d: %s) to join, for up to %gs "
+                "(--worker_timeout)",
+                len(self._others),
+                size,
+                _listed(self._others),
+                self.config.worker_timeout,
+            )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._active:
+            return
+        self._active = False
+        os.write(self._stop_write, b"x")
+        self._thread.join()
+        signal.set_wakeup_fd(self._previous_wakeup)
+        for signum, handler in self._previous.items():
+            # None: a handler Python did not install; the default is the closest.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for fd in (self._signal_read, self._signal_write, self._stop_read, self._stop_write):
+            os.close(fd)
+
+    def _on_signal(self, signum, frame) -> None:
+        """The main thread's handler: the same as the watchdog's, when Python runs."""
+        self._signalled(signum)
+
+    def _signalled(self, signum: int) -> None:
+        doing, _ = _PHASES[self.phase]
+        _exit_now(
+            f"received {signal.Signals(signum).name} while {doing}; "
+            "nothing was trained, nothing was lost",
+            128 + signum,
+        )
+
+    def _timed_out(self) -> None:
+        _, late = _PHASES[self.phase]
+        others = "worker" if len(self._others) == 1 else "workers"
+        _exit_now(
+            f"--strategy=multi_worker: the other {others} ({_listed(self._others)}) did not "
+            f"{late} within {self.config.worker_timeout:g}s; "
+            "start every worker with the same command (each with its own TF_CONFIG task), "
+            "or raise --worker_timeout; nothing was trained, nothing was lost",
+            PEER_STATUS,
+        )
+
+    def _watch(self) -> None:
+        started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            left = self._deadline - now
+            if left <= 0:
+                self._timed_out()
+            # TensorFlow installs its SIGTERM handler within the join's first
+            # 50 ms; it is replaced by Python's again after each nap, hence the
+            # short naps at first (a SIGTERM in between would only set its flag).
+            nap = 0.005 if now - started < 1 else 0.05
+            watched = [self._signal_read, self._stop_read]
+            ready, _, _ = select.select(watched, [], [], min(left, nap))
+            if self._stop_read in ready:
+                return
+            if self._signal_read in ready:
+                try:
+                    received = os.read(self._signal_read, 64)
+                except BlockingIOError:
+                    received = b""
+                for signum in received:
+                    if signum in _GUARDED_SIGNALS:
+                        self._signalled(signum)
+            self._handlers.reassert()
+
+
+@contextlib.contextmanager
+def _joining_without_the_gil():
+    """Lets other Python threads run while the strategy waits for the other workers.
+
+    ``MultiWorkerMirroredStrategy()`` waits for every worker inside
+    ``TFE_EnableCollectiveOps``, whose Python binding keeps the GIL for the whole
+    wait: no other Python thread (``guard_workers``'s watchdog) could run. For
+    that call only, the binding is replaced by a ctypes call of the same function
+    of TensorFlow's C API, which releases the GIL. Where the C API cannot be
+    found, TensorFlow's own binding is left in place.
+    """
+    from tensorflow.python import pywrap_tfe
+
+    original = pywrap_tfe.TFE_EnableCollectiveOps
+    replacement = _enable_collective_ops_through_ctypes()
+    if replacement is None:
+        yield
+        return
+    pywrap_tfe.TFE_EnableCollectiveOps = replacement
+    try:
+        yield
+    finally:
+        pywrap_tfe.TFE_EnableCollectiveOps = original
+
+
+def _enable_collective_ops_through_ctypes():
+    """``pywrap_tfe.TFE_EnableCollectiveOps`` through ctypes (GIL released), or None."""
+    import tensorflow as tf
+
+    def library(name: str):  # Linux, then macOS
+        for file_name in (f"lib{name}.so.2", f"lib{name}.2.dylib"):
+            path = os.path.join(tf.sysconfig.get_lib(), file_name)
+            if os.path.exists(path):
+                return ctypes.CDLL(path)
+        raise OSError(f"no lib{name} in {tf.sysconfig.get_lib()}")
+
+    try:
+        api, framework = library("tensorflow_cc"), library("tensorflow_framework")
+        enable = api.TFE_EnableCollectiveOps
+        new_status, delete_status = framework.TF_NewStatus, framework.TF_DeleteStatus
+        get_code, get_message = framework.TF_GetCode, framework.TF_Message
+    except (OSError, AttributeError) as error:
+        logging.warning(
+            "--strategy=multi_worker: --worker_timeout, SIGTERM and SIGINT take effect only "
+            "once every worker has joined (TensorFlow's C API not found: %s)",
+            error,
+        )
+        return None
+    enable.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
+    enable.restype = None
+    new_status.argtypes, new_status.restype = [], ctypes.c_void_p
+    delete_status.argtypes, delete_status.restype = [ctypes.c_void_p], None
+    get_code.argtypes, get_code.restype = [ctypes.c_void_p], ctypes.c_int
+    get_message.argtypes, get_message.restype = [ctypes.c_void_p], ctypes.c_char_p
+    capsule_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+        ("PyCapsule_GetPointer", ctypes.pythonapi)
+    )
+
+    def enable_collective_ops(context_handle, server_def: bytes) -> None:
+        context = capsule_pointer(context_handle, None)  # the TFE_Context*
+        status = new_status()
+        try:
+            enable(context, server_def, len(server_def), status)
+            code = get_code(status)
+            if code:
+                message = (get_message(status) or b"").decode(errors="replace")
+                error_type = tf.compat.v1.errors.exception_type_from_error_code(code)
+                raise error_type(None, None, message)
+        finally:
+            delete_status(status)
+
+    return enable_collective_ops
+
+
+def guard_workers(config: Config, phase: str) -> _WorkerGuard:
+    """A context manager guarding ``phase`` ("join", "model" or "start") of a
+    ``--strategy=multi_worker`` set-up; see ``_WorkerGuard``. Other strategies:
+    it does nothing."""
+    if phase not in _PHASES:
+        raise ValueError(f"unknown phase {phase!r}")
+    return _WorkerGuard(config, phase)

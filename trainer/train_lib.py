@@ -7,6 +7,8 @@ it too. It writes the run folder of SPEC §4.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
 import json
 import math
 import os
@@ -18,6 +20,7 @@ from absl import logging
 from trainer import cli
 from trainer import config as config_lib
 from trainer.config import Config, UsageError
+from trainer.files import write_atomically
 
 # Fields that describe how to run, not what the run is: never taken from a
 # saved config.json.
@@ -28,63 +31,133 @@ _RUNTIME_FIELDS = {
     "device",
     "strategy",
     "cpu_devices",
+    "worker_timeout",
     "jit_compile",
     "steps_per_loop",
     "log_every",
 }
+# Fields that make a run what it is: once it has checkpoints, a resumed run
+# must keep them (the weights, the optimizer state and the data position in
+# the checkpoint mean something only with these).
+_IDENTITY_FIELDS = {
+    "model": "the network",
+    "hidden": "the network",
+    "activation": "the network",
+    "init": "the network",
+    "optimizer": "the optimizer state",
+    "loss": "the objective",
+    "dataset": "the data",
+    "eval_fraction": "the train/eval split",
+    "synthetic_examples": "the data",
+    "synthetic_features": "the data",
+    "synthetic_classes": "the data",
+    "seed": "the data order and split",
+    "batch_size": "the data position (step x batch size)",
+}
+
+
+def has_checkpoints(model_dir: str) -> bool:
+    """Whether ``model_dir`` holds any checkpoint (``checkpoints/ckpt-*``)."""
+    folder = os.path.join(model_dir, "checkpoints")
+    try:
+        return any(name.startswith("ckpt-") for name in os.listdir(folder))
+    except OSError:
+        return False
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
 def merge_saved_config(config: Config, explicit: set[str]) -> Config:
-    """A resumed run keeps its saved settings unless a flag says otherwise."""
+    """A resumed run keeps its saved settings unless a flag says otherwise.
+
+    The saved config.json is validated field by field. Once the run has
+    checkpoints, a flag that would change what the run is (network,
+    optimizer, data, seed, batch size) is refused in one line; a change that
+    is safe on resume (learning rate, length, cadences) is logged.
+
+    Raises:
+      UsageError: config.json is unreadable or invalid, or a flag changes
+        what the run is.
+    """
     path = os.path.join(config.model_dir, "config.json")
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return config
     saved = config_lib.load(path)
-    _check_architecture(config, saved, explicit)
-    changes = {}
+    resumed = has_checkpoints(config.model_dir)
+    changes, logged = {}, []
     for field in dataclasses.fields(Config):
         name = field.name
-        if name in _RUNTIME_FIELDS or name in explicit or name not in saved:
+        if name in _RUNTIME_FIELDS or name not in saved:
             continue
         value = saved[name]
         if name == "hidden":
             value = tuple(value)
-        changes[name] = value
+        if name not in explicit:
+            changes[name] = value
+            continue
+        wanted = getattr(config, name)
+        if wanted == value or not resumed:
+            continue
+        if name in _IDENTITY_FIELDS:
+            raise UsageError(
+                f"--{name}={_show(wanted)}: the checkpoints in {config.model_dir} were trained "
+                f"with --{name}={_show(value)}, and {_IDENTITY_FIELDS[name]} must stay the same "
+                "to resume; use a new --model_dir (nothing was changed)"
+            )
+        logged.append(f"{name} {_show(value)} -> {_show(wanted)}")
     if "train_steps" in explicit and "epochs" not in explicit:
         changes["epochs"] = None
     if "epochs" in explicit and "train_steps" not in explicit:
         changes["train_steps"] = None
+    if logged:
+        logging.info("resuming with changed settings: %s", "; ".join(logged))
     return dataclasses.replace(config, **changes)
 
 
-def _check_architecture(config: Config, saved: dict, explicit: set[str]) -> None:
-    """Refuses flags that change the network of a run that has checkpoints."""
-    from trainer import checkpoints as checkpoints_lib
-
-    folder = checkpoints_lib.checkpoint_dir(config.model_dir)
-    if not (os.path.isdir(folder) and any(n.startswith("ckpt-") for n in os.listdir(folder))):
-        return
-    for name, value in config.architecture().items():
-        before = saved.get(name)
-        if name == "hidden" and before is not None:
-            before = tuple(before)
-        if name in explicit and before is not None and before != value:
-            show = ",".join(map(str, value)) if name == "hidden" else value
-            was = ",".join(map(str, before)) if name == "hidden" else before
-            raise checkpoints_lib.CheckpointError(
-                f"--{name}={show}: the checkpoints in {folder} hold a network with "
-                f"--{name}={was}; use a new --model_dir (nothing was changed)"
-            )
+def save_config(config: Config, resumed_at: int | None) -> None:
+    """Writes config.json; a resumed run's earlier config.json is kept beside it
+    as ``config.before-step-<N>.json`` when a setting changed."""
+    path = os.path.join(config.model_dir, "config.json")
+    payload = dataclasses.asdict(config)
+    if resumed_at is not None and os.path.isfile(path) and not os.path.islink(path):
+        try:
+            saved = config_lib.load(path)
+        except UsageError:
+            saved = {}
+        differs = any(
+            saved.get(name) != (list(value) if isinstance(value, tuple) else value)
+            for name, value in payload.items()
+            if name not in _RUNTIME_FIELDS
+        )
+        if differs:
+            keep = os.path.join(config.model_dir, f"config.before-step-{resumed_at}.json")
+            copy = 1
+            while os.path.lexists(keep):
+                keep = os.path.join(
+                    config.model_dir, f"config.before-step-{resumed_at}.{copy}.json"
+                )
+                copy += 1
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    write_atomically(keep, handle.read())
+            except OSError as error:
+                raise UsageError(
+                    f"{keep}: cannot keep the earlier config ({error.strerror or error}); "
+                    "nothing was changed"
+                ) from None
+            logging.info("settings changed: the earlier config is kept as %s", keep)
+    write_json(path, payload)
 
 
 def write_json(path: str, payload: dict) -> None:
-    """Writes JSON atomically (temp file + rename), so a crash never leaves half a file."""
-    temporary = f"{path}.tmp-{os.getpid()}"
+    """Writes JSON atomically (fresh temporary file + rename): a crash never leaves
+    half a file, a planted link is replaced rather than followed, and a failed
+    write leaves no temporary file behind."""
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     try:
-        with open(temporary, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(temporary, path)
+        write_atomically(path, text)
     except OSError as error:
         raise UsageError(f"{path}: cannot write ({error.strerror or error})") from None
 
@@ -106,6 +179,67 @@ def build_model(config: Config, input_size: int, num_outputs: int, normalization
         seed=config.seed,
         normalization=normalization,
     )
+
+
+def data_fingerprint(arrays) -> str:
+    """A short hash of the train and eval arrays: what a resumed run must train on."""
+    digest = hashlib.blake2b(digest_size=8)
+    for array in (arrays.x_train, arrays.y_train, arrays.x_eval, arrays.y_eval):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the least of the memory available
+    on the machine, the cgroup's limit and ``ulimit -v`` (None if unknown)."""
+    import resource
+
+    limits = []
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as handle:
+            text = handle.read().strip()
+        if text.isdigit():
+            limits.append(int(text))
+    except OSError:
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        limits.append(soft)
+    return min(limits) if limits else None
+
+
+def _gigabytes(size: float) -> str:
+    return f"{size / 2**30:,.1f} GiB"
+
+
+def check_memory(config: Config, input_size: int, num_outputs: int) -> None:
+    """Refuses a network whose weights, gradients and optimizer slots cannot fit.
+
+    Raises:
+      UsageError: naming the size of the network and the memory it needs.
+    """
+    from models import optimizers
+
+    sizes = [input_size, *(config.hidden if config.model == "mlp" else ()), num_outputs]
+    params = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+    # weights, gradients, optimizer slots, and a copy around each update
+    needed = params * 4 * (3 + optimizers.slot_count(config.optimizer))
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UsageError(
+            f"--hidden={_show(config.hidden)}: the network has {params:,} parameters and needs "
+            f"about {_gigabytes(needed)} of memory with --optimizer={config.optimizer}, but "
+            f"only {_gigabytes(available)} is available; use smaller layers"
+        )
 
 
 def _finite_or_none(value):
@@ -131,8 +265,24 @@ class Run:
         if load_data:
             self.arrays = data_lib.load(config)
             logging.info("data: %s", self.arrays.description)
+            fingerprint = data_fingerprint(self.arrays)
+            if (
+                config.mode in ("train", "train_and_eval")
+                and config.data_fingerprint
+                and config.data_fingerprint != fingerprint
+                and has_checkpoints(config.model_dir)
+            ):
+                raise UsageError(
+                    f"--model_dir={config.model_dir}: the training data differ from those this "
+                    f"run was trained on (fingerprint {fingerprint}, the run's "
+                    f"{config.data_fingerprint}: another or a changed file, or another split); "
+                    "use a new --model_dir (nothing was changed)"
+                )
             config = dataclasses.replace(
-                config, input_size=self.arrays.input_size, num_classes=self.arrays.num_classes
+                config,
+                input_size=self.arrays.input_size,
+                num_classes=self.arrays.num_classes,
+                data_fingerprint=fingerprint,
             )
             normalization = (self.arrays.feature_mean, self.arrays.feature_scale)
             num_train = len(self.arrays.x_train)
@@ -142,6 +292,7 @@ class Run:
                 raise UsageError(f"--model_dir={config.model_dir}: no config.json from training")
             normalization = (np.zeros(config.input_size), np.ones(config.input_size))
             num_train = config.batch_size
+        check_memory(config, config.input_size, config.num_classes or 1)
         self.runtime = runtime.setup(config)
         self.config = config
         if config.loss == "cross_entropy" and not config.num_classes:
@@ -153,7 +304,8 @@ class Run:
                 f"{self.runtime.num_replicas} replicas"
             )
         num_outputs = config.num_classes or 1
-        with self.runtime.strategy.scope():
+        # multi_worker: creating the variables waits for the other workers (guard_workers).
+        with runtime.guard_workers(config, "model"), self.runtime.strategy.scope():
             self.model = build_model(config, config.input_size, num_outputs, normalization)
             self.optimizer = optimizers.get(
                 config.optimizer, config.learning_rate, config.clip_norm
@@ -285,12 +437,38 @@ def _check_same_start(run_: Run) -> None:
         )
 
 
-def _run(config: Config) -> dict:
+def _previous_results(model_dir: str) -> dict:
+    path = os.path.join(model_dir, "results.json")
+    try:
+        with open(path) as handle:
+            results = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return results if isinstance(results, dict) else {}
+
+
+def _export_if_new(run_: Run, previous: dict, trained: bool) -> str | None:
+    """Exports the trained model unless this very step is already exported."""
     from trainer import controller as controller_lib
     from trainer import export as export_lib
 
+    step = int(run_.program.global_step.numpy())
+    earlier = previous.get("export_path")
+    if not trained and previous.get("export_step") == step and earlier and os.path.isdir(earlier):
+        logging.info("export: step %d is already exported as %s", step, earlier)
+        return earlier
+    controller_lib.check_finite_model(run_.model, f"step {step}", run_.checkpoints.latest)
+    return export_lib.export_run(run_) or None
+
+
+def _run(config: Config) -> dict:
+    from trainer import controller as controller_lib
+    from trainer import export as export_lib
+    from trainer import runtime
+
     run_ = Run(config, load_data=config.mode != "export")
     config = run_.config
+    previous = _previous_results(config.model_dir)
     if config.mode in ("eval", "export"):
         path = run_.checkpoints.restore_latest(
             only={"model": run_.model, "global_step": run_.program.global_step}
@@ -298,16 +476,20 @@ def _run(config: Config) -> dict:
         if path is None:
             raise UsageError(f"--model_dir={config.model_dir}: no checkpoint to {config.mode}")
         if config.mode == "export":
+            controller_lib.check_finite_model(run_.model, os.path.basename(path), path)
             return {"export_path": export_lib.export_run(run_)}
     else:
-        path = run_.checkpoints.restore_latest(move_corrupt=run_.runtime.is_chief)
+        # multi_worker: restoring and comparing steps wait for the other workers.
+        with runtime.guard_workers(config, "start"):
+            path = run_.checkpoints.restore_latest(move_corrupt=run_.runtime.is_chief)
         if path:
             # The flags (or the saved config) decide the learning rate, not the checkpoint.
             run_.optimizer.learning_rate.assign(config.learning_rate)
             logging.info("resuming from %s (step %d)", path, int(run_.program.global_step.numpy()))
-        _check_same_start(run_)
+        with runtime.guard_workers(config, "start"):
+            _check_same_start(run_)
         if run_.runtime.is_chief:
-            write_json(os.path.join(config.model_dir, "config.json"), dataclasses.asdict(config))
+            save_config(config, resumed_at=int(run_.program.global_step.numpy()) if path else None)
 
     steps = controller_lib.total_steps(config, len(run_.arrays.x_train))
     log_every = config.log_every or max(1, steps // 10)
@@ -315,26 +497,35 @@ def _run(config: Config) -> dict:
     controller = controller_lib.Controller(
         config, run_.program, run_.arrays, run_.runtime, run_.checkpoints, steps_per_loop, log_every
     )
+    export_path = None
+    trained = False
     if config.mode in ("train", "train_and_eval"):
+        start = controller.step
         controller.train(steps)
+        trained = controller.step != start
         if run_.runtime.is_chief:
-            export_lib.export_run(run_)
+            export_path = _export_if_new(run_, previous, trained)
     if config.mode in ("eval", "train_and_eval"):
         controller.evaluate()
-    return _write_results(config, run_, controller, steps_per_loop)
+    results = _results(config, run_, controller, steps_per_loop, previous, trained)
+    if export_path:
+        results.update(export_path=export_path, export_step=controller.step)
+    return _write_results(config, run_, results)
 
 
-def _write_results(config: Config, run_: Run, controller, steps_per_loop: int) -> dict:
-    path = os.path.join(config.model_dir, "results.json")
-    results = {}
-    if os.path.exists(path):
-        try:
-            with open(path) as handle:
-                results = json.load(handle)
-        except (OSError, json.JSONDecodeError):
-            results = {}
-    results["global_step"] = controller.step
-    if config.mode != "eval":
+def _results(
+    config: Config, run_: Run, controller, steps_per_loop: int, previous: dict, trained: bool
+) -> dict:
+    """results.json's figures: this invocation's, or the earlier ones that still hold.
+
+    Training figures are replaced only when this invocation trained; eval
+    figures are kept only while they are of the current step (a run trained
+    on without evaluating has no current eval figures).
+    """
+    results = dict(previous)
+    step = controller.step
+    results["global_step"] = step
+    if trained:
         results.update(
             train_loss=_finite_or_none(controller.last_train["loss"]),
             examples_per_sec=_finite_or_none(controller.examples_per_sec()),
@@ -347,17 +538,25 @@ def _write_results(config: Config, run_: Run, controller, steps_per_loop: int) -
         )
         if controller.program.classification:
             results["train_accuracy"] = _finite_or_none(controller.last_train["accuracy"])
-    results.setdefault("eval_loss", None)
     if controller.last_eval:
         results["eval_loss"] = _finite_or_none(controller.last_eval["loss"])
         results["eval_examples"] = int(controller.last_eval["count"])
         if controller.program.classification:
             results["eval_accuracy"] = _finite_or_none(controller.last_eval["accuracy"])
-        results["eval_step"] = controller.step
+        results["eval_step"] = step
+    elif results.get("eval_step") != step:
+        for stale in ("eval_loss", "eval_accuracy", "eval_examples", "eval_step"):
+            results.pop(stale, None)
+    results.setdefault("eval_loss", None)
     if controller.program.classification:
         results.setdefault("eval_accuracy", None)
     results["traces"] = dict(run_.program.trace_counts)
     results["wall_time_s"] = round(time.time() - run_.started, 3)
+    return results
+
+
+def _write_results(config: Config, run_: Run, results: dict) -> dict:
+    path = os.path.join(config.model_dir, "results.json")
     if run_.runtime.is_chief:
         write_json(path, results)
     summary = f"done at step {results['global_step']}"
