@@ -32,6 +32,10 @@ from models import diagnostics as diagnostics_lib
 from models import losses as losses_lib
 from models import optimizers as optimizers_lib
 
+# With skip_nonfinite, this many skipped steps in a row end the loop: the
+# weights themselves are then what makes every step non-finite.
+MAX_SKIPPED_IN_A_ROW = 10
+
 
 def all_finite(tensors) -> tf.Tensor:
     """A scalar bool: whether every element of every tensor is finite (no NaN/Inf)."""
@@ -97,7 +101,9 @@ class TrainingProgram(tf.Module):
       strategy: a ``tf.distribute.Strategy``; variables of the model and
         optimizer must have been created in its scope.
       skip_nonfinite: skip steps with NaN/Inf loss or gradients and go on,
-        instead of stopping the loop after the first.
+        instead of stopping the loop after the first; ``MAX_SKIPPED_IN_A_ROW``
+        skipped steps in a row stop it all the same (a skipped step leaves the
+        weights as they are, so a run that skips every step has diverged).
       diagnose_every: on step 1 and every this many steps (0 = never) the step also computes
         per-layer diagnostics (``models.diagnostics``), kept in
         ``layer_stats`` for the caller.
@@ -143,6 +149,8 @@ class TrainingProgram(tf.Module):
             # applied; without skip_nonfinite the loop stops after the first.
             self.nonfinite_count = tf.Variable(0, dtype=tf.int64, trainable=False)
             self.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+            # How many of the latest steps were skipped in a row (0 after an applied one).
+            self.skipped_in_a_row = tf.Variable(0, dtype=tf.int64, trainable=False)
             # The step whose (finite) update left a weight NaN/Inf, e.g. by
             # overflowing float32; -1 while all weights are finite. The loop
             # always stops there, with or without skip_nonfinite.
@@ -232,6 +240,7 @@ class TrainingProgram(tf.Module):
         def apply():
             variables = self.model.trainable_variables
             self.optimizer.apply_clipped(grads, variables, strategy)
+            self.skipped_in_a_row.assign(0)
             # Checked after the update: finite gradients can still overflow a weight.
             tf.cond(
                 all_finite(variables),
@@ -242,6 +251,7 @@ class TrainingProgram(tf.Module):
 
         def skip():
             self.nonfinite_count.assign_add(1)
+            self.skipped_in_a_row.assign_add(1)
             first = self.first_nonfinite_step
             first.assign(tf.where(first < 0, self.global_step + 1, first))
             return tf.constant(False)
@@ -254,6 +264,7 @@ class TrainingProgram(tf.Module):
         return tf.constant(False)
 
     def reset_nonfinite(self) -> None:
+        """Forgets skipped steps once reported (the count in a row is kept)."""
         self.nonfinite_count.assign(0)
         self.first_nonfinite_step.assign(-1)
 
@@ -297,9 +308,9 @@ class TrainingProgram(tf.Module):
             going = tf.logical_and(
                 i < tf.cast(num_steps, tf.int32), self.nonfinite_weights_step < 0
             )
-            if not self.skip_nonfinite:
-                going = tf.logical_and(going, tf.equal(self.nonfinite_count, 0))
-            return going
+            if self.skip_nonfinite:
+                return tf.logical_and(going, self.skipped_in_a_row < MAX_SKIPPED_IN_A_ROW)
+            return tf.logical_and(going, tf.equal(self.nonfinite_count, 0))
 
         tf.while_loop(keep_going, body, (tf.constant(0),))
 

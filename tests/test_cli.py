@@ -2,17 +2,40 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 from datafiles import write_csv, write_mnist
-from helpers import assert_one_line_error, cli, results
+from helpers import ROOT, assert_one_line_error, cli, results
 
 
-def test_default_run_reaches_097_on_digits_and_writes_the_run_folder(tmp_path):
-    run = tmp_path / "run"
-    result = cli(f"--model_dir={run}")
+def _readme_sample_lines():
+    """The output lines README.md shows for its first command (without "... ")."""
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        text = handle.read()
+    block = re.search(r"The first command prints.*?```\n(.*?)```", text, flags=re.S).group(1)
+    return [line[len("... ") :] for line in block.splitlines() if line.startswith("... ")]
+
+
+def _shape(line: str) -> str:
+    """A line with its measured numbers masked (they vary with the CPU)."""
+    return re.sub(r"\d[\d,]*\.\d+|\d{1,3}(,\d{3})+", "#", line)
+
+
+def test_readmes_first_command_prints_what_readme_shows(tmp_path):
+    # README's first command, run as README says (from a folder; runs/ relative to it).
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "trainer.main", "--model_dir=runs/digits"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    run = tmp_path / "runs" / "digits"
     figures = results(run)
     assert figures["eval_accuracy"] >= 0.97
     for key in ("global_step", "train_loss", "eval_loss", "examples_per_sec", "wall_time_s"):
@@ -20,9 +43,22 @@ def test_default_run_reaches_097_on_digits_and_writes_the_run_folder(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["dataset"] == "digits" and config["input_size"] == 64
     assert any(name.startswith("ckpt-") for name in os.listdir(run / "checkpoints"))
-    # progress lines a person can follow, and no TensorFlow start-up chatter
-    assert "step 880/880 (100%)" in result.stderr and "ETA" in result.stderr
-    assert "examples/s" in result.stderr and "XLA: off" in result.stderr
+    # README's sample lines, in order, with the same words and step counts; the
+    # measured figures agree to within float rounding across CPUs.
+    printed = [line.split("] ", 1)[1] for line in result.stderr.splitlines() if "] " in line]
+    shown = _readme_sample_lines()
+    assert len(shown) >= 4
+    position = 0
+    for line in shown:
+        matches = [i for i in range(position, len(printed)) if _shape(printed[i]) == _shape(line)]
+        assert matches, f"README shows {line!r}; the run printed:\n" + "\n".join(printed)
+        position = matches[0] + 1
+        got = printed[matches[0]]
+        if "accuracy" in line and "examples/s" not in line:
+            readme_figures = [float(v) for v in re.findall(r"\d\.\d{4}", line)]
+            run_figures = [float(v) for v in re.findall(r"\d\.\d{4}", got)]
+            assert np.allclose(readme_figures, run_figures, atol=0.01), (line, got)
+    assert "ETA" in result.stderr and "XLA: off" in result.stderr
     for chatter in ("oneDNN", "cuda", "absl::InitializeLog"):
         assert chatter not in result.stderr
 

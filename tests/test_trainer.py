@@ -2,6 +2,7 @@
 regression, and parity with Keras on MNIST-format data."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -47,14 +48,15 @@ def test_uniform_init_deep_sigmoid_net_has_exactly_zero_first_layer_gradient(tmp
 
 
 def test_uniform_init_does_not_learn_and_xavier_with_adam_does(tmp_path):
-    deep = {"hidden": (500,) * 6, "activation": "sigmoid", "batch_size": 32}
+    deep = {"hidden": (500,) * 6, "activation": "sigmoid"}
     uniform = train(
         tmp_path / "u", init="uniform", optimizer="sgd", learning_rate=0.1, epochs=5, **deep
     )
     assert uniform["eval_accuracy"] < 0.3
     xavier = train(
-        tmp_path / "x", init="xavier", optimizer="adam", learning_rate=0.001, epochs=30, **deep
-    )
+        tmp_path / "x", init="xavier", optimizer="adam", learning_rate=0.002, epochs=25,
+        batch_size=64, **deep,
+    )  # fmt: skip
     assert xavier["eval_accuracy"] >= 0.9
 
 
@@ -140,3 +142,37 @@ def test_overrides_of_a_saved_run_keep_its_architecture(tmp_path):
         dataclasses.replace(config(tmp_path), hidden=(100,), train_steps=30), {"train_steps"}
     )
     assert merged.hidden == (24,) and merged.train_steps == 30
+
+
+def test_a_diverged_model_is_never_checkpointed_or_exported(tmp_path):
+    from trainer.controller import NonFiniteError
+
+    # One SGD step at 1e38 leaves finite weights (~1e37) whose logits overflow.
+    with pytest.raises(NonFiniteError, match="outputs are NaN/Inf at step 1"):
+        train(tmp_path, train_steps=1, optimizer="sgd", learning_rate=1e38, hidden=(100,))
+    assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
+    assert not (tmp_path / "export").exists()
+
+
+def test_weights_overflowing_after_a_finite_update_stop_the_loop_at_that_step():
+    import models
+    from models.training import TrainingProgram
+
+    model = models.Sequential()
+    model.add(models.Dense(4, 3, "linear", init="xavier", name="output"))
+    # Finite loss and gradients (~1e3), but 3e38 x 1e3 overflows the weights.
+    program = TrainingProgram(model, models.optimizers.get("sgd", 3e38), global_batch_size=8)
+    data = tf.data.Dataset.from_tensors((tf.fill([8, 4], 1000.0), tf.zeros([8], tf.int64))).repeat()
+    program.run_steps(iter(data), 5)
+    assert int(program.nonfinite_weights_step.numpy()) == 1
+    assert int(program.global_step.numpy()) == 1  # the loop stopped right there
+    assert int(program.nonfinite_count.numpy()) == 0  # loss and gradients were finite
+
+
+def test_a_network_too_big_for_memory_is_refused_saying_what_it_needs(tmp_path):
+    from trainer.config import UsageError
+
+    huge = config(tmp_path, hidden=(100000, 100000))
+    with pytest.raises(UsageError, match=r"--hidden=100000,100000: .*10,079,600,010 parameters"):
+        train_lib.check_memory(huge, 784, 10)
+    train_lib.check_memory(config(tmp_path, hidden=(500,) * 6), 784, 10)  # fits

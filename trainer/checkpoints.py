@@ -72,12 +72,19 @@ class Checkpoints:
         self._keep = keep
         self._current_step: int | None = None
         self.checkpoint = tf.train.Checkpoint(**objects)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint,
-            scratch_directory or directory,
-            max_to_keep=1 if scratch_directory else keep,
-            checkpoint_name="ckpt",
-        )
+        try:
+            self.manager = tf.train.CheckpointManager(
+                self.checkpoint,
+                scratch_directory or directory,
+                max_to_keep=1 if scratch_directory else keep,
+                checkpoint_name="ckpt",
+            )
+        except ValueError as error:  # a state file naming no checkpoint (e.g. empty)
+            state = os.path.join(scratch_directory or directory, "checkpoint")
+            raise CheckpointError(
+                f"{state}: unreadable checkpoint state ({_one_line(error)}); remove that file "
+                "and run again (the checkpoints are found without it); nothing was changed"
+            ) from None
         # What the chief's manager calls its latest at start, for a scratch saver.
         self._chief_latest = tf.train.latest_checkpoint(directory) if scratch_directory else None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import sys
 import threading
 
@@ -30,10 +31,27 @@ def fail(message, status: int = 2):
 
 def parse_flags(argv):
     """``app.run``'s ``flags_parser``: a flag error becomes one line, exit status 2."""
+    _check_flagfiles(argv[1:])
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
         fail(error)
+
+
+def _check_flagfiles(args) -> None:
+    """Refuses a ``--flagfile`` that is not a regular file: absl would block on a
+    FIFO and read a device such as /dev/zero until memory runs out."""
+    for position, arg in enumerate(args):
+        name, equals, path = arg.lstrip("-").partition("=")
+        if name != "flagfile" or not arg.startswith("-"):
+            continue
+        if not equals:
+            path = args[position + 1] if position + 1 < len(args) else ""
+        if not path.strip():
+            fail("--flagfile: give the path of a file of flags")
+        with contextlib.suppress(OSError, ValueError):  # missing: absl says so
+            if not stat.S_ISREG(os.stat(os.path.expanduser(path)).st_mode):
+                fail(f"--flagfile={path}: not a regular file")
 
 
 def no_positional_arguments(argv) -> None:

@@ -13,6 +13,7 @@ import datetime
 import json
 import math
 import os
+import stat
 import types
 
 # The choices of the command line's enum flags (kept here, free of absl and
@@ -110,6 +111,9 @@ OPTIONAL = {
 }
 # Path flags: "~" is expanded (the shell does not expand it after "--flag=").
 PATHS = ("model_dir", "data_dir", "csv_path", "export_dir")
+# TensorFlow reads checkpoints and SavedModels through file patterns, with these
+# characters as wildcards: in the path of a run folder they would hide its files.
+PATTERN_CHARACTERS = "*?[\\"
 
 
 class UsageError(ValueError):
@@ -292,9 +296,11 @@ def resolve(values: dict) -> Config:
         values["loss"] = "mse" if values["dataset"] in REGRESSION_DATASETS else "cross_entropy"
     if values["learning_rate"] is None:
         values["learning_rate"] = DEFAULT_LEARNING_RATES.get(values["optimizer"], 0.1)
-    values["model_dir"] = values["model_dir"] or default_model_dir(
-        str(values["dataset"]), str(values["model"])
-    )
+    if not values["model_dir"]:  # eval and export need a run folder: no default
+        training = values["mode"] in ("train", "train_and_eval")
+        values["model_dir"] = (
+            default_model_dir(str(values["dataset"]), str(values["model"])) if training else ""
+        )
     for name in FLAG_NAMES:
         problem = field_problem(name, values[name])
         _require(problem is None, f"--{name}={_show(values[name])}: {problem}")
@@ -308,15 +314,24 @@ def resolve(values: dict) -> Config:
     if f.mode in ("eval", "export"):
         _require(bool(f.model_dir), f"--model_dir: required with --mode={f.mode}")
         _require(os.path.isdir(f.model_dir), f"--model_dir={f.model_dir}: no such folder")
-    if f.model_dir:
+    for name in ("model_dir", "export_dir"):
+        path = getattr(f, name)
+        if not path:
+            continue
         _require(
-            not os.path.exists(f.model_dir) or os.path.isdir(f.model_dir),
-            f"--model_dir={f.model_dir}: is a file, not a folder",
+            not os.path.exists(path) or os.path.isdir(path),
+            f"--{name}={path}: is a file, not a folder",
         )
-    if f.export_dir:
+        wildcards = sorted(set(PATTERN_CHARACTERS) & set(path))
         _require(
-            not os.path.exists(f.export_dir) or os.path.isdir(f.export_dir),
-            f"--export_dir={f.export_dir}: is a file, not a folder",
+            not wildcards,
+            f"--{name}={path}: TensorFlow reads checkpoints and SavedModels through file "
+            f"patterns, so the path must not contain {' '.join(wildcards)}; use another folder",
+        )
+    if f.model_dir and os.path.isdir(f.model_dir):
+        _require(
+            os.access(f.model_dir, os.R_OK | os.X_OK),
+            f"--model_dir={f.model_dir}: cannot read the folder (permission denied)",
         )
     if values["epochs"] is None and not values["train_steps"]:
         values["epochs"] = DEFAULT_EPOCHS
@@ -337,6 +352,9 @@ def load(path: str) -> dict:
         value of the wrong kind or out of range (named with the field).
     """
     try:
+        # A FIFO would block and a device never end: only a regular file is read.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UsageError(f"{path}: not a regular file; remove it or put the run's config back")
         with open(path, encoding="utf-8") as handle:
             saved = json.load(handle)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -14,6 +14,7 @@ import time
 
 from absl import logging
 
+from models.training import MAX_SKIPPED_IN_A_ROW
 from trainer import data as data_lib
 from trainer import summaries as summaries_lib
 
@@ -197,6 +198,15 @@ class Controller:
                 f"saving (last good checkpoint: {latest or 'none'}); lower --learning_rate, "
                 "set --clip_norm, or pass --skip_nonfinite to skip such steps"
             )
+        in_a_row = int(self.program.skipped_in_a_row.numpy())
+        if in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            last = self.step
+            raise NonFiniteError(
+                f"non-finite loss or gradients at every step from step {last - in_a_row + 1} "
+                f"to {last} ({in_a_row} in a row, more than --skip_nonfinite skips): training "
+                f"has diverged; stopped without saving (last good checkpoint: "
+                f"{latest or 'none'}); lower --learning_rate or set --clip_norm"
+            )
         logging.warning(
             "skipped %d step(s) with non-finite loss or gradients (first at step %d)", bad, first
         )
@@ -251,7 +261,9 @@ class Controller:
 
     def _save(self, step: int) -> None:
         if self.checkpoints is not None:
-            check_finite_model(self.program.model, f"step {step}", self.checkpoints.latest)
+            check_finite_model(
+                self.program.model, f"step {step}", self.checkpoints.latest, self.arrays.x_train
+            )
             self.checkpoints.save(step)
 
     def evaluate(self) -> dict:
@@ -303,9 +315,14 @@ class _StopOnSignals:
             signal.signal(signum, handler)
 
 
-def check_finite_model(model, when: str, latest: str | None = None) -> None:
-    """Raises ``NonFiniteError`` if a weight of ``model`` is NaN or Inf: such a
-    model is never checkpointed or exported."""
+def check_finite_model(model, when: str, latest: str | None = None, sample=None) -> None:
+    """Raises ``NonFiniteError`` if ``model`` is broken: a weight is NaN or Inf, or
+    (given ``sample``, raw features ``[n, D]``) its outputs on those examples are.
+
+    Such a model is never checkpointed or exported. Finite weights can still
+    give non-finite outputs when training diverged (weights near 1e36 overflow
+    the logits), hence the forward pass on a few training examples.
+    """
     import numpy as np
 
     for variable in model.trainable_variables:
@@ -314,6 +331,16 @@ def check_finite_model(model, when: str, latest: str | None = None) -> None:
                 f"variable {variable.name.split(':')[0]} holds NaN/Inf at {when}; nothing was "
                 f"saved or exported (last good checkpoint: {latest or 'none'})"
             )
+    if sample is None or not len(sample):
+        return
+    outputs = model(np.asarray(sample[:256], np.float32)).numpy()
+    if not np.all(np.isfinite(outputs)):
+        largest = max(float(np.max(np.abs(v.numpy()))) for v in model.trainable_variables)
+        raise NonFiniteError(
+            f"the model's outputs are NaN/Inf at {when} (weights up to {largest:.3g} in "
+            f"magnitude: training diverged); nothing was saved or exported (last good "
+            f"checkpoint: {latest or 'none'}); lower --learning_rate or set --clip_norm"
+        )
 
 
 def total_steps(config, num_train: int) -> int:

@@ -109,7 +109,7 @@ def available_memory() -> int | None:
     """Bytes this process can still allocate, or ``None`` if unknown.
 
     ``MemAvailable`` from ``/proc/meminfo`` (else the physical memory), capped
-    by a cgroup (container) memory limit.
+    by a cgroup (container) memory limit and by ``ulimit -v``.
     """
     candidates = []
     try:
@@ -130,6 +130,17 @@ def available_memory() -> int | None:
         limit = _read_int(limit_path)
         if limit is not None and limit > 0:
             candidates.append(limit)
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)  # ulimit -v
+        if soft != resource.RLIM_INFINITY:
+            used = 0  # the address space this process already holds
+            with open("/proc/self/status") as handle:
+                for line in handle:
+                    if line.startswith("VmSize:"):
+                        used = int(line.split()[1]) * 1024
+            candidates.append(max(0, soft - used))
     return min(candidates) if candidates else None
 
 

@@ -12,7 +12,6 @@ what training had done; 1 anything unexpected, still in one line.
 from __future__ import annotations
 
 import signal
-import sys
 
 from absl import app, flags, logging
 
@@ -43,9 +42,7 @@ def _main() -> None:
         try:
             train_lib.run(config, explicit)
         except controller.TrainingStopped as stopped:
-            logging.info("%s", stopped)
-            print(f"stopped: {stopped}", file=sys.stderr)
-            sys.exit(128 + stopped.signum)
+            fail(stopped, status=128 + stopped.signum)
         except controller.NonFiniteError as error:
             fail(error, status=3)
         except train_lib.PeerLostError as error:
@@ -68,7 +65,16 @@ def _main() -> None:
 
 def _describe(error: Exception, config) -> str:
     """One line for an error nothing else caught."""
-    text = " ".join(str(getattr(error, "message", error)).split()) or type(error).__name__
+    lines = str(getattr(error, "message", error)).splitlines()
+    # TensorFlow's messages open with "Graph execution error:" and the Python
+    # frames of the failing op; the cause comes after them.
+    lines = [
+        line.strip()
+        for line in lines
+        if line.strip()
+        and not line.strip().startswith(("Graph execution error", "Detected at node", "File "))
+    ]
+    text = " ".join(" ".join(lines).split()) or type(error).__name__
     folder = f" in {config.model_dir}" if config is not None else ""
     if isinstance(error, MemoryError) or "ResourceExhausted" in type(error).__name__:
         return f"out of memory{folder} ({text[:200]}); use smaller layers or batches"

@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import os
+import stat
 import time
 
 import numpy as np
@@ -113,7 +114,10 @@ def merge_saved_config(config: Config, explicit: set[str]) -> Config:
         changes["train_steps"] = None
     if logged:
         logging.info("resuming with changed settings: %s", "; ".join(logged))
-    return dataclasses.replace(config, **changes)
+    merged = dataclasses.replace(config, **changes)
+    if merged.epochs is None and not merged.train_steps:  # as resolve() does for the flags
+        merged = dataclasses.replace(merged, epochs=config_lib.DEFAULT_EPOCHS)
+    return merged
 
 
 def save_config(config: Config, resumed_at: int | None) -> None:
@@ -191,36 +195,6 @@ def data_fingerprint(arrays) -> str:
     return digest.hexdigest()
 
 
-def available_memory() -> int | None:
-    """Bytes this process may still allocate: the least of the memory available
-    on the machine, the cgroup's limit and ``ulimit -v`` (None if unknown)."""
-    import resource
-
-    limits = []
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    limits.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        with open("/sys/fs/cgroup/memory.max") as handle:
-            text = handle.read().strip()
-        if text.isdigit():
-            limits.append(int(text))
-    except OSError:
-        pass
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft != resource.RLIM_INFINITY:
-        limits.append(soft)
-    return min(limits) if limits else None
-
-
-def _gigabytes(size: float) -> str:
-    return f"{size / 2**30:,.1f} GiB"
-
-
 def check_memory(config: Config, input_size: int, num_outputs: int) -> None:
     """Refuses a network whose weights, gradients and optimizer slots cannot fit.
 
@@ -228,17 +202,18 @@ def check_memory(config: Config, input_size: int, num_outputs: int) -> None:
       UsageError: naming the size of the network and the memory it needs.
     """
     from models import optimizers
+    from trainer import data as data_lib
 
     sizes = [input_size, *(config.hidden if config.model == "mlp" else ()), num_outputs]
     params = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
     # weights, gradients, optimizer slots, and a copy around each update
     needed = params * 4 * (3 + optimizers.slot_count(config.optimizer))
-    available = available_memory()
+    available = data_lib.available_memory()
     if available is not None and needed > available:
         raise UsageError(
             f"--hidden={_show(config.hidden)}: the network has {params:,} parameters and needs "
-            f"about {_gigabytes(needed)} of memory with --optimizer={config.optimizer}, but "
-            f"only {_gigabytes(available)} is available; use smaller layers"
+            f"about {data_lib.human_bytes(needed)} of memory with --optimizer={config.optimizer}"
+            f", but at most {data_lib.human_bytes(available)} is available; use smaller layers"
         )
 
 
@@ -440,9 +415,11 @@ def _check_same_start(run_: Run) -> None:
 def _previous_results(model_dir: str) -> dict:
     path = os.path.join(model_dir, "results.json")
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, a device never end
+            return {}
         with open(path) as handle:
             results = json.load(handle)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return results if isinstance(results, dict) else {}
 
@@ -457,7 +434,8 @@ def _export_if_new(run_: Run, previous: dict, trained: bool) -> str | None:
     if not trained and previous.get("export_step") == step and earlier and os.path.isdir(earlier):
         logging.info("export: step %d is already exported as %s", step, earlier)
         return earlier
-    controller_lib.check_finite_model(run_.model, f"step {step}", run_.checkpoints.latest)
+    sample = run_.arrays.x_train if run_.arrays is not None else None
+    controller_lib.check_finite_model(run_.model, f"step {step}", run_.checkpoints.latest, sample)
     return export_lib.export_run(run_) or None
 
 
