@@ -202,12 +202,3 @@ def test_histogram_tensor_never_fails_on_constant_huge_or_nonfinite_values(value
             assert rows[full, 0] <= value <= rows[full, 1]
             width = rows[-1, 1] - rows[0, 0]
             assert width <= max(abs(value) * 1e-2, 1e-4)  # narrow, at the value
-
-
-def test_sgd_blowing_up_with_summaries_every_step_never_crashes_the_histograms(tmp_path):
-    result = cli(
-        f"--model_dir={tmp_path}", "--dataset=sin", "--optimizer=sgd", "--learning_rate=1e9",
-        "--summary_every=1", "--train_steps=6", "--mode=train", "--skip_nonfinite",
-    )  # fmt: skip
-    assert result.returncode in (0, 3), result.stderr
-    assert "Traceback" not in result.stderr

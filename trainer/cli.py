@@ -26,7 +26,29 @@ def fail(message, status: int = 2):
     logging.set_verbosity(logging.FATAL)
     if "tensorflow" in sys.modules:
         sys.modules["tensorflow"].get_logger().setLevel("ERROR")
-    sys.exit(status)
+    exit_now(status)
+
+
+def exit_now(status: int = 0):
+    """Ends the program with ``status`` once everything written is flushed.
+
+    With TensorFlow loaded, interpreter shutdown waits on tf.data's and the
+    summary writers' background threads (measured: 1.5-5 s on 2 cores after
+    the last line); everything the program writes is already on disk by then
+    (checkpoints, exports and JSON files are written synchronously, summary
+    writers flushed), so it skips that wait. Without TensorFlow: ``sys.exit``.
+    """
+    if "tensorflow" not in sys.modules:
+        sys.exit(status)
+    import logging as pylogging
+
+    for handler in [*pylogging.getLogger().handlers, logging.get_absl_handler()]:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def parse_flags(argv):

@@ -17,7 +17,14 @@ from absl import app, flags, logging
 
 from trainer import config as config_lib
 from trainer import flags as trainer_flags  # noqa: F401  (defines the flags)
-from trainer.cli import Interrupted, end_on_signals, fail, no_positional_arguments, parse_flags
+from trainer.cli import (
+    Interrupted,
+    end_on_signals,
+    exit_now,
+    fail,
+    no_positional_arguments,
+    parse_flags,
+)
 
 FLAGS = flags.FLAGS
 
@@ -27,6 +34,7 @@ def main(argv) -> None:
     logging.get_absl_handler().use_absl_log_file = False
     with end_on_signals():
         _main()
+    exit_now(0)
 
 
 def _main() -> None:
