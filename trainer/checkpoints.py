@@ -22,6 +22,7 @@ import stat
 import tensorflow as tf
 from absl import logging
 
+from trainer.cli import one_line
 from trainer.config import UsageError
 from trainer.files import write_atomically
 
@@ -32,11 +33,6 @@ class CheckpointError(UsageError):
 
 class CorruptCheckpointError(CheckpointError):
     """A checkpoint whose files cannot be read."""
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def checkpoint_dir(model_dir: str) -> str:
@@ -82,7 +78,7 @@ class Checkpoints:
         except ValueError as error:  # a state file naming no checkpoint (e.g. empty)
             state = os.path.join(scratch_directory or directory, "checkpoint")
             raise CheckpointError(
-                f"{state}: unreadable checkpoint state ({_one_line(error)}); remove that file "
+                f"{state}: unreadable checkpoint state ({one_line(error)}); remove that file "
                 "and run again (the checkpoints are found without it); nothing was changed"
             ) from None
         # What the chief's manager calls its latest at start, for a scratch saver.
@@ -126,7 +122,7 @@ class Checkpoints:
         except (OSError, tf.errors.OpError) as error:
             raise CheckpointError(
                 f"{directory}: cannot save the checkpoint of step {step} "
-                f"({_one_line(error)}); earlier checkpoints are untouched"
+                f"({one_line(error)}); earlier checkpoints are untouched"
             ) from None
         finally:
             self.remove_scratch()
@@ -162,7 +158,7 @@ class Checkpoints:
             for key in shapes:
                 reader.get_tensor(key)
         except (tf.errors.OpError, ValueError, IndexError, EOFError, OSError) as error:
-            raise CorruptCheckpointError(f"{path}: unreadable ({_one_line(error)})") from None
+            raise CorruptCheckpointError(f"{path}: unreadable ({one_line(error)})") from None
         if not shapes:
             raise CorruptCheckpointError(f"{path}: unreadable (holds no variables)")
         return {key: tuple(shape) for key, shape in shapes.items()}
@@ -186,10 +182,10 @@ class Checkpoints:
             else:
                 tf.train.Checkpoint(**only).restore(path).expect_partial()
         except (tf.errors.OpError, IndexError, EOFError) as error:
-            raise CorruptCheckpointError(f"{path}: unreadable ({_one_line(error)})") from None
+            raise CorruptCheckpointError(f"{path}: unreadable ({one_line(error)})") from None
         except (ValueError, AssertionError) as error:
             raise CheckpointError(
-                f"{path}: does not fit this model ({_one_line(error)}); was it written with "
+                f"{path}: does not fit this model ({one_line(error)}); was it written with "
                 "another --model/--hidden? Use a new --model_dir"
             ) from None
         logging.info("restored %s", path)
@@ -240,7 +236,7 @@ class Checkpoints:
         try:
             write_atomically(state, "\n".join(lines) + "\n")
         except OSError as error:
-            raise CheckpointError(f"{state}: cannot rewrite ({_one_line(error)})") from None
+            raise CheckpointError(f"{state}: cannot rewrite ({one_line(error)})") from None
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.directory, max_to_keep=self._keep, checkpoint_name="ckpt"
         )

@@ -29,6 +29,20 @@ def fail(message, status: int = 2):
     exit_now(status)
 
 
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """``error``'s message on one line, at most ``limit`` characters.
+
+    TensorFlow's messages open with "Graph execution error:" and the Python
+    frames of the failing op; those lines are left out, so the cause leads.
+    """
+    lines = str(getattr(error, "message", error)).splitlines()
+    noise = ("Graph execution error", "Detected at node", "File ")
+    lines = [line.strip() for line in lines if line.strip()]
+    lines = [line for line in lines if not line.startswith(noise)]
+    text = " ".join(" ".join(lines).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def exit_now(status: int = 0):
     """Ends the program with ``status`` once everything written is flushed.
 

@@ -169,10 +169,6 @@ class Config:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
-    def architecture(self) -> dict:
-        """The fields a checkpoint's variables (and their meaning) depend on."""
-        return {k: getattr(self, k) for k in ("model", "hidden", "activation", "optimizer")}
-
 
 # Fields filled in from the data, not from flags.
 DATA_FACTS = ("input_size", "num_classes", "data_fingerprint")

@@ -35,6 +35,7 @@ import tensorflow as tf
 from absl import logging
 
 from trainer import cli
+from trainer.cli import one_line
 from trainer.config import UsageError
 
 SIGNATURE_KEY = "serving_default"
@@ -128,11 +129,6 @@ def _quiet_tensorflow_info():
         logging.set_verbosity(verbosity)
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 def export_model(model, export_dir: str, input_size: int, classification: bool, config=None) -> str:
     """Saves ``model`` as the next version under ``export_dir``; returns its path.
 
@@ -176,7 +172,7 @@ def export_model(model, export_dir: str, input_size: int, classification: bool, 
             raise OSError(f"no free version number after {version}")
     except (OSError, tf.errors.OpError) as error:
         label = _folder_label(export_dir, config)
-        raise UsageError(f"{label}: cannot write ({_one_line(error)})") from None
+        raise UsageError(f"{label}: cannot write ({one_line(error)})") from None
     finally:
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)

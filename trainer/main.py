@@ -23,6 +23,7 @@ from trainer.cli import (
     exit_now,
     fail,
     no_positional_arguments,
+    one_line,
     parse_flags,
 )
 
@@ -73,16 +74,7 @@ def _main() -> None:
 
 def _describe(error: Exception, config) -> str:
     """One line for an error nothing else caught."""
-    lines = str(getattr(error, "message", error)).splitlines()
-    # TensorFlow's messages open with "Graph execution error:" and the Python
-    # frames of the failing op; the cause comes after them.
-    lines = [
-        line.strip()
-        for line in lines
-        if line.strip()
-        and not line.strip().startswith(("Graph execution error", "Detected at node", "File "))
-    ]
-    text = " ".join(" ".join(lines).split()) or type(error).__name__
+    text = one_line(error)
     folder = f" in {config.model_dir}" if config is not None else ""
     if isinstance(error, MemoryError) or "ResourceExhausted" in type(error).__name__:
         return f"out of memory{folder} ({text[:200]}); use smaller layers or batches"

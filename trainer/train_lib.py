@@ -208,13 +208,12 @@ def check_memory(config: Config, input_size: int, num_outputs: int) -> None:
     params = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
     # weights, gradients, optimizer slots, and a copy around each update
     needed = params * 4 * (3 + optimizers.slot_count(config.optimizer))
-    available = data_lib.available_memory()
-    if available is not None and needed > available:
-        raise UsageError(
-            f"--hidden={_show(config.hidden)}: the network has {params:,} parameters and needs "
-            f"about {data_lib.human_bytes(needed)} of memory with --optimizer={config.optimizer}"
-            f", but at most {data_lib.human_bytes(available)} is available; use smaller layers"
-        )
+    data_lib.check_memory(
+        needed,
+        f"a network of {params:,} parameters with --optimizer={config.optimizer} "
+        "(use smaller layers)",
+        f"--hidden={_show(config.hidden)}",
+    )
 
 
 def _finite_or_none(value):
@@ -351,17 +350,7 @@ class PeerLostError(Exception):
 
         from trainer import checkpoints as checkpoints_lib
 
-        lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines()]
-        # TensorFlow's message opens with "Graph execution error:" and the Python
-        # frames of the failing op; the cause is the first line after those.
-        lines = [
-            line
-            for line in lines
-            if line and not line.startswith(("Graph execution error", "Detected at node", "File "))
-        ]
-        cause = (lines[0] if lines else type(error).__name__).rstrip(":")
-        if len(cause) > 200:
-            cause = cause[:197] + "..."
+        cause = cli.one_line(error, limit=200)
         latest = tf.train.latest_checkpoint(checkpoints_lib.checkpoint_dir(config.model_dir))
         super().__init__(
             f"--strategy=multi_worker: lost contact with another worker "
