@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from models import choices
+
 Activation = Callable[[tf.Tensor], tf.Tensor]
 
 ACTIVATIONS: dict[str, Activation] = {
@@ -21,6 +23,7 @@ ACTIVATIONS: dict[str, Activation] = {
     "softplus": tf.math.softplus,
     "linear": tf.identity,
 }
+choices.check_registry("activation", ACTIVATIONS, choices.ACTIVATIONS)
 
 # Output bounds of the bounded activations: a unit whose output is within
 # SATURATION_MARGIN of a bound has a near-zero local derivative.

@@ -2,8 +2,10 @@
 
 The notebook finds vanishing gradients by printing ``sum(|grad|)`` of the first
 layer (exactly 0 with U[0,1) init in a deep sigmoid net) and saturated
-pre-activations. These functions compute those figures for every Dense layer
-of a ``Sequential`` from one step's gradients, weights and activations.
+pre-activations. These functions compute those figures for every layer with
+weights (``Sequential.weighted_layers``: dense, convolution, batch norm) from
+one step's gradients, weights and activations, through the layer contract
+(``layer.kernel``, ``layer.trainable_variables``, ``layer.activation_name``).
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ STATISTICS = ("gradient_norm", "gradient_l1", "gradient_mean_abs", "update_ratio
 
 
 def layer_variables(model) -> list[tuple[str, list[int]]]:
-    """``[(layer name, [indices into model.trainable_variables])]`` per Dense layer."""
+    """``[(layer name, [indices into model.trainable_variables])]`` per layer with
+    weights; the kernel's index comes first."""
     index = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
-    return [
-        (layer.name, [index[layer.w.ref()], index[layer.b.ref()]]) for layer in model.dense_layers
-    ]
+    result = []
+    for layer in model.weighted_layers:
+        kernel = index[layer.kernel.ref()]
+        others = sorted(index[v.ref()] for v in layer.trainable_variables)
+        result.append((layer.name, [kernel, *[i for i in others if i != kernel]]))
+    return result
 
 
 def _norm(tensors) -> tf.Tensor:
@@ -28,26 +34,26 @@ def _norm(tensors) -> tf.Tensor:
 
 
 def layer_statistics(model, grads, weights_before, weights_after, records) -> dict:
-    """Per-layer figures for one step, each a float32 vector ``[num_dense_layers]``.
+    """Per-layer figures for one step, each a float32 vector ``[num_weighted_layers]``.
 
     Args:
       model: the ``Sequential`` being trained.
       grads: gradients, aligned with ``model.trainable_variables``.
       weights_before, weights_after: variable values around the update, aligned
         the same way.
-      records: ``[(preactivation, activation)]`` per Dense layer, each
-        ``[batch, units]``, from ``Sequential.forward_with_activations``.
+      records: ``[(preactivation, activation)]`` per layer with weights, each
+        of that layer's output shape, from ``Sequential.forward_with_activations``.
 
     Returns:
       ``{"gradient_norm", "gradient_l1", "gradient_mean_abs", "update_ratio",
       "saturation"}``: L2 norm and L1 sum of the layer's gradients (weights and
       bias), their mean absolute value, ``||w_after - w_before|| / ||w_before||``
-      of the weight matrix, and the fraction of saturated (sigmoid/tanh) or dead
+      of the kernel, and the fraction of saturated (sigmoid/tanh) or dead
       (relu) units in the batch (0 for linear layers).
     """
     stats = {k: [] for k in STATISTICS}
     for (_, indices), layer, (_, activation) in zip(
-        layer_variables(model), model.dense_layers, records, strict=True
+        layer_variables(model), model.weighted_layers, records, strict=True
     ):
         layer_grads = [tf.cast(grads[i], tf.float32) for i in indices]
         size = sum(int(g.shape.num_elements()) for g in layer_grads)

@@ -4,8 +4,10 @@ Every initializer draws from TensorFlow's *stateless* random ops, so the same
 ``seed`` (a pair of ints) always gives the same tensor, on any device, with no
 hidden global state. Layers derive a distinct seed per variable.
 
-``shape`` is ``[fan_in, fan_out]`` for a dense weight matrix and ``[units]``
-for a bias vector; fans for a vector are taken as ``(units, units)``.
+``shape`` is ``[fan_in, fan_out]`` for a dense weight matrix, ``[K, K, C_in,
+C_out]`` for a convolution kernel (fans ``K*K*C_in`` and ``K*K*C_out``, as in
+Keras and the He and Glorot papers) and ``[units]`` for a bias vector (fans
+``(units, units)``).
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
+from models import choices
+
 Initializer = Callable[..., tf.Tensor]
 
 
-def _fans(shape: Sequence[int]) -> tuple[int, int]:
+def fans(shape: Sequence[int]) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a weight of ``shape``; a kernel's window multiplies both."""
     if len(shape) == 0:
         return 1, 1
     if len(shape) == 1:
         return int(shape[0]), int(shape[0])
-    return int(shape[-2]), int(shape[-1])
+    receptive = math.prod(int(d) for d in shape[:-2])
+    return int(shape[-2]) * receptive, int(shape[-1]) * receptive
 
 
 def zeros(shape, dtype=tf.float32, seed=(0, 0)) -> tf.Tensor:
@@ -54,35 +60,35 @@ def normal(shape, dtype=tf.float32, seed=(0, 0)) -> tf.Tensor:
 
 def xavier(shape, dtype=tf.float32, seed=(0, 0)) -> tf.Tensor:
     """Xavier/Glorot normal: N(0, 2 / (fan_in + fan_out))."""
-    fan_in, fan_out = _fans(shape)
+    fan_in, fan_out = fans(shape)
     std = math.sqrt(2.0 / (fan_in + fan_out))
     return tf.random.stateless_normal(shape, seed, stddev=std, dtype=dtype)
 
 
 def xavier_uniform(shape, dtype=tf.float32, seed=(0, 0)) -> tf.Tensor:
     """Xavier/Glorot uniform: U(-l, l) with l = sqrt(6 / (fan_in + fan_out))."""
-    fan_in, fan_out = _fans(shape)
+    fan_in, fan_out = fans(shape)
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return tf.random.stateless_uniform(shape, seed, minval=-limit, maxval=limit, dtype=dtype)
 
 
 def he(shape, dtype=tf.float32, seed=(0, 0)) -> tf.Tensor:
     """He/Kaiming normal for ReLU: N(0, 2 / fan_in)."""
-    fan_in, _ = _fans(shape)
+    fan_in, _ = fans(shape)
     std = math.sqrt(2.0 / fan_in)
     return tf.random.stateless_normal(shape, seed, stddev=std, dtype=dtype)
 
 
 def he_uniform(shape, dtype=tf.float32, seed=(0, 0)) -> tf.Tensor:
     """He uniform: U(-l, l) with l = sqrt(6 / fan_in)."""
-    fan_in, _ = _fans(shape)
+    fan_in, _ = fans(shape)
     limit = math.sqrt(6.0 / fan_in)
     return tf.random.stateless_uniform(shape, seed, minval=-limit, maxval=limit, dtype=dtype)
 
 
 def lecun(shape, dtype=tf.float32, seed=(0, 0)) -> tf.Tensor:
     """LeCun normal: N(0, 1 / fan_in)."""
-    fan_in, _ = _fans(shape)
+    fan_in, _ = fans(shape)
     return tf.random.stateless_normal(shape, seed, stddev=math.sqrt(1.0 / fan_in), dtype=dtype)
 
 
@@ -100,6 +106,8 @@ INITIALIZERS: dict[str, Initializer] = {
     "he_uniform": he_uniform,
     "lecun": lecun,
 }
+
+choices.check_registry("initializer", INITIALIZERS, choices.INITIALIZERS)
 
 
 def get(name: str | Initializer) -> Initializer:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from models import choices
+
 
 def _labels_as_one_hot(labels: tf.Tensor, num_classes: int, dtype) -> tf.Tensor:
     if labels.shape.rank == 1:
@@ -81,6 +83,7 @@ LOSSES: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
     "cross_entropy": cross_entropy_per_example,
     "mse": mse_per_example,
 }
+choices.check_registry("loss", LOSSES, choices.LOSSES)
 
 
 def get(name: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:

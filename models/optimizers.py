@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from models import choices
+
 
 class Optimizer(tf.Module):
     """Base class: learning rate, iteration count, clipping and slot bookkeeping.
@@ -198,6 +200,7 @@ OPTIMIZERS = {
     "rmsprop": RMSprop,
     "adam": Adam,
 }
+choices.check_registry("optimizer", OPTIMIZERS, choices.OPTIMIZERS)
 
 
 def get(name: str, learning_rate: float, clip_norm: float | None = None) -> Optimizer:

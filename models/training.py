@@ -89,8 +89,9 @@ class TrainingProgram(tf.Module):
     """Compiled train and eval functions for one model, loss and optimizer.
 
     Args:
-      model: a ``Sequential`` (or any module with ``trainable_variables`` and
-        ``__call__``) mapping ``[batch, D]`` to ``[batch, K]``.
+      model: a ``Sequential`` (or any module with ``trainable_variables``,
+        ``weighted_layers`` and ``__call__(x, training)``) mapping ``[batch,
+        *input_shape]`` to ``[batch, K]``.
       optimizer: a ``models.optimizers.Optimizer``; built here, eagerly.
       loss: ``cross_entropy`` or ``mse``.
       global_batch_size: examples per step over all replicas.
@@ -155,13 +156,18 @@ class TrainingProgram(tf.Module):
             # overflowing float32; -1 while all weights are finite. The loop
             # always stops there, with or without skip_nonfinite.
             self.nonfinite_weights_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
-            layers = len(self.model.dense_layers)
+            layers = len(self.model.weighted_layers)
             # The latest diagnostic step's per-layer figures, for the caller.
             self.layer_stats = {
                 name: tf.Variable(tf.zeros([layers]), trainable=False, name=name)
                 for name in diagnostics_lib.STATISTICS
             }
             self.diagnosed_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        # Layers whose training behaviour depends on the step (Dropout's mask)
+        # read it here: the step being taken, as a tensor (never a Python int).
+        set_step_source = getattr(self.model, "set_step_source", None)
+        if set_step_source is not None:
+            set_step_source(lambda: self.global_step + 1)
         self._step_fn = functools.partial(self._replica_step, diagnose=False)
         self._diagnostic_step_fn = functools.partial(self._replica_step, diagnose=True)
         if self.jit_compile:  # the single step only; summaries are written outside it
@@ -171,20 +177,25 @@ class TrainingProgram(tf.Module):
         self.evaluate_dataset = tf.function(self._evaluate_dataset)
 
     # -- the step ---------------------------------------------------------
-    def forward(self, x: tf.Tensor) -> tf.Tensor:
-        """Model outputs ``[batch, K]`` as float32, computed in ``compute_dtype``."""
-        outputs = self.model(tf.cast(x, self.compute_dtype))
+    def forward(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Model outputs ``[batch, K]`` as float32, computed in ``compute_dtype``.
+
+        ``training=True`` is the training step's mode (Dropout drops, BatchNorm
+        uses and updates batch statistics); evaluation uses ``False``.
+        """
+        outputs = self.model(tf.cast(x, self.compute_dtype), training=training)
         return tf.cast(outputs, tf.float32)
 
     def loss_and_gradients(self, x, y):
-        """Mean loss and its gradients on one batch, without updating anything.
+        """Mean loss and its gradients on one batch, in inference mode, without
+        updating anything (no variable changes, BatchNorm's averages included).
 
         Returns:
           ``(loss, grads)``: a float32 scalar and one tensor per trainable
           variable, shaped like that variable.
         """
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(self._loss_fn(y, self.forward(x)))
+            loss = tf.reduce_mean(self._loss_fn(y, self.forward(x, training=False)))
         return loss, tape.gradient(loss, self.model.trainable_variables)
 
     def _correct(self, y, outputs):
@@ -203,10 +214,12 @@ class TrainingProgram(tf.Module):
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             if diagnose:
-                raw, records = self.model.forward_with_activations(tf.cast(x, self.compute_dtype))
+                raw, records = self.model.forward_with_activations(
+                    tf.cast(x, self.compute_dtype), training=True
+                )
                 outputs = tf.cast(raw, tf.float32)
             else:
-                outputs = self.forward(x)
+                outputs = self.forward(x, training=True)
             per_example = self._loss_fn(y, outputs)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
         grads = tape.gradient(loss, variables)
@@ -369,7 +382,7 @@ def fit(
 
     Args:
       model: the ``Sequential`` to train in place.
-      x: features ``[n, D]``.
+      x: features ``[n, *model.input_shape]``.
       y: int labels ``[n]`` (classification) or targets ``[n]``/``[n, 1]``.
       epochs: passes over the data; each epoch is one compiled call.
       batch_size: examples per step; ``>= n`` means full-batch gradient descent.
@@ -387,8 +400,10 @@ def fit(
     """
     x = np.asarray(x, np.float32)
     y = np.asarray(y)
-    if x.ndim != 2 or len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"fit expects x [n, D] and y [n] with n > 0; got {x.shape} and {y.shape}")
+    if x.ndim < 2 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(
+            f"fit expects x [n, ...] and y [n] with n > 0; got {x.shape} and {y.shape}"
+        )
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs and batch_size must be >= 1")
     if loss is None:

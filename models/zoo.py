@@ -1,24 +1,160 @@
-"""The model zoo: ``linear``, ``mlp`` and the notebook's named presets.
+"""The model zoo: networks from a layer specification, and the named presets.
 
-Every builder returns a ``Sequential`` whose last layer is ``linear`` (logits
-for classification, raw values for regression). An optional ``normalization``
-``(mean, scale)`` pair puts the training set's fitted feature scaling inside the
-model as its first layer, so the model takes raw features.
+Every builder returns a ``Sequential`` whose last layer is a linear ``Dense``
+(logits for classification, raw values for regression). An optional
+``normalization`` ``(mean, scale)`` pair puts the training set's fitted feature
+scaling inside the model as its first layer, so the model takes raw features.
+
+Families: ``linear`` (no hidden layer), ``mlp`` (``hidden`` sizes), ``cnn`` (a
+``models.spec`` layer specification); presets: ``softmax_regression``,
+``notebook_mlp``, ``notebook_deep`` (the notebook's networks) and ``lenet``.
 """
 
 from __future__ import annotations
 
-import itertools
+import collections
+import inspect
 from collections.abc import Sequence
 
-from models.layers import Dense, Normalization, Sequential
+import numpy as np
 
-# The notebook's networks, by name: (input size, hidden sizes, outputs, activation).
-PRESETS = {
-    "softmax_regression": (784, (), 10, "sigmoid"),
-    "notebook_mlp": (784, (100,), 10, "sigmoid"),
-    "notebook_deep": (784, (500,) * 6, 10, "sigmoid"),
+from models import choices
+from models import layers as layers_lib
+from models import spec as spec_lib
+from models.layers import Normalization, Sequential
+
+PRESETS = choices.PRESETS
+MODELS = choices.MODELS
+# Layer names by kind: hidden_0, hidden_1 (dense), conv_0, maxpool_0, ...
+_NAMES = {
+    "Dense": "hidden",
+    "Conv2D": "conv",
+    "MaxPool2D": "maxpool",
+    "AvgPool2D": "avgpool",
+    "BatchNorm": "batchnorm",
 }
+
+
+def _input_shape(input_shape) -> tuple[int, ...]:
+    if isinstance(input_shape, int | np.integer):
+        return (int(input_shape),)
+    return tuple(int(d) for d in input_shape)
+
+
+def from_spec(
+    specification: str | Sequence[spec_lib.LayerSpec],
+    input_shape,
+    num_outputs: int,
+    activation: str = "relu",
+    init="xavier",
+    seed: int = 0,
+    normalization=None,
+    output_in_spec: bool = False,
+    name: str = "model",
+) -> Sequential:
+    """Builds ``input -> [normalization] -> layers -> linear output``.
+
+    Args:
+      specification: a ``models.spec`` string such as
+        ``"conv3x3:32,maxpool2,flatten,dense:128"``, or parsed ``LayerSpec``s.
+      input_shape: one example's shape, ``D`` or ``(H, W, C)``.
+      num_outputs: units of the linear output layer (classes, or 1).
+      activation: for ``dense`` and ``conv`` tokens that name none.
+      init: weight initializer for every kernel.
+      seed: layer ``k`` with weights draws from seed ``(seed, k)``; ``Dropout``
+        from its position.
+      normalization: optional ``(mean, scale)``, each of ``input_shape`` (or
+        flat with as many values).
+      output_in_spec: when the last token is ``dense:N`` with ``N ==
+        num_outputs`` and no activation, it is the output layer itself rather
+        than a hidden layer followed by one (``dense:10:relu`` stays hidden).
+
+    Raises:
+      ValueError: a bad token, or layers whose shapes do not chain; the message
+        names the token.
+    """
+    shape = _input_shape(input_shape)
+    model = Sequential(input_shape=shape, name=name)
+    if normalization is not None:
+        mean, scale = (np.asarray(a, np.float32).reshape(shape) for a in normalization)
+        model.add(Normalization(mean, scale, name="normalization"))
+    for token, layer in _layers(specification, num_outputs, activation, init, seed, output_in_spec):
+        try:
+            model.add(layer)
+        except ValueError as error:
+            raise ValueError(f"{token!r}: {error}") from None
+    return model
+
+
+def _layers(specification, num_outputs, activation, init, seed, output_in_spec):
+    """``[(token, unbuilt layer)]`` for a specification, the output layer last."""
+    specs = spec_lib.parse(specification) if isinstance(specification, str) else list(specification)
+    output_token = "the output layer"
+    last = specs[-1] if specs else None
+    if (
+        output_in_spec
+        and last
+        and last.layer == "Dense"
+        and "activation" not in last.options
+        and last.options["output_size"] == int(num_outputs)
+    ):
+        output_token = specs.pop().token
+    counts: collections.Counter = collections.Counter()
+    weighted = 0
+    result = []
+    for position, spec in enumerate(specs):
+        cls = getattr(layers_lib, spec.layer)
+        accepted = inspect.signature(cls).parameters
+        options = dict(spec.options)
+        if "activation" in accepted:
+            options.setdefault("activation", activation)
+        if "init" in accepted:
+            options.update(init=init, seed=(seed, weighted))
+            weighted += 1
+        elif "seed" in accepted:
+            options["seed"] = (seed, 1000 + position)
+        kind = _NAMES.get(spec.layer, spec.kind)
+        options["name"] = f"{kind}_{counts[kind]}"
+        counts[kind] += 1
+        try:
+            result.append((spec.token, cls(**options)))
+        except ValueError as error:
+            raise ValueError(f"{spec.token!r}: {error}") from None
+    output = layers_lib.Dense(
+        output_size=int(num_outputs), init=init, seed=(seed, weighted), name="output"
+    )
+    result.append((output_token, output))
+    return result
+
+
+def plan(
+    name: str,
+    input_shape,
+    num_outputs: int,
+    hidden: Sequence[int] = (100,),
+    layers: str | None = None,
+) -> tuple[list[tuple[int, ...]], int]:
+    """What ``build`` would make, without creating any variable.
+
+    Returns:
+      ``(shapes, parameters)``: each layer's output shape and the number of
+      scalars in the model's variables (normalization excluded).
+
+    Raises:
+      ValueError: as ``build``, for a bad token or shapes that do not chain.
+    """
+    shape = _input_shape(input_shape)
+    specification = spec_lib.model_spec(name, layers, hidden)
+    shapes, parameters = [], 0
+    for token, layer in _layers(specification, num_outputs, "linear", "zeros", 0, name == "cnn"):
+        try:
+            following = layer.output_shape(shape)
+        except ValueError as error:
+            raise ValueError(f"{token!r}: {error} but its input is {list(shape)}") from None
+        parameters += layer.parameter_count(shape)
+        shape = following
+        shapes.append(shape)
+    return shapes, parameters
 
 
 def mlp(
@@ -37,28 +173,10 @@ def mlp(
     named ``hidden_0 .. hidden_{k-1}`` and ``output``. Shapes: input
     ``[batch, input_size]``, output ``[batch, num_outputs]``.
     """
-    model = Sequential(name=name)
-    if normalization is not None:
-        mean, scale = normalization
-        model.add(Normalization(mean, scale, name="normalization"))
-    sizes = [int(input_size), *[int(h) for h in hidden]]
-    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
-        model.add(
-            Dense(
-                fan_in, fan_out, activation, init=init, seed=(seed, index), name=f"hidden_{index}"
-            )
-        )
-    model.add(
-        Dense(
-            sizes[-1],
-            int(num_outputs),
-            "linear",
-            init=init,
-            seed=(seed, len(sizes) - 1),
-            name="output",
-        )
+    specification = spec_lib.model_spec("mlp", None, hidden)
+    return from_spec(
+        specification, input_size, num_outputs, activation, init, seed, normalization, name=name
     )
-    return model
 
 
 def linear(
@@ -75,31 +193,71 @@ def linear(
     )
 
 
-def preset(name: str, init="xavier", seed: int = 0, normalization=None) -> Sequential:
-    """One of the notebook's networks by name (see ``PRESETS``)."""
-    try:
-        input_size, hidden, outputs, activation = PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
-    return mlp(input_size, hidden, outputs, activation, init, seed, normalization, name=name)
+def preset(
+    name: str,
+    init="xavier",
+    seed: int = 0,
+    normalization=None,
+    input_shape=None,
+    num_outputs: int = 10,
+    activation: str | None = None,
+) -> Sequential:
+    """One of the named networks (see ``PRESETS``).
+
+    ``input_shape`` defaults to the notebook's 784 features (28 x 28 x 1 images
+    for ``lenet``); ``activation`` to the preset's own.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    specification, own_activation = PRESETS[name]
+    if input_shape is None:
+        images = spec_lib.uses_images(spec_lib.parse(specification))
+        input_shape = (28, 28, 1) if images else (784,)
+    return from_spec(
+        specification,
+        input_shape,
+        num_outputs,
+        activation or own_activation,
+        init,
+        seed,
+        normalization,
+        name=name,
+    )
 
 
-MODELS = ("linear", "mlp")
+def uses_images(name: str, layers: str | None = None) -> bool:
+    """Whether model ``name`` (with ``layers`` for ``cnn``) takes ``[H, W, C]`` examples."""
+    return spec_lib.uses_images(spec_lib.parse(spec_lib.model_spec(name, layers)))
 
 
 def build(
     name: str,
-    input_size: int,
+    input_shape,
     num_outputs: int,
     hidden: Sequence[int] = (100,),
-    activation: str = "sigmoid",
+    activation: str | None = None,
     init="xavier",
     seed: int = 0,
     normalization=None,
+    layers: str | None = None,
 ) -> Sequential:
-    """Builds ``linear`` or ``mlp`` by name, as the command line does."""
-    if name == "linear":
-        return linear(input_size, num_outputs, init, seed, normalization)
-    if name == "mlp":
-        return mlp(input_size, hidden, num_outputs, activation, init, seed, normalization)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    """Builds a family or preset by name, as the command line does.
+
+    Raises:
+      ValueError: an unknown name, a bad ``layers`` token, or shapes that do
+        not chain (the message names the token).
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    specification = spec_lib.model_spec(name, layers, hidden)
+    return from_spec(
+        specification,
+        input_shape,
+        num_outputs,
+        activation or choices.default_activation(name),
+        init,
+        seed,
+        normalization,
+        output_in_spec=name == "cnn",
+        name=name,
+    )

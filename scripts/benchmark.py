@@ -487,7 +487,11 @@ class KerasContender(Contender):
             # Identical initial weights: the from-scratch model's (w, b) per layer.
             reference = build_model(self.ctx["preset"], self.ctx["seed"])
             self.model.set_weights(
-                [v.numpy() for layer in reference.dense_layers for v in (layer.w, layer.b)]
+                [
+                    v.numpy()
+                    for layer in reference.weighted_layers
+                    for v in (layer.kernel, layer.bias)
+                ]
             )
             if policy == "float32":  # same network, same weights: same outputs
                 probe = np.random.default_rng(0).normal(size=(4, input_size)).astype(np.float32)

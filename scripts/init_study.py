@@ -10,7 +10,8 @@ deep network (on digits, whose features are standardized, the first hidden
 layer is only partly saturated, but every later one is saturated exactly):
 
 * before training, on one fixed batch of training data: the loss, and per Dense
-  layer (``hidden_0 .. hidden_<depth-1>``, ``output``) the L1 sum of the
+  layer with weights (``hidden_0 .. hidden_<depth-1>``, ``output``; ``conv_0 ..``
+  with ``--model=cnn``) the L1 sum of the
   gradient (weights and bias) and the fraction of saturated units
   (``models.diagnostics.layer_statistics``);
 * trains each initializer with the project's own trainer
@@ -31,6 +32,7 @@ gradients) are shown.
 Usage:
   python scripts/init_study.py
   python scripts/init_study.py --depth=3 --width=128 --steps=100 --inits=uniform,xavier
+  python scripts/init_study.py --model=cnn --steps=100   # the same lesson on a CNN
   tensorboard --logdir runs/init_study
 """
 
@@ -54,21 +56,28 @@ from absl import app, flags, logging  # noqa: E402
 
 from trainer import cli  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
-from trainer.config import INITS, OPTIMIZERS  # noqa: E402
+from trainer.config import ACTIVATIONS, DEVICES, INITS, OPTIMIZERS  # noqa: E402
 
 # Classification datasets only: the study reports accuracy.
 DATASETS = ("digits", "mnist", "csv", "synthetic")
 FIGURE_NAME = "init_study.png"
 # What marks a folder as a trainer run folder (safe to clear).
 RUN_FOLDER_ENTRIES = ("config.json", "results.json", "checkpoints", "train", "eval", "export")
+# The notebook's deep sigmoid network as a CNN: five 3x3 convolutions of 16
+# filters, then a dense layer of 100 (on digits' 8x8 images, or MNIST's 28x28).
+NOTEBOOK_CNN = ",".join(["conv3x3:16"] * 5 + ["flatten", "dense:100"])
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
     "inits", ["zeros", "uniform", "xavier", "he"], f"Initializers to compare: {', '.join(INITS)}."
 )
-flags.DEFINE_integer("depth", 6, "Hidden layers.", lower_bound=1)
-flags.DEFINE_integer("width", 500, "Units per hidden layer.", lower_bound=1)
-flags.DEFINE_enum("activation", "sigmoid", ("sigmoid", "tanh", "relu"), "Hidden activation.")
+flags.DEFINE_enum("model", "mlp", ("mlp", "cnn"), "An MLP (--depth, --width) or a CNN (--layers).")
+flags.DEFINE_integer("depth", 6, "--model=mlp: hidden layers.", lower_bound=1)
+flags.DEFINE_integer("width", 500, "--model=mlp: units per hidden layer.", lower_bound=1)
+flags.DEFINE_string(
+    "layers", NOTEBOOK_CNN, "--model=cnn: the trainer's --layers specification of the CNN."
+)
+flags.DEFINE_enum("activation", "sigmoid", ACTIVATIONS, "Hidden activation.")
 flags.DEFINE_enum("dataset", "digits", DATASETS, "Training data (as the trainer's --dataset).")
 flags.DEFINE_string("data_dir", None, "Folder with the MNIST IDX files (--dataset=mnist).")
 flags.DEFINE_string("csv_path", None, "Kaggle digit-recognizer CSV file (--dataset=csv).")
@@ -86,7 +95,7 @@ flags.DEFINE_integer(
     "summary_every", 10, "TensorBoard cadence of the trainer in steps (0 = off).", lower_bound=0
 )
 flags.DEFINE_boolean("histograms", True, "Write weight/gradient/activation histograms.")
-flags.DEFINE_enum("device", "auto", ("auto", "cpu", "gpu"), "Where to run.")
+flags.DEFINE_enum("device", "auto", DEVICES, "Where to run.")
 flags.DEFINE_integer("seed", 0, "Seed of initialization, data split and order.")
 flags.DEFINE_string("out_dir", os.path.join("runs", "init_study"), "One run folder per init here.")
 flags.DEFINE_string("json", None, "Write all figures as JSON to this file.")
@@ -124,8 +133,9 @@ def base_config() -> config_lib.Config:
         dataset=FLAGS.dataset,
         data_dir=FLAGS.data_dir,
         csv_path=FLAGS.csv_path,
-        model="mlp",
+        model=FLAGS.model,
         hidden=",".join([str(FLAGS.width)] * FLAGS.depth),
+        layers=FLAGS.layers if FLAGS.model == "cnn" else None,
         activation=FLAGS.activation,
         loss="cross_entropy",
         optimizer=FLAGS.optimizer,
@@ -150,6 +160,7 @@ EXPLICIT = {
     "csv_path",
     "model",
     "hidden",
+    "layers",
     "activation",
     "init",
     "loss",
@@ -225,11 +236,11 @@ def layer_figures(run, x, y) -> dict:
     program, model = run.program, run.model
     x = tf.convert_to_tensor(x)
     loss, grads = program.loss_and_gradients(x, tf.convert_to_tensor(y))
-    _, records = model.forward_with_activations(tf.cast(x, program.compute_dtype))
+    _, records = model.forward_with_activations(tf.cast(x, program.compute_dtype), training=False)
     weights = [tf.identity(v) for v in model.trainable_variables]
     stats = diagnostics.layer_statistics(model, grads, weights, weights, records)
     return {
-        "layers": [layer.name for layer in model.dense_layers],
+        "layers": [layer.name for layer in model.weighted_layers],
         "loss": float(loss.numpy()),
         "grad_l1": [_finite(float(v)) for v in stats["gradient_l1"].numpy()],
         "saturation": [_finite(float(v)) for v in stats["saturation"].numpy()],
@@ -312,6 +323,13 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+def network_label() -> str:
+    """``6x500 sigmoid`` (MLP) or ``CNN conv3x3:16,... sigmoid``."""
+    if FLAGS.model == "cnn":
+        return f"CNN {FLAGS.layers} {FLAGS.activation}"
+    return f"{FLAGS.depth}x{FLAGS.width} {FLAGS.activation}"
 
 
 def format_report(results: dict, steps: int) -> str:
@@ -424,7 +442,7 @@ def draw_figure(results: dict, path: str) -> str | None:
     axes[1][0].set_ylabel("fraction of saturated units")
     axes[0][0].legend()
     figure.suptitle(
-        f"{FLAGS.depth}x{FLAGS.width} {FLAGS.activation} network on {FLAGS.dataset}: "
+        f"{network_label()} network on {FLAGS.dataset}: "
         f"{FLAGS.optimizer} (learning rate {FLAGS.learning_rate:g}), batch {FLAGS.batch_size}, "
         f"{FLAGS.steps} steps"
     )
@@ -472,7 +490,7 @@ def main(argv) -> None:
         for init in inits:
             model_dir = os.path.join(FLAGS.out_dir, init)
             print(
-                f"init={init}: training {FLAGS.depth}x{FLAGS.width} {FLAGS.activation} on "
+                f"init={init}: training {network_label()} on "
                 f"{FLAGS.dataset} for {FLAGS.steps} steps into {model_dir} ...",
                 flush=True,
             )

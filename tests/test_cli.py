@@ -67,7 +67,16 @@ def test_readmes_first_command_prints_what_readme_shows(tmp_path):
     "flags, fragments",
     [
         (["--dataset=imagenet"], ["--dataset=imagenet"]),
-        (["--model=cnn"], ["--model=cnn"]),
+        (["--model=resnet"], ["--model=resnet"]),
+        (["--model=cnn", "--layers=conv3x3:32,pool2"], ["--layers=conv3x3:32,pool2", "'pool2'"]),
+        (["--model=cnn", "--layers=conv3x3:32:s"], ["'conv3x3:32:s'", "unknown option 's'"]),
+        (["--layers=dense:8"], ["--layers", "--model=cnn only"]),
+        (
+            ["--model=cnn", "--layers=conv5x5:8:valid,conv5x5:8:valid"],
+            ["--layers=conv5x5:8:valid,conv5x5:8:valid", "'conv5x5:8:valid'", "4x4 images"],
+        ),
+        (["--model=cnn", "--layers=conv3x3:8,dense:10"], ["'dense:10'", "put a flatten"]),
+        (["--model=lenet", "--dataset=sin"], ["not an image"]),
         (["--activation=swishy"], ["--activation=swishy"]),
         (["--init=magic"], ["--init=magic"]),
         (["--optimizer=lbfgs"], ["--optimizer=lbfgs"]),

@@ -18,6 +18,16 @@ BUILDERS = {
     "softmax_regression": lambda seed: zoo.preset("softmax_regression", seed=seed),
     "notebook_mlp": lambda seed: zoo.preset("notebook_mlp", seed=seed),
     "notebook_deep": lambda seed: zoo.preset("notebook_deep", seed=seed),
+    "lenet": lambda seed: zoo.preset("lenet", seed=seed),
+    "cnn_every_layer": lambda seed: zoo.build(
+        "cnn",
+        (8, 8, 1),
+        10,
+        layers="conv3x3:8:linear,batchnorm,relu,maxpool2,conv3x3:4:valid:tanh,avgpool1,"
+        "flatten,dropout:0.2,dense:16",
+        seed=seed,
+        normalization=(np.full(64, 3.0), np.full(64, 2.0)),
+    ),
 }
 
 
@@ -25,7 +35,7 @@ BUILDERS = {
 def test_model_conforms(name, tmp_path):
     model = BUILDERS[name](seed=1)
     x = tf.constant(
-        np.random.default_rng(0).uniform(0, 16, size=(7, model.input_size)).astype(np.float32)
+        np.random.default_rng(0).uniform(0, 16, size=(7, *model.input_shape)).astype(np.float32)
     )
     eager = model(x).numpy()
     assert eager.shape == (7, model.output_size)
@@ -33,6 +43,10 @@ def test_model_conforms(name, tmp_path):
 
     graph = tf.function(model.__call__)(x).numpy()
     xla = tf.function(model.__call__, jit_compile=True)(x).numpy()
+    # predict: inference mode, softmax head
+    np.testing.assert_allclose(
+        model.predict(x.numpy()), model.apply_head(eager).numpy(), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(graph, eager, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(xla, eager, rtol=1e-4, atol=1e-4)
 
@@ -46,7 +60,7 @@ def test_model_conforms(name, tmp_path):
     serving = tf.Module()
     serving.model = model
     serving.f = tf.function(
-        model.__call__, input_signature=[tf.TensorSpec([None, model.input_size], tf.float32)]
+        model.__call__, input_signature=[tf.TensorSpec([None, *model.input_shape], tf.float32)]
     )
     tf.saved_model.save(serving, str(tmp_path / "saved"))
     loaded = tf.saved_model.load(str(tmp_path / "saved"))
@@ -55,9 +69,14 @@ def test_model_conforms(name, tmp_path):
 
 def test_presets_have_the_notebook_shapes():
     deep = zoo.preset("notebook_deep")
-    assert [layer.w.shape.as_list() for layer in deep.dense_layers] == (
+    assert [layer.kernel.shape.as_list() for layer in deep.weighted_layers] == (
         [[784, 500]] + [[500, 500]] * 5 + [[500, 10]]
     )
     assert zoo.preset("notebook_mlp").count_params() == 784 * 100 + 100 + 100 * 10 + 10
-    with pytest.raises(ValueError, match="unknown model 'cnn'"):
-        zoo.build("cnn", 4, 2)
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        zoo.build("resnet", 4, 2)
+    lenet = zoo.preset("lenet")
+    assert lenet.input_shape == (28, 28, 1) and lenet.shapes[3] == (7, 7, 16)
+    assert [layer.kernel.shape.as_list() for layer in lenet.weighted_layers] == [
+        [5, 5, 1, 6], [5, 5, 6, 16], [784, 120], [120, 84], [84, 10]
+    ]  # fmt: skip

@@ -16,7 +16,7 @@ def test_dense_shapes_and_variable_names():
 
 def test_sequential_rejects_layers_that_do_not_chain():
     model = Sequential([Dense(4, 8, name="first")])
-    with pytest.raises(ValueError, match=r"first\) outputs 8") as info:
+    with pytest.raises(ValueError, match=r"first\) outputs \[8\]") as info:
         model.add(Dense(7, 2, name="second"))
     assert "second" in str(info.value) and "expects 7" in str(info.value)
 

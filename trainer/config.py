@@ -16,37 +16,31 @@ import os
 import stat
 import types
 
-# The choices of the command line's enum flags (kept here, free of absl and
-# TensorFlow, so scripts can share them without defining the trainer's flags).
-DATASETS = ("digits", "mnist", "csv", "sin", "synthetic")
-REGRESSION_DATASETS = ("sin",)
-MODES = ("train", "eval", "train_and_eval", "export")
-MODELS = ("linear", "mlp")
-INITS = (
-    "zeros",
-    "ones",
-    "uniform",
-    "normal",
-    "xavier",
-    "glorot_normal",
-    "xavier_uniform",
-    "glorot_uniform",
-    "he",
-    "he_normal",
-    "he_uniform",
-    "lecun",
-)
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "elu", "softplus", "linear")
-LOSSES = ("cross_entropy", "mse")
-# Optimizers and their default learning rates.
-DEFAULT_LEARNING_RATES = {
-    "sgd": 0.1,
-    "momentum": 0.1,
-    "nesterov": 0.1,
-    "rmsprop": 0.003,
-    "adam": 0.003,
+from models import choices as model_choices  # names only: no TensorFlow
+from models import spec as model_spec
+
+# The choices of the command line's enum flags. The library's names (models,
+# initializers, activations, losses, optimizers and their default learning
+# rates) come from models.choices; the datasets are the trainer's own, each
+# marked with whether it is a regression (whose default loss is mse).
+DATASET_IS_REGRESSION = {
+    "digits": False,
+    "mnist": False,
+    "csv": False,
+    "sin": True,
+    "synthetic": False,
 }
-OPTIMIZERS = tuple(DEFAULT_LEARNING_RATES)
+DATASETS = tuple(DATASET_IS_REGRESSION)
+REGRESSION_DATASETS = tuple(
+    name for name, is_regression in DATASET_IS_REGRESSION.items() if is_regression
+)
+MODES = ("train", "eval", "train_and_eval", "export")
+MODELS = model_choices.MODELS
+INITS = model_choices.INITIALIZERS
+ACTIVATIONS = model_choices.ACTIVATIONS
+LOSSES = model_choices.LOSSES
+DEFAULT_LEARNING_RATES = model_choices.DEFAULT_LEARNING_RATES
+OPTIMIZERS = model_choices.OPTIMIZERS
 JIT_CHOICES = ("auto", "true", "false")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("float32", "bfloat16")
@@ -100,6 +94,8 @@ FLOAT_CHECKS = {
 }
 # Fields whose value may be None ("choose for me" or "not given").
 OPTIONAL = {
+    "layers",
+    "activation",
     "data_dir",
     "csv_path",
     "clip_norm",
@@ -109,6 +105,9 @@ OPTIONAL = {
     "log_every",
     "export_dir",
 }
+# Settings whose default follows others (the loss the dataset, the learning
+# rate the optimizer): a value not given is chosen in ``resolve``.
+CHOSEN_LATER = {"loss", "learning_rate"}
 # Path flags: "~" is expanded (the shell does not expand it after "--flag=").
 PATHS = ("model_dir", "data_dir", "csv_path", "export_dir")
 # TensorFlow reads checkpoints and SavedModels through file patterns, with these
@@ -135,7 +134,8 @@ class Config:
     synthetic_classes: int = 10
     model: str = "mlp"
     hidden: tuple[int, ...] = (100,)
-    activation: str = "sigmoid"
+    layers: str | None = None
+    activation: str | None = None
     init: str = "xavier"
     loss: str = "cross_entropy"
     optimizer: str = "adam"
@@ -163,6 +163,7 @@ class Config:
     skip_nonfinite: bool = False
     # Filled in from the data once it is loaded.
     input_size: int = 0
+    input_shape: tuple[int, ...] = ()
     num_classes: int = 0
     data_fingerprint: str = ""
 
@@ -171,7 +172,7 @@ class Config:
 
 
 # Fields filled in from the data, not from flags.
-DATA_FACTS = ("input_size", "num_classes", "data_fingerprint")
+DATA_FACTS = ("input_size", "input_shape", "num_classes", "data_fingerprint")
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
 FLAG_NAMES = tuple(name for name in FIELD_NAMES if name not in DATA_FACTS)
 
@@ -206,6 +207,22 @@ def field_problem(name: str, value) -> str | None:
         return "is not a setting of this trainer"
     if value is None:
         return None if name in OPTIONAL else "must be given (null is not allowed)"
+    if name == "layers":
+        if not isinstance(value, str):
+            return "must be a string"
+        try:
+            model_spec.parse(value)
+        except model_spec.SpecError as error:
+            return str(error)
+        return None
+    if name == "input_shape":
+        if not isinstance(value, list | tuple) or len(value) > 3:
+            return "must be a list of at most 3 sizes"
+        if not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= INT32_MAX for v in value
+        ):
+            return "sizes must be integers >= 1"
+        return None
     if name == "hidden":
         if not isinstance(value, list | tuple) or not value:
             return "must be a non-empty list of layer sizes"
@@ -280,7 +297,7 @@ def resolve(values: dict) -> Config:
     _require(not unknown, f"unknown settings: {', '.join(unknown)}")
     defaults = dataclasses.asdict(Config())
     for name in FLAG_NAMES:
-        values.setdefault(name, None if name in OPTIONAL else defaults[name])
+        values.setdefault(name, None if name in OPTIONAL | CHOSEN_LATER else defaults[name])
     for name in PATHS:
         values[name] = expand_path(values[name])
     values["hidden"] = parse_hidden(
@@ -288,6 +305,11 @@ def resolve(values: dict) -> Config:
         if isinstance(values["hidden"], list | tuple)
         else values["hidden"]
     )
+    if values["layers"] is not None and values["model"] != "cnn":
+        raise UsageError(
+            f"--layers: applies to --model=cnn only (--model={values['model']} has its own layers)"
+        )
+    values.update(model_defaults(values["model"], values["layers"], values["activation"]))
     if values["loss"] is None:
         values["loss"] = "mse" if values["dataset"] in REGRESSION_DATASETS else "cross_entropy"
     if values["learning_rate"] is None:
@@ -332,6 +354,24 @@ def resolve(values: dict) -> Config:
     if values["epochs"] is None and not values["train_steps"]:
         values["epochs"] = DEFAULT_EPOCHS
     return Config(**values)
+
+
+def model_defaults(model: str, layers: str | None, activation: str | None) -> dict:
+    """``{"layers", "activation"}`` with the defaults that follow ``--model`` filled in:
+    the default specification for ``cnn``, the model's own activation."""
+    if model == "cnn" and layers is None:
+        layers = model_choices.DEFAULT_CNN_LAYERS
+    if activation is None and model in MODELS:
+        activation = model_choices.default_activation(model)
+    return {"layers": layers, "activation": activation}
+
+
+def complete(config: Config) -> Config:
+    """``config`` with the defaults that follow ``--model`` filled in (for a
+    ``Config`` made directly rather than through ``resolve``)."""
+    return dataclasses.replace(
+        config, **model_defaults(config.model, config.layers, config.activation)
+    )
 
 
 def _show(value) -> str:

@@ -78,7 +78,7 @@ class Controller:
             config.model_dir, enabled=config.summary_every > 0 and runtime.is_chief
         )
         self.gradient_warnings = summaries_lib.GradientWarnings(
-            [layer.name for layer in program.model.dense_layers]
+            [layer.name for layer in program.model.weighted_layers]
         )
         self._last_diagnosed = -1
         self._window_seconds = 0.0
@@ -317,7 +317,8 @@ class _StopOnSignals:
 
 def check_finite_model(model, when: str, latest: str | None = None, sample=None) -> None:
     """Raises ``NonFiniteError`` if ``model`` is broken: a weight is NaN or Inf, or
-    (given ``sample``, raw features ``[n, D]``) its outputs on those examples are.
+    (given ``sample``, raw features ``[n, *input_shape]``) its outputs on those
+    examples are.
 
     Such a model is never checkpointed or exported. Finite weights can still
     give non-finite outputs when training diverged (weights near 1e36 overflow
@@ -325,7 +326,7 @@ def check_finite_model(model, when: str, latest: str | None = None, sample=None)
     """
     import numpy as np
 
-    for variable in model.trainable_variables:
+    for variable in model.variables:  # BatchNorm's moving averages too
         if not np.all(np.isfinite(variable.numpy())):
             raise NonFiniteError(
                 f"variable {variable.name.split(':')[0]} holds NaN/Inf at {when}; nothing was "

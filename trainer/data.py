@@ -33,6 +33,7 @@ import zlib
 
 import numpy as np
 
+from models import choices as model_choices
 from trainer.config import DATASETS, Config, UsageError
 
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
@@ -65,6 +66,8 @@ class Arrays:
       feature_mean: float32 ``[D]``, subtracted from raw features.
       feature_scale: float32 ``[D]``, divides the centred features.
       description: one line for the log.
+      image_shape: ``(H, W, C)`` when the ``D`` features are an image's pixels
+        in row-major order (``D == H * W * C``), else ``None``.
     """
 
     x_train: np.ndarray
@@ -75,10 +78,38 @@ class Arrays:
     feature_mean: np.ndarray
     feature_scale: np.ndarray
     description: str
+    image_shape: tuple[int, int, int] | None = None
 
     @property
     def input_size(self) -> int:
-        return int(self.x_train.shape[1])
+        """Raw values per example, ``D`` (``H * W * C`` for images)."""
+        return int(np.prod(self.x_train.shape[1:], dtype=np.int64))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape as the arrays hold it: ``(D,)`` or ``(H, W, C)``."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    def as_images(self) -> Arrays:
+        """The same data with examples shaped ``[H, W, C]`` (a view, no copy).
+
+        Raises:
+          DataError: the dataset's features are not an image.
+        """
+        if self.image_shape is None:
+            raise DataError(
+                f"{self.description.split(':')[0]}: its {self.input_size} features are not "
+                "an image, so convolutional models cannot take them; use a flat model "
+                "(--model=mlp) or image data (digits, mnist, or a square number of features)"
+            )
+        shape = tuple(self.image_shape)
+        return dataclasses.replace(
+            self,
+            x_train=self.x_train.reshape(-1, *shape),
+            x_eval=self.x_eval.reshape(-1, *shape),
+            feature_mean=self.feature_mean.reshape(shape),
+            feature_scale=self.feature_scale.reshape(shape),
+        )
 
     @property
     def num_outputs(self) -> int:
@@ -222,7 +253,7 @@ def load_digits(config: Config) -> Arrays:
     mean, scale = _standard_scaling(x_train)
     return Arrays(
         x_train, y_train, x_eval, y_eval, 10, mean, scale,
-        f"digits: {len(x_train)} train / {len(x_eval)} eval, 64 features{note}",
+        f"digits: {len(x_train)} train / {len(x_eval)} eval, 64 features{note}", (8, 8, 1),
     )  # fmt: skip
 
 
@@ -376,7 +407,22 @@ def load_mnist(config: Config) -> Arrays:
     return Arrays(
         x_train, y_train, x_eval, y_eval, 10, *_pixel_scaling(x_train.shape[1]),
         f"mnist: {len(x_train)} train / {len(x_eval)} eval, {x_train.shape[1]} pixels",
+        _image_shape(train_shape),
     )  # fmt: skip
+
+
+def _image_shape(dims) -> tuple[int, int, int] | None:
+    """IDX image dimensions ``(rows, cols)`` -> ``(rows, cols, 1)``; a feature
+    count that is a square number -> a square one-channel image."""
+    dims = tuple(int(d) for d in dims)
+    if len(dims) == 1:
+        side = math.isqrt(dims[0])
+        return (side, side, 1) if side > 1 and side * side == dims[0] else None
+    if len(dims) == 2:
+        return (*dims, 1)
+    if len(dims) == 3:
+        return dims
+    return None
 
 
 def _pixel_scaling(size: int):
@@ -582,6 +628,7 @@ def load_csv(config: Config) -> Arrays:
     return Arrays(
         x_train, y_train, x_eval, y_eval, 10, *_pixel_scaling(x.shape[1]),
         f"csv {path}: {len(x_train)} train / {len(x_eval)} eval, {x.shape[1]} features{note}",
+        _image_shape((x.shape[1],)),
     )  # fmt: skip
 
 
@@ -625,7 +672,7 @@ def load_synthetic(config: Config) -> Arrays:
     y = np.argmax(x @ teacher, axis=1).astype(np.int64)
     return Arrays(
         x[:n], y[:n], x[n:], y[n:], c, np.zeros(d, np.float32), np.ones(d, np.float32),
-        f"synthetic: {n} train / {n_eval} eval, {d} features, {c} classes",
+        f"synthetic: {n} train / {n_eval} eval, {d} features, {c} classes", _image_shape((d,)),
     )  # fmt: skip
 
 
@@ -636,6 +683,7 @@ LOADERS = {
     "sin": load_sin,
     "synthetic": load_synthetic,
 }
+model_choices.check_registry("dataset loader", LOADERS, DATASETS)
 
 
 def load(config: Config) -> Arrays:

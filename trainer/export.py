@@ -7,12 +7,13 @@ first written to a hidden temporary sibling folder and then renamed into place,
 so TensorFlow Serving (which ignores non-numeric folders) never sees half a
 version, even after a crash.
 
-The exported module holds only the model (its ``Normalization`` scaling and
-``Dense`` weights), not the optimizer or the training program. Its one
-signature, ``serving_default``, takes raw features and computes in float32
-whatever precision training used::
+The exported module holds only the model (its ``Normalization`` scaling, its
+layers' weights and BatchNorm's moving averages), not the optimizer or the
+training program; it runs every layer in inference mode (no dropout, moving
+averages). Its one signature, ``serving_default``, takes raw features and
+computes in float32 whatever precision training used::
 
-    x: float32 [None, D]
+    x: float32 [None, D] (flat models) or [None, H, W, C] (convolutional ones)
     classification -> probabilities: float32 [None, C], classes: int64 [None]
     regression     -> predictions:   float32 [None, 1]
 
@@ -47,25 +48,28 @@ class ServingModule(tf.Module):
     """What gets saved: the model and a serving function, nothing else.
 
     Args:
-      model: a ``models.Sequential`` taking raw features ``[batch, D]`` and
-        returning logits ``[batch, C]`` (classification) or ``[batch, 1]``.
-      input_size: ``D``, the number of raw features.
+      model: a ``models.Sequential`` taking raw features ``[batch,
+        *input_shape]`` and returning logits ``[batch, C]`` (classification)
+        or ``[batch, 1]``.
+      input_shape: one example's shape, ``(D,)`` or ``(H, W, C)``.
       classification: whether to return ``probabilities``/``classes`` or
         ``predictions``.
     """
 
-    def __init__(self, model, input_size: int, classification: bool):
+    def __init__(self, model, input_shape, classification: bool):
         super().__init__(name="serving")
         self.model = model
         self._classification = bool(classification)
-        self._input_size = int(input_size)
-        signature = [tf.TensorSpec([None, int(input_size)], tf.float32, name=INPUT_NAME)]
+        if isinstance(input_shape, int):
+            input_shape = (input_shape,)
+        self._input_shape = [int(d) for d in input_shape]
+        signature = [tf.TensorSpec([None, *self._input_shape], tf.float32, name=INPUT_NAME)]
         # A plain tf.function (no XLA) with a fixed signature: one trace, and a
         # graph that TensorFlow Serving and saved_model_cli can run anywhere.
         self.serve = tf.function(self._serve, input_signature=signature, autograph=False)
 
     def _serve(self, x):
-        """Maps raw features ``x`` ``[batch, D]`` to the signature's outputs.
+        """Maps raw features ``x`` ``[batch, *input_shape]`` to the signature's outputs.
 
         Raises ``InvalidArgumentError`` (when run) if ``x`` holds NaN or Inf.
 
@@ -75,12 +79,12 @@ class ServingModule(tf.Module):
         """
         # Signatures check only the dtype when called; a wrong width would
         # otherwise fail deep inside the model with an unhelpful message.
-        x = tf.ensure_shape(x, [None, self._input_size], name="check_x_shape")
+        x = tf.ensure_shape(x, [None, *self._input_shape], name="check_x_shape")
         # NaN/Inf input would come out as class 0 with NaN probabilities.
         x = tf.debugging.assert_all_finite(
             x, "x holds NaN or Inf: every raw feature must be a finite number", name="check_x"
         )
-        outputs = tf.cast(self.model(tf.cast(x, tf.float32)), tf.float32)
+        outputs = tf.cast(self.model(tf.cast(x, tf.float32), training=False), tf.float32)
         outputs = tf.debugging.assert_all_finite(
             outputs,
             "the model's outputs overflowed to NaN or Inf: features of x too large",
@@ -129,14 +133,15 @@ def _quiet_tensorflow_info():
         logging.set_verbosity(verbosity)
 
 
-def export_model(model, export_dir: str, input_size: int, classification: bool, config=None) -> str:
+def export_model(model, export_dir: str, input_shape, classification: bool, config=None) -> str:
     """Saves ``model`` as the next version under ``export_dir``; returns its path.
 
     Args:
-      model: a ``models.Sequential`` mapping raw features ``[batch, input_size]``
-        to logits ``[batch, C]`` or predictions ``[batch, 1]``.
+      model: a ``models.Sequential`` mapping raw features ``[batch,
+        *input_shape]`` to logits ``[batch, C]`` or predictions ``[batch, 1]``.
       export_dir: the folder holding the numbered versions.
-      input_size: ``D``, the width of the signature's input ``x`` ``[None, D]``.
+      input_shape: one example's shape: the signature's input ``x`` is
+        ``[None, *input_shape]`` (an int ``D`` means ``(D,)``).
       classification: export ``probabilities``/``classes`` (True) or
         ``predictions`` (False).
       config: the run's ``Config``, used only to word error messages.
@@ -145,7 +150,7 @@ def export_model(model, export_dir: str, input_size: int, classification: bool, 
       UsageError: the folder cannot be created or written.
     """
     cli.writable_folder(export_dir, _folder_label(export_dir, config))
-    module = ServingModule(model, input_size, classification)
+    module = ServingModule(model, input_shape, classification)
     # Trace outside any summary writer's reach: the export writes no summaries.
     with tf.summary.record_if(False):
         serving_fn = module.serve.get_concrete_function()
@@ -183,7 +188,7 @@ def export_run(run) -> str:
     """Exports ``run.model`` to ``<export_dir>/<next version>/``; returns that path.
 
     Only the chief writes; other workers return ``""``. The signature is
-    ``serving_default(x: float32 [None, D])`` returning ``probabilities``
+    ``serving_default(x: float32 [None, D] or [None, H, W, C])`` returning ``probabilities``
     ``[None, C]`` and ``classes`` int64 ``[None]``, or ``predictions``
     ``[None, 1]`` for a regression (``num_classes == 0``).
 
@@ -196,19 +201,19 @@ def export_run(run) -> str:
         return ""
     export_dir = export_dir_of(config)
     classification = bool(config.num_classes)
-    input_size = int(config.input_size or run.model.input_size)
-    path = export_model(run.model, export_dir, input_size, classification, config)
+    input_shape = list(run.model.input_shape)
+    path = export_model(run.model, export_dir, input_shape, classification, config)
     outputs = (
         f"probabilities [None, {config.num_classes}], classes [None]"
         if classification
         else "predictions [None, 1]"
     )
     logging.info(
-        "exported SavedModel version %s to %s (serving_default: x [None, %d] -> %s); "
+        "exported SavedModel version %s to %s (serving_default: x %s -> %s); "
         "inspect with: saved_model_cli show --dir %s --all",
         os.path.basename(path),
         path,
-        input_size,
+        str(["None", *input_shape]).replace("'", ""),
         outputs,
         path,
     )

@@ -8,73 +8,128 @@ from __future__ import annotations
 
 from absl import flags
 
-from trainer.config import (
-    ACTIVATIONS,
-    DATASETS,
-    DEFAULT_EPOCHS,
-    DEFAULT_LEARNING_RATES,
-    DEVICES,
-    INITS,
-    JIT_CHOICES,
-    LOSSES,
-    MODELS,
-    MODES,
-    OPTIMIZERS,
-    PRECISIONS,
-    STRATEGIES,
+from models import choices
+from trainer import config as config_lib
+from trainer.config import Config
+
+_DEFAULTS = Config()
+_RATES = ", ".join(f"{name} {rate:g}" for name, rate in config_lib.DEFAULT_LEARNING_RATES.items())
+_ACTIVATIONS = ", ".join(f"{name} {act}" for name, act in choices.FAMILIES.items())
+_PRESETS = "; ".join(
+    f"{name}: {spec or 'no hidden layer'} ({act})" for name, (spec, act) in choices.PRESETS.items()
+)
+_LAYERS_HELP = (
+    "--model=cnn: comma list of layers before the output layer, e.g. "
+    f"{choices.DEFAULT_CNN_LAYERS} (the default). Tokens: dense:N, convKxK:F, maxpoolK, "
+    "avgpoolK, flatten, dropout:R, batchnorm, or an activation; options after colons: "
+    "an activation, sN (stride), same|valid (padding). A linear output layer with one "
+    "unit per class follows (a last dense:N with N the number of classes, and no "
+    "activation, is that output layer)."
 )
 
-_RATES = ", ".join(f"{name} {rate:g}" for name, rate in DEFAULT_LEARNING_RATES.items())
 
-flags.DEFINE_enum("mode", "train_and_eval", MODES, "What to do.")
+def _enum(name: str, help_text: str) -> None:
+    flags.DEFINE_enum(name, getattr(_DEFAULTS, name), config_lib.CHOICES[name], help_text)
+
+
+_enum("mode", "What to do.")
 flags.DEFINE_string(
     "model_dir",
     None,
     "Run folder. One with checkpoints is resumed; default: runs/<dataset>-<model>-<time>.",
 )
-flags.DEFINE_enum("dataset", "digits", DATASETS, "Training data.")
+_enum("dataset", "Training data.")
 flags.DEFINE_string("data_dir", None, "Folder with the MNIST IDX files (for --dataset=mnist).")
 flags.DEFINE_string("csv_path", None, "Kaggle digit-recognizer CSV file (for --dataset=csv).")
-flags.DEFINE_float("eval_fraction", 0.2, "Share held out for eval (digits, csv).")
-flags.DEFINE_integer("synthetic_examples", 8192, "Examples in --dataset=synthetic.")
-flags.DEFINE_integer("synthetic_features", 784, "Features per example in --dataset=synthetic.")
-flags.DEFINE_integer("synthetic_classes", 10, "Classes in --dataset=synthetic.")
+flags.DEFINE_float(
+    "eval_fraction", _DEFAULTS.eval_fraction, "Share held out for eval (digits, csv)."
+)
+flags.DEFINE_integer(
+    "synthetic_examples", _DEFAULTS.synthetic_examples, "Examples in --dataset=synthetic."
+)
+flags.DEFINE_integer(
+    "synthetic_features",
+    _DEFAULTS.synthetic_features,
+    "Features per example in --dataset=synthetic (a square number gives square images).",
+)
+flags.DEFINE_integer(
+    "synthetic_classes", _DEFAULTS.synthetic_classes, "Classes in --dataset=synthetic."
+)
 
-flags.DEFINE_enum("model", "mlp", MODELS, "Network: no hidden layer, or an MLP.")
-flags.DEFINE_string("hidden", "100", "Comma list of hidden layer sizes, e.g. 500,500,500.")
-flags.DEFINE_enum("activation", "sigmoid", ACTIVATIONS, "Hidden-layer activation.")
-flags.DEFINE_enum("init", "xavier", INITS, "Weight initializer.")
-flags.DEFINE_enum("loss", None, LOSSES, "Loss; default follows the dataset.")
-flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "Optimizer.")
+_enum(
+    "model",
+    "Network: linear (no hidden layer), mlp (--hidden), cnn (--layers), or a preset: "
+    + _PRESETS
+    + ".",
+)
+flags.DEFINE_string(
+    "hidden",
+    ",".join(map(str, _DEFAULTS.hidden)),
+    "--model=mlp: comma list of hidden layer sizes, e.g. 500,500,500.",
+)
+flags.DEFINE_string("layers", None, _LAYERS_HELP)
+flags.DEFINE_enum(
+    "activation",
+    None,
+    config_lib.ACTIVATIONS,
+    f"Hidden-layer activation; default by model: {_ACTIVATIONS}, a preset's own.",
+)
+_enum("init", "Weight initializer (fans from the kernel shape for convolutions).")
+flags.DEFINE_enum("loss", None, config_lib.LOSSES, "Loss; default follows the dataset.")
+_enum("optimizer", "Optimizer.")
 flags.DEFINE_float("learning_rate", None, f"Step size; default by optimizer: {_RATES}.")
 flags.DEFINE_float("clip_norm", None, "Clip gradients to this global L2 norm.")
 
-flags.DEFINE_integer("batch_size", 32, "Global batch size; >= the training set is full batch.")
-flags.DEFINE_integer("epochs", None, f"Passes over the training set (default {DEFAULT_EPOCHS}).")
+flags.DEFINE_integer(
+    "batch_size", _DEFAULTS.batch_size, "Global batch size; >= the training set is full batch."
+)
+flags.DEFINE_integer(
+    "epochs", None, f"Passes over the training set (default {config_lib.DEFAULT_EPOCHS})."
+)
 flags.DEFINE_integer("train_steps", None, "Training steps; wins over --epochs.")
 flags.DEFINE_integer("steps_per_loop", None, "Steps per compiled call; default: chosen.")
-flags.DEFINE_enum("jit_compile", "auto", JIT_CHOICES, "XLA for the single step.")
-flags.DEFINE_enum("device", "auto", DEVICES, "Where to run.")
-flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute precision.")
-flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy.")
-flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices.")
+_enum("jit_compile", "XLA for the single step.")
+_enum("device", "Where to run.")
+_enum("precision", "Compute precision.")
+_enum("strategy", "tf.distribute strategy.")
+flags.DEFINE_integer(
+    "cpu_devices", _DEFAULTS.cpu_devices, "Split the CPU into this many logical devices."
+)
 flags.DEFINE_float(
     "worker_timeout",
-    300.0,
+    _DEFAULTS.worker_timeout,
     "--strategy=multi_worker: seconds to wait for every worker to join before giving up.",
 )
 
 flags.DEFINE_integer("log_every", None, "Progress line cadence in steps; default ~10 per run.")
-flags.DEFINE_integer("eval_every", 0, "Evaluate every N steps during training (0: at the end).")
-flags.DEFINE_integer("summary_every", 100, "TensorBoard cadence in steps (0 = off).")
-flags.DEFINE_boolean("histograms", True, "Write weight/gradient/activation histograms.")
-flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint cadence in steps (0 = only at end).")
-flags.DEFINE_integer("keep_checkpoints", 3, "How many checkpoints to keep.")
-flags.DEFINE_integer("seed", 0, "Seed for initialization, data order and splits.")
-flags.DEFINE_boolean(
-    "skip_nonfinite", False, "Skip steps with NaN/Inf loss or gradients instead of stopping."
+flags.DEFINE_integer(
+    "eval_every", _DEFAULTS.eval_every, "Evaluate every N steps during training (0: at the end)."
 )
-flags.DEFINE_boolean("deterministic", False, "Bit-reproducible ops (tf.config op determinism).")
+flags.DEFINE_integer(
+    "summary_every", _DEFAULTS.summary_every, "TensorBoard cadence in steps (0 = off)."
+)
+flags.DEFINE_boolean(
+    "histograms", _DEFAULTS.histograms, "Write weight/gradient/activation histograms."
+)
+flags.DEFINE_integer(
+    "checkpoint_every",
+    _DEFAULTS.checkpoint_every,
+    "Checkpoint cadence in steps (0 = only at end).",
+)
+flags.DEFINE_integer(
+    "keep_checkpoints", _DEFAULTS.keep_checkpoints, "How many checkpoints to keep."
+)
+flags.DEFINE_integer(
+    "seed", _DEFAULTS.seed, "Seed for initialization, dropout masks, data order and splits."
+)
+flags.DEFINE_boolean(
+    "skip_nonfinite",
+    _DEFAULTS.skip_nonfinite,
+    "Skip steps with NaN/Inf loss or gradients instead of stopping.",
+)
+flags.DEFINE_boolean(
+    "deterministic", _DEFAULTS.deterministic, "Bit-reproducible ops (tf.config op determinism)."
+)
 flags.DEFINE_string("export_dir", None, "Where --mode=export writes (default <model_dir>/export).")
 flags.DEFINE_boolean("tf_verbose", False, "Show TensorFlow's C++ start-up messages.")
 

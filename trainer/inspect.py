@@ -2,7 +2,8 @@
 
 The notebook's ``print(model.w0)`` and ``reduce_sum(abs(grad))``, done
 properly: for the latest checkpoint of a run it prints, per layer, the weight
-matrix's shape, mean, std, min and max, and on one batch of the run's own
+weight's (dense matrix, convolution kernel, BatchNorm scale) shape, mean, std,
+min and max, and on one batch of the run's own
 training data the gradient L1 sum and L2 norm and the fraction of saturated
 (sigmoid/tanh) or dead (relu) units. ``--json PATH`` writes the same figures.
 """
@@ -69,12 +70,14 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
     x = tf.constant(run.arrays.x_train[:count])
     y = tf.constant(run.arrays.y_train[:count])
     loss, grads = run.program.loss_and_gradients(x, y)
-    _, records = run.model.forward_with_activations(x)
+    _, records = run.model.forward_with_activations(x, training=False)
     weights = [v.read_value() for v in run.model.trainable_variables]
     stats = diagnostics.layer_statistics(run.model, grads, weights, weights, records)
     layers = []
-    for position, layer in enumerate(run.model.dense_layers):
-        w = layer.w.numpy()
+    for position, layer in enumerate(run.model.weighted_layers):
+        w = layer.kernel.numpy()
+        units = w.shape[-1]
+        b = layer.bias.numpy() if layer.bias is not None else np.zeros(units, np.float32)
         layers.append(
             {
                 "layer": layer.name,
@@ -84,8 +87,9 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
                 "weight_std": float(w.std()),
                 "weight_min": float(w.min()),
                 "weight_max": float(w.max()),
-                "bias_mean": float(np.mean(layer.b.numpy())),
-                "distinct_units": distinct_units(w, layer.b.numpy()),
+                "bias_mean": float(np.mean(b)),
+                # a unit is a column of a dense matrix, a filter of a convolution
+                "distinct_units": distinct_units(w.reshape(-1, units), b),
                 "grad_l1": float(stats["gradient_l1"][position]),
                 "grad_l2": float(stats["gradient_norm"][position]),
                 "saturation": float(stats["saturation"][position]),

@@ -176,7 +176,7 @@ def step_summary_fn(histograms: bool):
     Tags: ``<figure>/<layer>`` for every per-layer figure of
     ``models.diagnostics.layer_statistics``; with ``histograms``,
     ``weights/<variable>`` and ``gradients/<variable>`` per variable and
-    ``preactivations/<layer>``, ``activations/<layer>`` per Dense layer.
+    ``preactivations/<layer>``, ``activations/<layer>`` per layer with weights.
     """
     from models import diagnostics
 
@@ -193,7 +193,7 @@ def step_summary_fn(histograms: bool):
             name = variable.name.split(":")[0]
             _histogram(f"weights/{name}", value, step)
             _histogram(f"gradients/{name}", grad, step)
-        for layer, (pre, post) in zip(model.dense_layers, diagnosed["records"], strict=True):
+        for layer, (pre, post) in zip(model.weighted_layers, diagnosed["records"], strict=True):
             _histogram(f"preactivations/{layer.name}", pre, step)
             _histogram(f"activations/{layer.name}", post, step)
 
@@ -228,7 +228,7 @@ class GradientWarnings:
     """Logs, once per layer and kind, vanishing, exploding or non-finite gradients.
 
     Args:
-      layer_names: Dense layer names, first to last (the last is the output).
+      layer_names: names of the layers with weights, first to last (the last is the output).
     """
 
     def __init__(self, layer_names: list[str]):

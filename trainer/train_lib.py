@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -43,6 +42,7 @@ _RUNTIME_FIELDS = {
 _IDENTITY_FIELDS = {
     "model": "the network",
     "hidden": "the network",
+    "layers": "the network",
     "activation": "the network",
     "init": "the network",
     "optimizer": "the optimizer state",
@@ -93,7 +93,7 @@ def merge_saved_config(config: Config, explicit: set[str]) -> Config:
         if name in _RUNTIME_FIELDS or name not in saved:
             continue
         value = saved[name]
-        if name == "hidden":
+        if name in ("hidden", "input_shape"):
             value = tuple(value)
         if name not in explicit:
             changes[name] = value
@@ -170,19 +170,39 @@ def prepare_model_dir(model_dir: str) -> None:
     cli.writable_folder(model_dir, f"--model_dir={model_dir}")
 
 
-def build_model(config: Config, input_size: int, num_outputs: int, normalization=None):
+def _model_flag(config: Config) -> str:
+    """The flag that chose the network, to name in an error."""
+    return f"--layers={config.layers}" if config.model == "cnn" else f"--model={config.model}"
+
+
+def input_shape_of(config: Config) -> tuple[int, ...]:
+    """One example's shape for the model: ``config.input_shape``, or ``(input_size,)``
+    for a config.json written before shapes were recorded."""
+    return tuple(config.input_shape) or (int(config.input_size),)
+
+
+def build_model(config: Config, input_shape, num_outputs: int, normalization=None):
+    """The network of ``config`` for examples of ``input_shape``.
+
+    Raises:
+      UsageError: the layers do not fit the data, naming the flag and the token.
+    """
     from models import zoo
 
-    return zoo.build(
-        config.model,
-        input_size,
-        num_outputs,
-        hidden=config.hidden,
-        activation=config.activation,
-        init=config.init,
-        seed=config.seed,
-        normalization=normalization,
-    )
+    try:
+        return zoo.build(
+            config.model,
+            input_shape,
+            num_outputs,
+            hidden=config.hidden,
+            activation=config.activation,
+            init=config.init,
+            seed=config.seed,
+            normalization=normalization,
+            layers=config.layers,
+        )
+    except ValueError as error:
+        raise UsageError(f"{_model_flag(config)}: {error}") from None
 
 
 def data_fingerprint(arrays) -> str:
@@ -195,24 +215,30 @@ def data_fingerprint(arrays) -> str:
     return digest.hexdigest()
 
 
-def check_memory(config: Config, input_size: int, num_outputs: int) -> None:
-    """Refuses a network whose weights, gradients and optimizer slots cannot fit.
+def check_memory(config: Config, input_shape, num_outputs: int) -> None:
+    """Refuses a network whose shapes do not chain, or whose weights, gradients
+    and optimizer slots cannot fit, before any variable is made.
 
     Raises:
-      UsageError: naming the size of the network and the memory it needs.
+      UsageError: naming the flag, and the size of the network and the memory it needs.
     """
-    from models import optimizers
+    from models import optimizers, zoo
     from trainer import data as data_lib
 
-    sizes = [input_size, *(config.hidden if config.model == "mlp" else ()), num_outputs]
-    params = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+    try:
+        _, params = zoo.plan(
+            config.model, input_shape, num_outputs, hidden=config.hidden, layers=config.layers
+        )
+    except ValueError as error:
+        raise UsageError(f"{_model_flag(config)}: {error}") from None
     # weights, gradients, optimizer slots, and a copy around each update
     needed = params * 4 * (3 + optimizers.slot_count(config.optimizer))
+    flag = f"--hidden={_show(config.hidden)}" if config.model == "mlp" else _model_flag(config)
     data_lib.check_memory(
         needed,
         f"a network of {params:,} parameters with --optimizer={config.optimizer} "
         "(use smaller layers)",
-        f"--hidden={_show(config.hidden)}",
+        flag,
     )
 
 
@@ -228,7 +254,7 @@ class Run:
     """
 
     def __init__(self, config: Config, load_data: bool = True):
-        from models import optimizers
+        from models import optimizers, zoo
         from models.training import TrainingProgram
         from trainer import checkpoints as checkpoints_lib
         from trainer import data as data_lib
@@ -236,6 +262,7 @@ class Run:
         from trainer import summaries as summaries_lib
 
         self.started = time.time()
+        config = config_lib.complete(config)
         if load_data:
             self.arrays = data_lib.load(config)
             logging.info("data: %s", self.arrays.description)
@@ -252,9 +279,13 @@ class Run:
                     f"{config.data_fingerprint}: another or a changed file, or another split); "
                     "use a new --model_dir (nothing was changed)"
                 )
+            if zoo.uses_images(config.model, config.layers):
+                # Convolutional models take [H, W, C] examples (a view of the same data).
+                self.arrays = self.arrays.as_images()
             config = dataclasses.replace(
                 config,
                 input_size=self.arrays.input_size,
+                input_shape=self.arrays.input_shape,
                 num_classes=self.arrays.num_classes,
                 data_fingerprint=fingerprint,
             )
@@ -264,9 +295,10 @@ class Run:
             self.arrays = None
             if not config.input_size:
                 raise UsageError(f"--model_dir={config.model_dir}: no config.json from training")
-            normalization = (np.zeros(config.input_size), np.ones(config.input_size))
+            shape = input_shape_of(config)
+            normalization = (np.zeros(shape), np.ones(shape))
             num_train = config.batch_size
-        check_memory(config, config.input_size, config.num_classes or 1)
+        check_memory(config, input_shape_of(config), config.num_classes or 1)
         self.runtime = runtime.setup(config)
         self.config = config
         if config.loss == "cross_entropy" and not config.num_classes:
@@ -280,7 +312,7 @@ class Run:
         num_outputs = config.num_classes or 1
         # multi_worker: creating the variables waits for the other workers (guard_workers).
         with runtime.guard_workers(config, "model"), self.runtime.strategy.scope():
-            self.model = build_model(config, config.input_size, num_outputs, normalization)
+            self.model = build_model(config, input_shape_of(config), num_outputs, normalization)
             self.optimizer = optimizers.get(
                 config.optimizer, config.learning_rate, config.clip_norm
             )
@@ -298,11 +330,10 @@ class Run:
                 if self.runtime.is_chief
                 else None,
             )
-        sizes = [config.input_size, *(config.hidden if config.model == "mlp" else ()), num_outputs]
         logging.info(
             "model: %s %s, %d parameters; optimizer %s (learning rate %g); loss %s",
             config.model,
-            "-".join(map(str, sizes)),
+            self.model.describe(),
             self.model.count_params(),
             config.optimizer,
             config.learning_rate,

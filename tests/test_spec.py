@@ -1,0 +1,122 @@
+"""The layer specification of ``--layers``, the presets, and one source of truth:
+the command line's choices and defaults are the library's."""
+
+import subprocess
+import sys
+
+import pytest
+
+from models import choices, spec
+from trainer import config as config_lib
+
+from helpers import ROOT
+
+
+def test_a_specification_parses_into_layers_and_options():
+    parsed = spec.parse(
+        "conv3x3:32, conv5:8:valid:tanh:s2 ,maxpool2,avgpool3x3:s1:same,flatten,"
+        "dropout:0.5,bn:m0.9,relu,dense:128:elu,dense:10"
+    )
+    assert [p.layer for p in parsed] == [
+        "Conv2D", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Dropout", "BatchNorm",
+        "Activation", "Dense", "Dense",
+    ]  # fmt: skip
+    assert parsed[0].options == {"filters": 32, "kernel_size": 3}
+    assert parsed[1].options == {
+        "filters": 8, "kernel_size": 5, "padding": "valid", "activation": "tanh", "strides": 2
+    }  # fmt: skip
+    assert parsed[3].options == {"pool_size": 3, "strides": 1, "padding": "same"}
+    assert parsed[5].options == {"rate": 0.5} and parsed[6].options == {"momentum": 0.9}
+    assert parsed[8].options == {"output_size": 128, "activation": "elu"}
+    assert spec.parse("") == [] and spec.uses_images(parsed)
+    assert not spec.uses_images(spec.parse("dropout:0.1,dense:5"))
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("conv3x3:32,foo", "'foo': unknown layer"),
+        ("conv3x3", "'conv3x3': write convKxK:FILTERS"),
+        ("conv:32", "give the kernel size"),
+        ("conv3x5:8", "only square windows"),
+        ("conv3x3:0", "between 1 and 65536"),
+        ("conv3x3:8:s0", "the stride must be between 1"),
+        ("conv3x3:8:wide", "unknown option 'wide'"),
+        ("conv3x3:8:relu:tanh", "activation given twice"),
+        ("dense", "write dense:UNITS"),
+        ("dense:-3", "a positive integer"),
+        ("dense:99999999999", "between 1 and 2147483647"),
+        ("dense:8:valid", "unknown option 'valid'"),
+        ("maxpool", "give the window size"),
+        ("maxpool2:relu", "unknown option 'relu'"),
+        ("dropout", "write dropout:RATE"),
+        ("dropout:1", "in [0, 1)"),
+        ("dropout:nan", "in [0, 1)"),
+        ("flatten:2", "takes no options"),
+        ("bn:m1.5", "in [0, 1)"),
+        ("relu:2", "takes no options"),
+        ("dense:8,,dense:4", "empty token at position 2"),
+    ],
+)
+def test_bad_tokens_are_named(text, fragment):
+    with pytest.raises(spec.SpecError) as raised:
+        spec.parse(text)
+    assert fragment in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_resolve_checks_the_specification_and_fills_model_defaults():
+    config = config_lib.resolve({"model": "cnn"})
+    assert config.layers == choices.DEFAULT_CNN_LAYERS and config.activation == "relu"
+    assert config_lib.resolve({"model": "lenet"}).activation == "relu"
+    assert config_lib.resolve({"model": "notebook_deep"}).activation == "sigmoid"
+    assert config_lib.resolve({"model": "mlp", "activation": "tanh"}).activation == "tanh"
+    with pytest.raises(config_lib.UsageError, match=r"^--layers=conv3x3:8,pool: 'pool': unknown"):
+        config_lib.resolve({"model": "cnn", "layers": "conv3x3:8,pool"})
+    with pytest.raises(config_lib.UsageError, match="applies to --model=cnn only"):
+        config_lib.resolve({"model": "mlp", "layers": "dense:8"})
+
+
+def test_the_command_line_and_the_library_agree():
+    """Every list of choices and default is defined once: flags, Config, the
+    library's registries and the data loaders all give the same answers."""
+    from absl import flags as absl_flags
+
+    from models import activations, initializers, losses, optimizers, zoo
+    from trainer import data, flags  # noqa: F401  (defines the flags)
+
+    assert tuple(activations.ACTIVATIONS) == config_lib.ACTIVATIONS == choices.ACTIVATIONS
+    assert tuple(initializers.INITIALIZERS) == config_lib.INITS == choices.INITIALIZERS
+    assert tuple(losses.LOSSES) == config_lib.LOSSES
+    assert tuple(optimizers.OPTIMIZERS) == config_lib.OPTIMIZERS
+    assert zoo.MODELS == config_lib.MODELS == (*choices.FAMILIES, *choices.PRESETS)
+    assert tuple(data.LOADERS) == config_lib.DATASETS
+    defined = absl_flags.FLAGS
+    defaults = config_lib.Config()
+    for name, options in config_lib.CHOICES.items():
+        assert tuple(defined[name].parser.enum_values) == tuple(options), name
+    for name in config_lib.FLAG_NAMES:
+        flag_default = defined[name].default
+        if name == "hidden":
+            flag_default = config_lib.parse_hidden(flag_default)
+        if name in ("epochs", "learning_rate", "loss", "model_dir"):
+            assert flag_default is None  # "choose for me": resolved from other settings
+            continue
+        assert flag_default == getattr(defaults, name), name
+    rates = defined["learning_rate"].help
+    for name, rate in choices.DEFAULT_LEARNING_RATES.items():
+        assert f"{name} {rate:g}" in rates
+        assert config_lib.resolve({"optimizer": name}).learning_rate == rate
+    for preset in choices.PRESETS:
+        assert preset in defined["model"].help
+
+
+def test_the_choices_and_the_parser_load_without_tensorflow():
+    code = (
+        "import sys; import models.choices, models.spec, trainer.config, trainer.flags; "
+        "print('tensorflow' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
