@@ -45,7 +45,8 @@ PRESETS = {
     "softmax_regression": ("", "sigmoid"),
     "notebook_mlp": ("dense:100", "sigmoid"),
     "notebook_deep": (",".join(["dense:500"] * 6), "sigmoid"),
-    "lenet": ("conv5x5:6,maxpool2,conv5x5:16,maxpool2,flatten,dense:120,dense:84", "relu"),
+    # LeCun et al. 1998 (tanh units, as there), with same padding so 8x8 digits fit too.
+    "lenet": ("conv5x5:6,maxpool2,conv5x5:16,maxpool2,flatten,dense:120,dense:84", "tanh"),
 }
 # Families built from other settings: ``linear`` (no hidden layer), ``mlp``
 # (``--hidden`` sizes), ``cnn`` (a ``--layers`` specification).

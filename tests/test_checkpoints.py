@@ -56,13 +56,30 @@ EXACT_FLAGS = [
 ]
 
 
-def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path):
+# A CNN with Dropout (masks drawn from the seed and the step) and BatchNorm
+# (moving averages in the checkpoint): resume must be just as exact.
+CNN_FLAGS = [
+    "--mode=train",
+    "--deterministic",
+    "--model=cnn",
+    "--layers=conv3x3:8:linear,batchnorm,relu,maxpool2,dropout:0.3,flatten,dense:32",
+    "--batch_size=64",
+    "--train_steps=400",
+    "--checkpoint_every=50",
+    "--steps_per_loop=10",
+    "--keep_checkpoints=2",
+    "--summary_every=0",
+]
+
+
+@pytest.mark.parametrize("flags", [EXACT_FLAGS, CNN_FLAGS], ids=["mlp", "cnn_dropout_batchnorm"])
+def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path, flags):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert cli(*EXACT_FLAGS, f"--model_dir={straight}").returncode == 0
+    assert cli(*flags, f"--model_dir={straight}").returncode == 0
 
     target = random.Random().randrange(50, 350)
     process = subprocess.Popen(
-        [sys.executable, "-m", "trainer.main", *EXACT_FLAGS, f"--model_dir={killed}"],
+        [sys.executable, "-m", "trainer.main", *flags, f"--model_dir={killed}"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -75,12 +92,16 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path):
     killed_at = _latest_step(killed)
     assert 0 < killed_at < 400, f"the kill should land mid-run (target {target})"
 
-    resumed = cli(*EXACT_FLAGS, f"--model_dir={killed}")
+    resumed = cli(*flags, f"--model_dir={killed}")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr
     expected = _variables(str(straight / "checkpoints" / "ckpt-400"))
     got = _variables(str(killed / "checkpoints" / "ckpt-400"))
     assert expected.keys() == got.keys() and len(expected) > 10
+    if flags is CNN_FLAGS:  # BatchNorm's moving averages are among them, and moved
+        averages = [key for key in expected if "moving_mean" in key or "moving_variance" in key]
+        assert len(averages) == 2, sorted(expected)
+        assert np.any(expected[averages[0]] != 0) and np.any(expected[averages[1]] != 1)
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
 

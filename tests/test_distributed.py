@@ -41,27 +41,46 @@ TRAJECTORY_SCRIPT = textwrap.dedent(
     BATCH, STEPS = 64, 20
 
 
-    def trajectory(strategy):
-        normalization = (arrays.feature_mean, arrays.feature_scale)
+    images = arrays.as_images()
+    # BatchNorm all-reduces its batch statistics: mirrored must match one device.
+    CNN = "conv3x3:4:linear,batchnorm,relu,maxpool2,flatten"
+
+
+    def trajectory(strategy, cnn=False):
+        source = images if cnn else arrays
+        normalization = (source.feature_mean, source.feature_scale)
         with strategy.scope():
-            model = zoo.mlp(64, (32,), 10, normalization=normalization)
+            if cnn:
+                model = zoo.build("cnn", (8, 8, 1), 10, layers=CNN, normalization=normalization)
+            else:
+                model = zoo.mlp(64, (32,), 10, normalization=normalization)
             program = TrainingProgram(
                 model, optimizers.get("sgd", 0.5), global_batch_size=BATCH, strategy=strategy
             )
-        dataset = data.train_dataset(arrays.x_train, arrays.y_train, BATCH, seed=0)
+        dataset = data.train_dataset(source.x_train, source.y_train, BATCH, seed=0)
         iterator = iter(strategy.experimental_distribute_dataset(dataset))
         losses = []
         for _ in range(STEPS):
             program.train_metrics.reset()
             program.run_steps(iterator, 1)
             losses.append(program.train_metrics.result()["loss"])
-        return losses, strategy.num_replicas_in_sync
+        averages = [v.numpy().tolist() for v in model.variables if "moving" in v.name]
+        return losses, averages, strategy.num_replicas_in_sync
 
 
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    single, _ = trajectory(tf.distribute.OneDeviceStrategy(cpus[0]))
-    mirrored, replicas = trajectory(tf.distribute.MirroredStrategy(cpus))
-    print(json.dumps({"single": single, "mirrored": mirrored, "replicas": replicas}))
+    figures = {}
+    # One strategy object for both models: collective keys are per strategy, and a
+    # second MirroredStrategy on the same devices would reuse the first one's keys.
+    one, mirroring = tf.distribute.OneDeviceStrategy(cpus[0]), tf.distribute.MirroredStrategy(cpus)
+    for name, cnn in (("", False), ("cnn_", True)):
+        single, single_averages, _ = trajectory(one, cnn)
+        mirrored, averages, replicas = trajectory(mirroring, cnn)
+        figures.update({
+            name + "single": single, name + "mirrored": mirrored, "replicas": replicas,
+            name + "single_averages": single_averages, name + "mirrored_averages": averages,
+        })
+    print(json.dumps(figures))
     """
 )
 
@@ -83,6 +102,14 @@ def test_mirrored_over_two_cpus_follows_the_single_device_trajectory():
     assert len(single) == len(mirrored) == 20
     assert single[-1] < single[0]  # it does learn
     np.testing.assert_allclose(mirrored, single, rtol=1e-5)
+    # A CNN with BatchNorm: each replica normalizes with the global batch's statistics.
+    single, mirrored = figures["cnn_single"], figures["cnn_mirrored"]
+    assert single[-1] < single[0]
+    np.testing.assert_allclose(mirrored, single, rtol=1e-4)
+    assert len(figures["cnn_single_averages"]) == 2
+    np.testing.assert_allclose(
+        figures["cnn_mirrored_averages"], figures["cnn_single_averages"], rtol=1e-4, atol=1e-6
+    )
 
 
 def test_mirrored_on_two_logical_cpus_from_the_command_line(tmp_path):

@@ -384,3 +384,25 @@ def test_export_mode_without_checkpoint_is_a_one_line_error(tmp_path):
     assert str(empty) in lines[0]
     assert "Traceback" not in completed.stderr + completed.stdout
     assert not os.path.exists(empty / "export")
+
+
+def test_a_cnn_exports_an_image_signature_in_inference_mode(tmp_path):
+    layers = "conv3x3:4:linear,batchnorm,relu,maxpool2,dropout:0.5,flatten,dense:16"
+    cfg = _config(tmp_path, "cnn", model="cnn", layers=layers, train_steps=20, summary_every=0)
+    results = train_lib.run(cfg)
+    path = os.path.join(cfg.model_dir, "export", "1")
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    assert serve.structured_input_signature[1]["x"].shape.as_list() == [None, 8, 8, 1]
+    arrays = data_lib.load(cfg).as_images()
+    x = tf.constant(arrays.x_eval)
+    served = serve(x=x)
+    # Inference mode: no dropout, BatchNorm's moving averages; the same answer twice,
+    # equal to the trainer's own model restored from the checkpoint.
+    np.testing.assert_array_equal(serve(x=x)["probabilities"], served["probabilities"])
+    logits = _restored_model(dataclasses.replace(cfg, mode="eval"))(x, training=False)
+    np.testing.assert_allclose(served["probabilities"], tf.nn.softmax(logits), atol=1e-5)
+    accuracy = float(np.mean(served["classes"].numpy() == arrays.y_eval))
+    assert accuracy == pytest.approx(results["eval_accuracy"], abs=1e-6)
+    for wrong in (arrays.x_eval.reshape(-1, 64), arrays.x_eval[:, :4]):  # flat rows, 4x8 images
+        with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=r"8, 8, 1|8,8,1"):
+            serve(x=tf.constant(wrong))

@@ -63,6 +63,32 @@ def test_event_files_hold_scalars_histograms_hparams_and_graph(run_dir):
     assert {"loss", "accuracy"} <= set(evaluation.Tags()["tensors"])
 
 
+def test_every_layer_with_weights_gets_its_figures_and_histograms(tmp_path):
+    layers = "conv3x3:4:linear,batchnorm,tanh,maxpool2,dropout:0.2,flatten"
+    train(tmp_path, model="cnn", layers=layers, train_steps=4, summary_every=2, mode="train")
+    events = _load(tmp_path / "train")
+    tags = set(events.Tags()["tensors"])
+    for layer, variables in (("conv_0", ("w", "b")), ("batchnorm_0", ("gamma", "beta")),
+                             ("output", ("w", "b"))):  # fmt: skip
+        for figure in ("gradient_norm", "update_ratio", "saturation"):
+            assert f"{figure}/{layer}" in tags
+        assert f"activations/{layer}" in tags and f"preactivations/{layer}" in tags
+        for variable in variables:
+            assert f"weights/{layer}/{variable}" in tags and f"gradients/{layer}/{variable}" in tags
+    assert not any("dropout" in tag or "maxpool" in tag for tag in tags)  # no weights, no figures
+    # a convolution's activations are histograms of [batch, 8, 8, 4] values
+    rows = tf.make_ndarray(events.Tensors("activations/conv_0")[0].tensor_proto)
+    assert rows[:, 2].sum() == 32 * 8 * 8 * 4
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = _load(tmp_path).PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]
+    ).session_start_info
+    assert session.hparams["model"].string_value == "cnn"
+    assert session.hparams["layers"].string_value.startswith("conv3x3:4:linear,batchnorm")
+
+
 def test_hparams_metrics_are_eval_then_train_and_leave_diagnostics_out(run_dir):
     from tensorboard.plugins.hparams import plugin_data_pb2
 

@@ -225,6 +225,8 @@ def test_every_block_of_the_walkthrough_runs(tmp_path):
     assert {number for number, _ in expected} == set(range(len(blocks)))
     everything = "\n".join(result["stdout"] + result["stderr"] for result in results)
     assert "vanishing gradients in layer hidden_0 at step" in everything
+    assert "vanishing gradients in layer conv_0 at step 1: gradient norm 0 is 0" in everything
+    assert "conv_1     sigmoid    3x3x16x16" in everything  # inspect shows the kernels
     assert "Xavier std:" in everything and "2.0000000e+04" in everything
     assert "ValueError: layer 3 (misfit) expects 50 inputs" in everything
     assert (tmp_path / "docs" / "img" / "loss_curve.png").stat().st_size > 0

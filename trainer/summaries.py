@@ -67,6 +67,7 @@ class Writers:
             "dataset": config.dataset,
             "model": config.model,
             "hidden": ",".join(map(str, config.hidden)) if config.model == "mlp" else "",
+            "layers": config.layers or "",
             "activation": config.activation,
             "init": config.init,
             "loss": config.loss,
