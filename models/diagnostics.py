@@ -5,7 +5,8 @@ layer (exactly 0 with U[0,1) init in a deep sigmoid net) and saturated
 pre-activations. These functions compute those figures for every layer with
 weights (``Sequential.weighted_layers``: dense, convolution, batch norm) from
 one step's gradients, weights and activations, through the layer contract
-(``layer.kernel``, ``layer.trainable_variables``, ``layer.activation_name``).
+(``layer.kernel``, ``layer.trainable_variables``, and the activation each
+layer's output goes through, ``Sequential.activation_names``).
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def layer_statistics(model, grads, weights_before, weights_after, records) -> di
       (relu) units in the batch (0 for linear layers).
     """
     stats = {k: [] for k in STATISTICS}
-    for (_, indices), layer, (_, activation) in zip(
-        layer_variables(model), model.weighted_layers, records, strict=True
+    activation_names = model.activation_names()
+    for (_, indices), name, (_, activation) in zip(
+        layer_variables(model), activation_names, records, strict=True
     ):
         layer_grads = [tf.cast(grads[i], tf.float32) for i in indices]
         size = sum(int(g.shape.num_elements()) for g in layer_grads)
@@ -64,7 +66,5 @@ def layer_statistics(model, grads, weights_before, weights_after, records) -> di
         w = indices[0]
         change = _norm([weights_after[w] - weights_before[w]])
         stats["update_ratio"].append(change / tf.maximum(_norm([weights_before[w]]), 1e-12))
-        stats["saturation"].append(
-            activations_lib.saturation_fraction(layer.activation_name, activation)
-        )
+        stats["saturation"].append(activations_lib.saturation_fraction(name, activation))
     return {k: tf.stack(v) for k, v in stats.items()}

@@ -719,6 +719,33 @@ class Sequential(tf.Module):
             x = layer(x, training=training)
         return x
 
+    def _activation_runs(self) -> list[tuple[int, list[int]]]:
+        """``[(weighted layer index, [indices of the Activation layers right after it])]``."""
+        runs = []
+        for index, layer in enumerate(self.layers):
+            if layer.has_weights:
+                runs.append((index, []))
+            elif (
+                isinstance(layer, Activation)
+                and runs
+                and runs[-1][0] + len(runs[-1][1]) + 1 == index
+            ):
+                runs[-1][1].append(index)
+        return runs
+
+    def activation_names(self) -> list[str]:
+        """The activation applied to each weighted layer's output: its own, or that of
+        an ``Activation`` layer right after it (``conv:linear, batchnorm, relu`` gives
+        ``relu`` for the batchnorm), for saturation figures."""
+        names = []
+        for index, following in self._activation_runs():
+            names.append(
+                self.layers[following[-1]].activation_name
+                if following
+                else self.layers[index].activation_name
+            )
+        return names
+
     def forward_with_activations(self, x: tf.Tensor, training: bool = False):
         """Runs the model and keeps what each layer with weights computed.
 
@@ -726,15 +753,23 @@ class Sequential(tf.Module):
           ``(outputs, records)`` where ``outputs`` is ``[batch, output_size]`` and
           ``records`` is a list, one per layer of ``weighted_layers``, of
           ``(preactivation, activation)`` tensors of that layer's output shape
-          (``[batch, units]``, ``[batch, H, W, filters]``, ...).
+          (``[batch, units]``, ``[batch, H, W, filters]``, ...); ``activation`` is
+          the output after any ``Activation`` layers right after it.
         """
         self._check_built()
+        owner = {}
+        for number, (index, following) in enumerate(self._activation_runs()):
+            owner[index] = number
+            for position in following:
+                owner[position] = number
         records = []
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             pre, x = layer.forward(x, training)
             if layer.has_weights:
-                records.append((pre, x))
-        return x, records
+                records.append([pre, x])
+            elif index in owner:
+                records[owner[index]][1] = x
+        return x, [tuple(record) for record in records]
 
     def describe(self) -> str:
         """The architecture in one line, e.g. ``[8, 8, 1] -> conv 3x3x32 relu -> ...``."""

@@ -278,6 +278,13 @@ CONFIG_VALUES = [
     ("data_fingerprint", 5, "must be a string"),
     ("model_dir", ["a"], "must be a string"),
     ("csv_path", "a\0b", "NUL"),
+    ("layers", "conv3x3:8,warp9", "'warp9': unknown layer"),
+    ("layers", 5, "must be a string"),
+    ("input_shape", [8, 8, 0], ">= 1"),
+    ("input_shape", [1, 2, 3, 4], "at most 3"),
+    ("input_shape", "8x8", "list"),
+    ("activation", "swish", "must be one of"),
+    ("model", "resnet", "must be one of"),
 ]
 
 
@@ -393,6 +400,7 @@ IDENTITY_CHANGES = [
     ("loss", "mse", "cross_entropy"),
     ("eval_fraction", 0.3, "0.2"),
     ("model", "linear", "mlp"),
+    ("model", "lenet", "mlp"),
 ]
 
 
@@ -405,6 +413,21 @@ def test_resume_refuses_a_flag_that_changes_the_run(run, flag, value, saved):
     shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
     _one_line(raised.value, f"--{flag}={shown}", f"--{flag}={saved}", "nothing was changed")
     assert _snapshot(run) == before
+
+
+def test_resume_of_a_cnn_refuses_other_layers_and_keeps_its_own(tmp_path):
+    layers = "conv3x3:4,maxpool2,flatten"
+    train(tmp_path, model="cnn", layers=layers, train_steps=2, mode="train")
+    before = _snapshot(tmp_path)
+    other = config_lib.resolve({"model_dir": str(tmp_path), "model": "cnn", "layers": "conv3x3:8"})
+    with pytest.raises(UsageError) as raised:
+        train_lib.merge_saved_config(other, explicit={"model_dir", "model", "layers"})
+    _one_line(raised.value, "--layers=conv3x3:8", f"--layers={layers}", "nothing was changed")
+    assert _snapshot(tmp_path) == before
+    plain = config_lib.resolve({"model_dir": str(tmp_path)})  # no flags: the saved network
+    merged = train_lib.merge_saved_config(plain, explicit={"model_dir"})
+    assert (merged.model, merged.layers, merged.input_shape) == ("cnn", layers, (8, 8, 1))
+    assert merged.activation == "relu"
 
 
 def test_resume_takes_the_saved_settings_and_a_safe_change(run):

@@ -77,6 +77,7 @@ def test_readmes_first_command_prints_what_readme_shows(tmp_path):
         ),
         (["--model=cnn", "--layers=conv3x3:8,dense:10"], ["'dense:10'", "put a flatten"]),
         (["--model=lenet", "--dataset=sin"], ["not an image"]),
+        (["--model=cnn", "--layers=dense:2000000000"], ["--layers=dense:2000000000", "memory"]),
         (["--activation=swishy"], ["--activation=swishy"]),
         (["--init=magic"], ["--init=magic"]),
         (["--optimizer=lbfgs"], ["--optimizer=lbfgs"]),

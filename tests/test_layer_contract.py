@@ -344,3 +344,54 @@ def test_initializers_take_fans_from_convolution_kernels():
     for layer in (Conv2D(8, 3, seed=1), Dense(output_size=8, seed=1)):
         layer.build((5, 5, 2) if isinstance(layer, Conv2D) else (18,))
         assert layer.fans == ((18, 72) if isinstance(layer, Conv2D) else (18, 8))
+
+
+def test_fit_and_bfloat16_training_work_for_every_layer():
+    from models import TrainingProgram, optimizers
+    from trainer import data
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8, 8, 1)).astype(np.float32)
+    y = (x.reshape(96, -1)[:, :32].sum(axis=1) > 0).astype(np.int64)
+    model = _model_with_every_layer(3)
+    history = model.fit(
+        x, y, epochs=3, batch_size=32, optimizer="adam", learning_rate=0.01, verbose=False
+    )
+    assert len(history["loss"]) == 3 and history["loss"][-1] < history["loss"][0]
+    assert model.predict(x[:5]).shape == (5, 3)
+
+    model = _model_with_every_layer(4)
+    program = TrainingProgram(
+        model, optimizers.get("sgd", 0.1), global_batch_size=32, compute_dtype=tf.bfloat16
+    )
+    program.run_steps(iter(data.train_dataset(x, y, 32, seed=0)), 4)
+    assert int(program.global_step.numpy()) == 4 and int(program.nonfinite_count.numpy()) == 0
+    assert all(v.dtype == tf.float32 for v in model.variables)
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.variables)
+    bn = model.layers[1]
+    assert not np.allclose(bn.moving_mean.numpy(), 0)  # updated from bfloat16 activations
+    assert model(tf.constant(x[:4], tf.bfloat16)).dtype == tf.bfloat16
+
+
+def test_an_activation_layer_after_a_weighted_one_is_what_saturation_reports():
+    from models import zoo
+
+    model = zoo.build(
+        "cnn",
+        (8, 8, 1),
+        10,
+        layers="conv3x3:4:linear,batchnorm,relu,maxpool2,flatten,dense:8:linear,tanh",
+    )
+    assert [layer.name for layer in model.weighted_layers] == [
+        "conv_0",
+        "batchnorm_0",
+        "hidden_0",
+        "output",
+    ]
+    assert model.activation_names() == ["linear", "relu", "tanh", "linear"]
+    x = _input((8, 8, 1), batch=16, seed=9)
+    _, records = model.forward_with_activations(x)
+    pre, post = records[1]  # batchnorm: normalized values, then the relu's outputs
+    np.testing.assert_array_equal(post.numpy(), np.maximum(pre.numpy(), 0))
+    pre, post = records[2]
+    np.testing.assert_allclose(post.numpy(), np.tanh(pre.numpy()), rtol=1e-6, atol=1e-6)

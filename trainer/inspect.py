@@ -74,6 +74,7 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
     weights = [v.read_value() for v in run.model.trainable_variables]
     stats = diagnostics.layer_statistics(run.model, grads, weights, weights, records)
     layers = []
+    activation_names = run.model.activation_names()
     for position, layer in enumerate(run.model.weighted_layers):
         w = layer.kernel.numpy()
         units = w.shape[-1]
@@ -81,7 +82,7 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
         layers.append(
             {
                 "layer": layer.name,
-                "activation": layer.activation_name,
+                "activation": activation_names[position],
                 "weight_shape": list(w.shape),
                 "weight_mean": float(w.mean()),
                 "weight_std": float(w.std()),
@@ -142,8 +143,9 @@ def distinct_units(w, b, relative_tolerance: float = 1e-4) -> int:
 
 def format_table(figures: dict) -> str:
     """The figures as a fixed-width table, one row per layer."""
+    width = max([10, *(len(row["layer"]) for row in figures["layers"])])
     header = (
-        f"{'layer':<10} {'act':<8} {'shape':>11} {'mean':>9} {'std':>9} {'min':>9} "
+        f"{'layer':<{width}} {'act':<8} {'shape':>11} {'mean':>9} {'std':>9} {'min':>9} "
         f"{'max':>9} {'distinct':>8} {'grad L1':>10} {'grad L2':>10} {'saturated':>9}"
     )
     lines = [
@@ -155,8 +157,9 @@ def format_table(figures: dict) -> str:
     for row in figures["layers"]:
         shape = "x".join(map(str, row["weight_shape"]))
         lines.append(
-            f"{row['layer']:<10} {row['activation']:<8} {shape:>11} {row['weight_mean']:>9.4f} "
-            f"{row['weight_std']:>9.4f} {row['weight_min']:>9.4f} {row['weight_max']:>9.4f} "
+            f"{row['layer']:<{width}} {row['activation']:<8} {shape:>11} "
+            f"{row['weight_mean']:>9.4f} {row['weight_std']:>9.4f} {row['weight_min']:>9.4f} "
+            f"{row['weight_max']:>9.4f} "
             f"{row['distinct_units']:>8} {row['grad_l1']:>10.3g} {row['grad_l2']:>10.3g} "
             f"{row['saturation']:>9.1%}"
         )
