@@ -9,9 +9,13 @@ batch size, loss and SGD learning rate:
   step eagerly (no ``tf.function``), updating with ``assign_sub``.
 * ``trainer``: ``models.TrainingProgram.run_steps`` for each combination of
   ``--steps_per_loop``, ``--xla`` and ``--precisions``.
-* ``keras``: the same layers in Keras 3, ``compile``d with each combination of
+* ``keras``: the same layers in Keras 3 (the from-scratch model translated layer
+  by layer, its weights copied in), ``compile``d with each combination of
   ``--keras_steps_per_execution``, ``--keras_jit`` and ``--precisions``
   (``mixed_bfloat16`` layers for bfloat16), trained with ``fit``.
+
+Any ``Sequential`` of the zoo works: MLPs take flat ``[n, D]`` data, image models
+(``--preset=cnn``, the zoo's LeNet) ``[n, 28, 28, 1]``.
 
 All contenders are built and warmed up first (the first call, tracing and
 compiling included, is timed as ``time_to_first_step_s``); then ``--repeats``
@@ -21,10 +25,13 @@ contender's figure is the median over rounds, in examples per second of wall
 time and in CPU microseconds per example (this process's CPU time, all threads:
 much less disturbed than wall time by other programs on a shared machine).
 
-Achieved GFLOP/s counts 6 x parameters per example (forward 2, backward 4);
-``peak_fraction`` divides it by the best rate of a chain of square matmuls of
-that precision, timed once per round between the contenders. ``ratio_vs_keras``
-divides by the fastest Keras configuration of the same precision.
+Achieved GFLOP/s counts 3 x the forward FLOPs per example (backward 2 x forward):
+forward is, over the layers with weights, 2 x kernel size x output positions (the
+layer's output shape without its channel axis: 1 for a dense layer, H' x W' for a
+convolution), i.e. about 6 x parameters for an MLP (biases aside).
+``peak_fraction`` divides it by the best rate of a chain of square matmuls of that
+precision, timed once per round between the contenders. ``ratio_vs_keras`` divides
+by the fastest Keras configuration of the same precision.
 
 Also measured: bfloat16 against float32 at ``--precision_batch_size`` (speed
 ratio, and eval accuracy after the same training), and with
@@ -32,6 +39,7 @@ ratio, and eval accuracy after the same training), and with
 
 Usage:
   python scripts/benchmark.py --preset=deep --batch_size=128 --repeats=5 --json=out.json
+  python scripts/benchmark.py --preset=cnn --batch_size=64 --noprecision_check --json=cnn.json
 """
 
 from __future__ import annotations
@@ -56,11 +64,12 @@ from absl import app, flags  # noqa: E402
 
 from trainer import runtime  # noqa: E402
 
-# (input size, hidden sizes, classes, activation); deep and mlp are the zoo's presets.
+# (input size, hidden sizes, classes, activation), or the name of a zoo preset.
 PRESETS = {
     "tiny": (64, (32,), 10, "sigmoid"),
     "mlp": "notebook_mlp",
     "deep": "notebook_deep",
+    "cnn": "lenet",
 }
 
 FLAGS = flags.FLAGS
@@ -68,7 +77,9 @@ flags.DEFINE_enum(
     "preset",
     "deep",
     list(PRESETS),
-    "Network: tiny (tests), mlp 784-100-10, deep 784-500x6-10 (sigmoid hidden layers).",
+    "Network: tiny (64-32-10, tests), mlp 784-100-10, deep 784-500x6-10 (sigmoid hidden "
+    "layers), cnn (the zoo's lenet on 28x28x1 images: conv5x5:6, maxpool2, conv5x5:16, "
+    "maxpool2, dense 120, dense 84, with the preset's hidden activation).",
 )
 flags.DEFINE_integer("batch_size", 128, "Examples per step, for every contender.", lower_bound=1)
 flags.DEFINE_integer(
@@ -115,7 +126,8 @@ flags.DEFINE_enum(
     "precision_data",
     "digits",
     ["digits", "synthetic"],
-    "Precision check data: scikit-learn digits (/16, zero-padded to the input size) or synthetic.",
+    "Precision check data: scikit-learn digits (/16; zero-padded to the input size, or "
+    "upscaled x3 and padded onto 28x28 images for image models) or synthetic.",
 )
 flags.DEFINE_string(
     "precision_optimizer",
@@ -173,13 +185,6 @@ def _median(values):
 
 
 # -- set-up ---------------------------------------------------------------------------------
-def network_spec(preset: str):
-    from models import zoo
-
-    spec = PRESETS[preset]
-    return zoo.PRESETS[spec] if isinstance(spec, str) else spec
-
-
 def build_model(preset: str, seed: int):
     """A fresh from-scratch model; the same seed gives the same initial weights."""
     from models import zoo
@@ -191,26 +196,220 @@ def build_model(preset: str, seed: int):
     return zoo.mlp(input_size, hidden, classes, activation, "xavier", seed, name=preset)
 
 
-def synthetic_data(n: int, input_size: int, classes: int, seed: int):
-    """Gaussian features labelled by a random linear teacher: float32 [n, D], int64 [n]."""
+def synthetic_data(n: int, input_shape, classes: int, seed: int):
+    """Gaussian features labelled by a random linear teacher on the flattened values.
+
+    Returns float32 ``[n, *input_shape]`` (``[n, D]`` or ``[n, H, W, C]``) and int64 ``[n]``.
+    """
+    input_shape = tuple(input_shape)
+    size = math.prod(input_shape)
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, input_size)).astype(np.float32)
-    teacher = rng.normal(size=(input_size, classes)).astype(np.float32)
-    return x, np.argmax(x @ teacher, axis=1).astype(np.int64)
+    x = rng.normal(size=(n, size)).astype(np.float32)
+    teacher = rng.normal(size=(size, classes)).astype(np.float32)
+    y = np.argmax(x @ teacher, axis=1).astype(np.int64)
+    return x.reshape((n, *input_shape)), y
 
 
-def digits_data(input_size: int, seed: int):
-    """scikit-learn's digits scaled to [0, 1] and zero-padded to ``input_size`` features."""
+def digits_data(input_shape, seed: int):
+    """scikit-learn's digits scaled to [0, 1], shaped for the network.
+
+    Flat ``[D]`` inputs: the 64 pixels zero-padded to ``D`` features. Images
+    ``[H, W, C]``: each 8x8 digit upscaled x3 to 24x24 and zero-padded (2 on each
+    side for 28x28) to ``H x W``, repeated over the ``C`` channels.
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     x = digits.data.astype(np.float32) / 16.0
-    if input_size < x.shape[1]:
-        _fail(f"digits need >= 64 inputs; this network takes {input_size}")
-    x = np.pad(x, ((0, 0), (0, input_size - x.shape[1])))
+    input_shape = tuple(input_shape)
+    if len(input_shape) == 3:
+        height, width, channels = input_shape
+        if height < 24 or width < 24:
+            _fail(f"digits need images of at least 24x24; this network takes {list(input_shape)}")
+        images = x.reshape(-1, 8, 8).repeat(3, axis=1).repeat(3, axis=2)
+        top, left = (height - 24) // 2, (width - 24) // 2
+        images = np.pad(images, ((0, 0), (top, height - 24 - top), (left, width - 24 - left)))
+        x = np.repeat(images[..., None], channels, axis=-1)
+    elif len(input_shape) == 1:
+        if input_shape[0] < x.shape[1]:
+            _fail(f"digits need >= 64 inputs; this network takes {input_shape[0]}")
+        x = np.pad(x, ((0, 0), (0, input_shape[0] - x.shape[1])))
+    else:
+        _fail(f"digits: no layout for inputs of shape {list(input_shape)}")
     y = digits.target.astype(np.int64)
     return train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
+
+
+def forward_flops(model) -> int:
+    """Forward FLOPs per example: over the layers with weights, 2 x kernel size x positions.
+
+    Positions are the layer's output shape without its channel axis (1 for a dense
+    layer, H' x W' for a convolution): each kernel weight does one multiply-add per
+    output position. Biases, activations and pooling are not counted.
+    """
+    total = 0
+    for layer, shape in zip(model.layers, model.shapes):
+        if layer.has_weights:
+            total += 2 * math.prod(layer.kernel.shape) * math.prod(shape[:-1])
+    return int(total)
+
+
+def model_summary(model) -> dict:
+    """What the JSON's ``model`` says about a network (``layers`` as ``784-100-10`` for MLPs)."""
+    from models import layers as layers_lib
+
+    shapes = [
+        shape
+        for layer, shape in zip(model.layers, model.shapes)
+        if not isinstance(layer, layers_lib.Normalization)
+    ]
+    dense_only = all(
+        isinstance(layer, layers_lib.Dense | layers_lib.Normalization) for layer in model.layers
+    )
+    if dense_only and len(model.input_shape) == 1:
+        layers = "-".join(str(s) for s in (*model.input_shape, *(s[0] for s in shapes)))
+    else:
+        layers = model.describe()
+    hidden = [layer.activation_name for layer in model.layers[:-1]]
+    activations = [name for name in dict.fromkeys(hidden) if name != "linear"]
+    forward = forward_flops(model)
+    return {
+        "layers": layers,
+        "activation": ",".join(activations) or "linear",
+        "architecture": model.describe(),
+        "input_shape": list(model.input_shape),
+        "classes": int(model.output_size),
+        "params": model.count_params(),
+        "forward_flops_per_example": forward,
+        "flops_per_example": 3 * forward,
+    }
+
+
+def _keras_dense(layer, policy):
+    import keras
+
+    return keras.layers.Dense(
+        layer.output_size,
+        layer.activation_name,
+        kernel_initializer="glorot_normal",
+        dtype=policy,
+    )
+
+
+def _keras_conv2d(layer, policy):
+    import keras
+
+    return keras.layers.Conv2D(
+        layer.filters,
+        layer.kernel_size,
+        strides=layer.strides,
+        padding=layer.padding,
+        activation=layer.activation_name,
+        kernel_initializer="glorot_normal",
+        dtype=policy,
+    )
+
+
+def _keras_pool(keras_class: str):
+    def build(layer, policy):
+        import keras
+
+        pool = getattr(keras.layers, keras_class)
+        return pool(layer.pool_size, strides=layer.strides, padding=layer.padding, dtype=policy)
+
+    return build
+
+
+def _keras_normalization(layer, policy):
+    import keras
+
+    mean, scale = layer.mean.numpy(), layer.scale.numpy()
+    if np.any(scale <= 0):
+        _fail(f"{layer.name}: Keras Normalization takes a variance, so every scale must be > 0")
+    # One mean and variance per input value: every axis of one example is a feature axis.
+    axes = tuple(range(1, mean.ndim + 1))
+    return keras.layers.Normalization(
+        axis=axes if len(axes) > 1 else -1, mean=mean, variance=np.square(scale), dtype=policy
+    )
+
+
+def _keras_flatten(layer, policy):
+    import keras
+
+    return keras.layers.Flatten(dtype=policy)
+
+
+def _keras_activation(layer, policy):
+    import keras
+
+    return keras.layers.Activation(layer.activation_name, dtype=policy)
+
+
+def _keras_dropout(layer, policy):
+    import keras
+
+    return keras.layers.Dropout(layer.rate, dtype=policy)
+
+
+def _keras_batchnorm(layer, policy):
+    import keras
+
+    return keras.layers.BatchNormalization(
+        momentum=layer.momentum, epsilon=layer.epsilon, dtype=policy
+    )
+
+
+# The Keras layer for each from-scratch layer class: builder(layer, dtype policy).
+KERAS_LAYERS = {
+    "Dense": _keras_dense,
+    "Conv2D": _keras_conv2d,
+    "MaxPool2D": _keras_pool("MaxPooling2D"),
+    "AvgPool2D": _keras_pool("AveragePooling2D"),
+    "Flatten": _keras_flatten,
+    "Activation": _keras_activation,
+    "Dropout": _keras_dropout,
+    "BatchNorm": _keras_batchnorm,
+    "Normalization": _keras_normalization,
+}
+
+
+def _keras_weights(layer) -> list[np.ndarray]:
+    """The from-scratch layer's weights in the order its Keras layer's ``set_weights`` takes."""
+    if type(layer).__name__ == "BatchNorm":
+        variables = (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance)
+    elif layer.has_weights:
+        variables = (layer.kernel, layer.bias)
+    else:
+        return []
+    return [v.numpy() for v in variables]
+
+
+def keras_model(reference, policy: str = "float32"):
+    """The Keras 3 twin of a from-scratch ``Sequential``: same layers, same weights.
+
+    Each layer is translated by ``KERAS_LAYERS`` (``policy`` is the Keras dtype
+    policy of every layer, e.g. ``mixed_bfloat16``), then the reference's kernel
+    and bias (BatchNorm: gamma, beta, moving mean and variance) are copied in.
+    """
+    import keras
+
+    inputs = keras.Input(tuple(reference.input_shape))
+    h = inputs
+    pairs = []
+    for layer in reference.layers:
+        builder = KERAS_LAYERS.get(type(layer).__name__)
+        if builder is None:
+            _fail(f"no Keras translation for {type(layer).__name__} ({layer.name})")
+        twin = builder(layer, policy)
+        h = twin(h)
+        pairs.append((layer, twin))
+    model = keras.Model(inputs, h)
+    for layer, twin in pairs:
+        weights = _keras_weights(layer)
+        if weights:
+            twin.set_weights(weights)
+    return model
 
 
 def machine_info(tf, device: str) -> dict:
@@ -472,29 +671,13 @@ class KerasContender(Contender):
         import keras
 
         policy = "mixed_bfloat16" if self.precision == "bfloat16" else "float32"
-        input_size, hidden, classes, activation = self.ctx["spec"]
         with self.tf.device(self.ctx["device"]):
-            inputs = keras.Input((input_size,))
-            h = inputs
-            for units in hidden:
-                h = keras.layers.Dense(
-                    units, activation, kernel_initializer="glorot_normal", dtype=policy
-                )(h)
-            outputs = keras.layers.Dense(classes, kernel_initializer="glorot_normal", dtype=policy)(
-                h
-            )
-            self.model = keras.Model(inputs, outputs)
-            # Identical initial weights: the from-scratch model's (w, b) per layer.
+            # Identical layers and initial weights: the from-scratch model's, translated.
             reference = build_model(self.ctx["preset"], self.ctx["seed"])
-            self.model.set_weights(
-                [
-                    v.numpy()
-                    for layer in reference.weighted_layers
-                    for v in (layer.kernel, layer.bias)
-                ]
-            )
+            self.model = keras_model(reference, policy)
             if policy == "float32":  # same network, same weights: same outputs
-                probe = np.random.default_rng(0).normal(size=(4, input_size)).astype(np.float32)
+                shape = (4, *reference.input_shape)
+                probe = np.random.default_rng(0).normal(size=shape).astype(np.float32)
                 np.testing.assert_allclose(
                     self.model(probe).numpy(), reference(probe).numpy(), rtol=1e-4, atol=1e-5
                 )
@@ -556,7 +739,7 @@ class InputPipeline(Contender):
             total = tf.constant(0.0)
             for _ in tf.range(count):
                 x, _ = next(iterator)
-                total += x[0, 0]
+                total += tf.reshape(x, [-1])[0]  # one value of any shape of batch
             return total
 
         self.drain = drain
@@ -638,12 +821,12 @@ def run_rounds(contenders, repeats: int, log=print, between=None) -> None:
         log(f"  round {index + 1}/{repeats} done")
 
 
-def summarize(contender, batch_size: int, params: int, peaks: dict) -> dict:
+def summarize(contender, batch_size: int, flops_per_example: float, peaks: dict) -> dict:
     rates = [batch_size * steps / wall for wall, steps, _ in contender.rounds if wall > 0]
     eps = _median(rates)
     # CPU time is far less sensitive than wall time to other processes on the machine.
     cpu_us = [1e6 * cpu / (batch_size * steps) for _, steps, cpu in contender.rounds if steps]
-    gflops = 6.0 * params * eps / 1e9
+    gflops = flops_per_example * eps / 1e9
     peak = peaks.get(contender.precision, {}).get("gflops", math.nan)
     return {
         "name": contender.name,
@@ -685,13 +868,13 @@ def precision_check(tf, ctx, args) -> dict:
     from models import optimizers
     from trainer import data
 
-    input_size, _, classes, _ = ctx["spec"]
+    input_shape, classes = ctx["input_shape"], ctx["classes"]
     batch = args["batch_size"]
     if args["data"] == "digits":
-        x_train, x_eval, y_train, y_eval = digits_data(input_size, ctx["seed"])
+        x_train, x_eval, y_train, y_eval = digits_data(input_shape, ctx["seed"])
     else:
         held_out = max(2048, ctx["examples"] // 4)
-        x, y = synthetic_data(ctx["examples"] + held_out, input_size, classes, ctx["seed"])
+        x, y = synthetic_data(ctx["examples"] + held_out, input_shape, classes, ctx["seed"])
         x_train, x_eval = x[:-held_out], x[-held_out:]
         y_train, y_eval = y[:-held_out], y[-held_out:]
     batch = data.effective_batch_size(batch, len(x_train))
@@ -792,7 +975,7 @@ def compare_devices(tf, ctx, steps: int, repeats: int, log=print) -> dict:
     run_rounds(contenders, repeats, log)
     rows = []
     for name, contender in zip(names, contenders):
-        row = summarize(contender, ctx["batch_size"], ctx["params"], {})
+        row = summarize(contender, ctx["batch_size"], ctx["flops_per_example"], {})
         rows.append(
             {
                 "device": name,
@@ -889,30 +1072,32 @@ def main(argv):
     tf.get_logger().setLevel("ERROR")
     device = resolve_device(tf, FLAGS.device, FLAGS.compare_devices)
     tf.random.set_seed(FLAGS.seed)
-    spec = network_spec(FLAGS.preset)
-    input_size, hidden, classes, activation = spec
-    params = build_model(FLAGS.preset, FLAGS.seed).count_params()
-    x, y = synthetic_data(FLAGS.examples, input_size, classes, FLAGS.seed)
+    network = build_model(FLAGS.preset, FLAGS.seed)
+    model_info = model_summary(network)
+    params = model_info["params"]
+    x, y = synthetic_data(FLAGS.examples, network.input_shape, model_info["classes"], FLAGS.seed)
 
     from trainer import data
 
     batch_size = data.effective_batch_size(FLAGS.batch_size, len(x))
     ctx = {
         "preset": FLAGS.preset,
-        "spec": spec,
+        "input_shape": tuple(network.input_shape),
+        "classes": model_info["classes"],
         "seed": FLAGS.seed,
         "device": device,
         "batch_size": batch_size,
         "learning_rate": FLAGS.learning_rate,
         "examples": FLAGS.examples,
         "params": params,
+        "flops_per_example": model_info["flops_per_example"],
         "steps_per_loop": steps_per_loop,
         "dataset": lambda: data.train_dataset(x, y, batch_size, FLAGS.seed),
     }
-    layers = "-".join(str(s) for s in (input_size, *hidden, classes))
     command = " ".join(["python", "scripts/benchmark.py", *map(shlex.quote, sys.argv[1:])])
     print(
-        f"benchmark: {FLAGS.preset} {layers} {activation}, {params} parameters, "
+        f"benchmark: {FLAGS.preset} {network.describe()}, {params} parameters, "
+        f"{model_info['flops_per_example'] / 1e6:.3g} MFLOP per example trained, "
         f"batch {batch_size}, on {device}"
     )
     info = machine_info(tf, device)
@@ -939,7 +1124,8 @@ def main(argv):
             f"{FLAGS.matmul_size}x{FLAGS.matmul_size} {name} matmul: best "
             f"{peak['gflops']:.1f} GFLOP/s, median {peak['gflops_median']:.1f}"
         )
-    rows = [summarize(c, batch_size, params, peaks) for c in contenders if c.kind != "input"]
+    flops = model_info["flops_per_example"]
+    rows = [summarize(c, batch_size, flops, peaks) for c in contenders if c.kind != "input"]
     keras_best = add_keras_ratios(rows)
     print()
     print_table(rows)
@@ -953,7 +1139,7 @@ def main(argv):
     input_result = None
     for contender in contenders:
         if contender.kind == "input":
-            input_result = summarize(contender, batch_size, params, {})
+            input_result = summarize(contender, batch_size, flops, {})
             input_result = {
                 key: input_result[key]
                 for key in ("examples_per_sec", "examples_per_sec_all", "cpu_us_per_example")
@@ -1006,12 +1192,7 @@ def main(argv):
             "examples": FLAGS.examples,
             "seed": FLAGS.seed,
         },
-        "model": {
-            "layers": layers,
-            "activation": activation,
-            "params": params,
-            "flops_per_example": 6 * params,
-        },
+        "model": model_info,
         "machine": info,
         "devices": [d.name for d in tf.config.list_logical_devices()],
         "peaks": peaks,

@@ -1,4 +1,5 @@
-"""scripts/benchmark.py runs end to end on the tiny preset and writes every JSON field.
+"""scripts/benchmark.py runs end to end on the tiny preset and writes every JSON field;
+a second, minimal run checks the LeNet preset (cnn) against its Keras translation.
 
 Speed is never asserted here: the benchmark measures it, tests only check that
 the measurement runs and reports what it promises.
@@ -105,7 +106,9 @@ def check_peaks_model_and_machine(data, _):
         assert data["peaks"][precision]["size"] == 64
     assert data["model"]["layers"] == "64-32-10"
     assert data["model"]["params"] == 64 * 32 + 32 + 32 * 10 + 10
-    assert data["model"]["flops_per_example"] == 6 * data["model"]["params"]
+    # 3 x forward, forward = 2 x kernel size per dense layer: 6 x params without the biases.
+    assert data["model"]["flops_per_example"] == 6 * (64 * 32 + 32 * 10)
+    assert data["model"]["activation"] == "sigmoid"
     assert data["machine"]["device"] == "/CPU:0"
     assert data["machine"]["tensorflow"] and data["machine"]["cpu_count"]
     assert data["command"].startswith("python scripts/benchmark.py --preset=tiny")
@@ -161,6 +164,48 @@ def test_one_run_reports_every_figure(tmp_path):
         except Exception as error:  # a missing field too: report it and make the other checks
             failures.append(f"{check.__name__}: {type(error).__name__}: {error}")
     assert not failures, "\n\n".join(failures)
+
+
+def test_cnn_preset_trains_against_keras(tmp_path):
+    """The zoo's LeNet, trainer vs its Keras translation (the float32 probe check included)."""
+    path = tmp_path / "cnn.json"
+    command = [
+        sys.executable,
+        SCRIPT,
+        "--preset=cnn",
+        "--steps=2",
+        "--repeats=1",
+        "--batch_size=8",
+        "--examples=64",
+        "--contenders=trainer,keras",
+        "--precisions=float32",
+        "--keras_steps_per_execution=2",
+        "--keras_jit=false",
+        "--xla=false",
+        "--steps_per_loop=2",
+        "--noprecision_check",
+        "--summary_every=0",
+        "--matmul_size=64",
+        "--device=cpu",
+        f"--json={path}",
+    ]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    with open(path) as handle:
+        data = json.load(handle)
+    assert {row["kind"] for row in data["contenders"]} == {"trainer", "keras"}
+    for row in data["contenders"]:
+        assert _positive(row["examples_per_sec"]), row
+    model = data["model"]
+    assert model["input_shape"] == [28, 28, 1]
+    assert model["architecture"].startswith("[28, 28, 1] -> conv 5x5x6 ")
+    assert "maxpool 2x2 -> conv 5x5x16 " in model["architecture"]
+    # Each convolution weight is used at every output position: far more than 6 x params.
+    assert model["flops_per_example"] > 6 * model["params"]
+    assert "benchmark: cnn [28, 28, 1] -> conv 5x5x6 " in completed.stdout
 
 
 def test_bad_flag_is_one_line():

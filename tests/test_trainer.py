@@ -31,6 +31,21 @@ def test_jit_choice_is_applied_and_recorded(tmp_path, jit):
     assert figures["eval_accuracy"] > 0.5
 
 
+def test_auto_jit_is_on_for_convolutions_on_cpu_and_off_for_dense_networks():
+    from trainer import runtime
+    from trainer.config import resolve
+
+    def chosen(**values):
+        return runtime.resolve_jit(resolve(values), "cpu", 1, "default")
+
+    assert not chosen(model="mlp") and not chosen(model="notebook_deep")
+    assert chosen(model="lenet") and chosen(model="cnn")
+    assert not chosen(model="cnn", layers="dropout:0.2,dense:8")  # no convolution
+    assert not chosen(model="cnn", deterministic=True)
+    assert not chosen(model="lenet", jit_compile="false")
+    assert runtime.resolve_jit(resolve({"model": "mlp"}), "gpu", 1, "default")
+
+
 def _first_layer_gradient(cfg):
     run = train_lib.Run(cfg)
     x = tf.constant(run.arrays.x_train[:64])
