@@ -56,7 +56,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from trainer import cli  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
-from trainer.config import ACTIVATIONS, DEVICES, INITS, OPTIMIZERS  # noqa: E402
+from trainer.config import ACTIVATIONS, DEVICES, INITS, JIT_CHOICES, OPTIMIZERS  # noqa: E402
 
 # Classification datasets only: the study reports accuracy.
 DATASETS = ("digits", "mnist", "csv", "synthetic")
@@ -96,6 +96,9 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_boolean("histograms", True, "Write weight/gradient/activation histograms.")
 flags.DEFINE_enum("device", "auto", DEVICES, "Where to run.")
+flags.DEFINE_enum(
+    "jit_compile", "auto", JIT_CHOICES, "XLA for the training step (as the trainer's)."
+)
 flags.DEFINE_integer("seed", 0, "Seed of initialization, data split and order.")
 flags.DEFINE_string("out_dir", os.path.join("runs", "init_study"), "One run folder per init here.")
 flags.DEFINE_string("json", None, "Write all figures as JSON to this file.")
@@ -144,6 +147,7 @@ def base_config() -> config_lib.Config:
         epochs=None,
         train_steps=FLAGS.steps,
         device=FLAGS.device,
+        jit_compile=FLAGS.jit_compile,
         summary_every=FLAGS.summary_every,
         histograms=FLAGS.histograms,
         seed=FLAGS.seed,
@@ -170,6 +174,7 @@ EXPLICIT = {
     "epochs",
     "train_steps",
     "device",
+    "jit_compile",
     "summary_every",
     "histograms",
     "seed",

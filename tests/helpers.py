@@ -16,7 +16,13 @@ def config(model_dir, **overrides):
     """A ``Config`` for a small, quiet run in ``model_dir``."""
     from trainer.config import Config
 
-    values = {"model_dir": str(model_dir), "hidden": (32,), "summary_every": 0}
+    # No XLA unless a test asks: compiling costs more than these short runs save.
+    values = {
+        "model_dir": str(model_dir),
+        "hidden": (32,),
+        "summary_every": 0,
+        "jit_compile": "false",
+    }
     values.update(overrides)
     if "train_steps" in overrides and "epochs" not in overrides:
         values["epochs"] = None

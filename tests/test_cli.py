@@ -71,13 +71,6 @@ def test_readmes_first_command_prints_what_readme_shows(tmp_path):
         (["--model=cnn", "--layers=conv3x3:32,pool2"], ["--layers=conv3x3:32,pool2", "'pool2'"]),
         (["--model=cnn", "--layers=conv3x3:32:s"], ["'conv3x3:32:s'", "unknown option 's'"]),
         (["--layers=dense:8"], ["--layers", "--model=cnn only"]),
-        (
-            ["--model=cnn", "--layers=conv5x5:8:valid,conv5x5:8:valid"],
-            ["--layers=conv5x5:8:valid,conv5x5:8:valid", "'conv5x5:8:valid'", "4x4 images"],
-        ),
-        (["--model=cnn", "--layers=conv3x3:8,dense:10"], ["'dense:10'", "put a flatten"]),
-        (["--model=lenet", "--dataset=sin"], ["not an image"]),
-        (["--model=cnn", "--layers=dense:2000000000"], ["--layers=dense:2000000000", "memory"]),
         (["--activation=swishy"], ["--activation=swishy"]),
         (["--init=magic"], ["--init=magic"]),
         (["--optimizer=lbfgs"], ["--optimizer=lbfgs"]),
@@ -97,6 +90,33 @@ def test_readmes_first_command_prints_what_readme_shows(tmp_path):
 )
 def test_bad_flags_get_one_line_errors(flags, fragments):
     assert_one_line_error(cli(*flags), *fragments)
+
+
+@pytest.mark.parametrize(
+    "values, fragments",
+    [
+        (
+            {"model": "cnn", "layers": "conv5x5:8:valid,conv5x5:8:valid"},
+            ["--layers=conv5x5:8:valid,conv5x5:8:valid: 'conv5x5:8:valid'", "4x4 images"],
+        ),
+        ({"model": "cnn", "layers": "conv3x3:8,dense:10"}, ["'dense:10'", "put a flatten"]),
+        ({"model": "lenet", "dataset": "sin"}, ["not an image"]),
+        ({"model": "cnn", "layers": "dense:2000000000"}, ["--layers=dense:2000000000", "memory"]),
+    ],
+)
+def test_layers_that_do_not_fit_the_data_are_one_line_errors(tmp_path, values, fragments):
+    """Found once the data are loaded (in-process here; main prints the same line)."""
+    from trainer import config as config_lib
+    from trainer import train_lib
+
+    config = config_lib.resolve({"model_dir": str(tmp_path / "run"), **values})
+    with pytest.raises(config_lib.UsageError) as raised:
+        train_lib.run(config)
+    message = str(raised.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
 def test_bad_data_files_get_one_line_errors(tmp_path):

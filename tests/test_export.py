@@ -388,7 +388,10 @@ def test_export_mode_without_checkpoint_is_a_one_line_error(tmp_path):
 
 def test_a_cnn_exports_an_image_signature_in_inference_mode(tmp_path):
     layers = "conv3x3:4:linear,batchnorm,relu,maxpool2,dropout:0.5,flatten,dense:16"
-    cfg = _config(tmp_path, "cnn", model="cnn", layers=layers, train_steps=20, summary_every=0)
+    cfg = _config(
+        tmp_path, "cnn", model="cnn", layers=layers, train_steps=20, summary_every=0,
+        jit_compile="false",
+    )  # fmt: skip
     results = train_lib.run(cfg)
     path = os.path.join(cfg.model_dir, "export", "1")
     serve = tf.saved_model.load(path).signatures["serving_default"]

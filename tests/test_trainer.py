@@ -159,11 +159,12 @@ def test_lenet_reaches_0_985_on_mnist_format_files_in_10_epochs_at_batch_64(tmp_
     write_mnist(str(tmp_path / "mnist"), n_train=1400)
     figures = train(
         tmp_path / "run", dataset="mnist", data_dir=str(tmp_path / "mnist"), model="lenet",
-        activation=None, epochs=10, batch_size=64,
+        activation=None, epochs=10, batch_size=64, jit_compile="auto",
     )  # fmt: skip
     saved = results(tmp_path / "run")
     assert figures["global_step"] == 10 * (1400 // 64)
     assert figures["eval_accuracy"] >= 0.985, figures["eval_accuracy"]
+    assert figures["jit_compile"] is True  # auto: XLA for convolutions on CPU
     config_json = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config_json["input_shape"] == [28, 28, 1] and config_json["activation"] == "tanh"
     assert saved["eval_accuracy"] == figures["eval_accuracy"]

@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.path.join(ROOT, "docs", "walkthrough.md")
 # What docs/walkthrough.md says the test appends to keep it short.
 SHORTER = {
-    "python -m trainer.main": " --train_steps=30 --nohistograms",
+    "python -m trainer.main": " --train_steps=30 --nohistograms --jit_compile=false",
     "python scripts/init_study.py": (
         " --steps=20 --depth=3 --width=128 --summary_every=0 --inits=uniform,xavier"
     ),
