@@ -5,3 +5,25 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The longest tests first: pytest-xdist hands tests out in collection order, and a
+# long test collected last (the walkthrough is the last file) would run alone on
+# one worker while the others wait. Sorting is stable and the same in every worker.
+LONGEST_FIRST = (
+    "test_walkthrough.py::",
+    "test_checkpoints.py::test_sigkill",
+    "test_distributed.py::test_killing_the_chief",
+    "test_distributed.py::test_two_workers",
+    "test_benchmark.py::test_one_run",
+    "test_init_study.py::test_one_study",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        for position, key in enumerate(LONGEST_FIRST):
+            if key in item.nodeid:
+                return position
+        return len(LONGEST_FIRST)
+
+    items.sort(key=rank)
