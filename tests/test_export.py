@@ -167,6 +167,7 @@ def served(digits_run):
     return types.SimpleNamespace(outputs=dict(np.load(out)), report=report)
 
 
+@pytest.mark.xdist_group("export_run")  # one worker builds the module fixture
 def test_training_exports_version_1_in_serving_layout(digits_run):
     export_dir = os.path.join(digits_run.cfg.model_dir, "export")
     assert sorted(os.listdir(export_dir)) == ["1"]  # no temporary folder left behind
@@ -174,6 +175,7 @@ def test_training_exports_version_1_in_serving_layout(digits_run):
     assert os.path.isdir(os.path.join(digits_run.version_1, "variables"))
 
 
+@pytest.mark.xdist_group("export_run")  # one worker builds the module fixture
 def test_export_holds_only_the_model_variables(digits_run):
     names = [
         name
@@ -188,6 +190,7 @@ def test_export_holds_only_the_model_variables(digits_run):
     assert len(names) == 6, names
 
 
+@pytest.mark.xdist_group("export_run")  # one worker builds the module fixture
 def test_fresh_process_serves_without_the_project(served):
     assert served.report["project_imported"] == []
     assert served.report["inputs"] == {"x": ["float32", [None, 64]]}
@@ -197,6 +200,7 @@ def test_fresh_process_serves_without_the_project(served):
     }
 
 
+@pytest.mark.xdist_group("export_run")  # one worker builds the module fixture
 def test_served_classes_match_the_trainer(digits_run, served):
     classes = served.outputs["classes"]
     probabilities = served.outputs["probabilities"]
@@ -215,6 +219,7 @@ def test_served_classes_match_the_trainer(digits_run, served):
     assert accuracy == pytest.approx(digits_run.results["eval_accuracy"], abs=1e-6)
 
 
+@pytest.mark.xdist_group("export_run")  # one worker builds the module fixture
 def test_wrong_inputs_fail_with_the_expected_shape_or_dtype(served):
     errors = served.report["errors"]
     for label in ("width", "rank"):
@@ -224,6 +229,7 @@ def test_wrong_inputs_fail_with_the_expected_shape_or_dtype(served):
     assert "float" in errors["dtype"] and "double" in errors["dtype"], errors["dtype"]
 
 
+@pytest.mark.xdist_group("export_run")  # one worker builds the module fixture
 def test_saved_model_cli_show_and_run(digits_run, served):
     rows = str(digits_run.tmp / "x_five.npy")
     np.save(rows, digits_run.x[:5])
@@ -266,6 +272,7 @@ def test_saved_model_cli_show_and_run(digits_run, served):
     assert [int(c) for c in printed.group(1).split()] == served.outputs["classes"][:5].tolist()
 
 
+@pytest.mark.xdist_group("export_run")  # one worker builds the module fixture
 def test_export_mode_adds_version_2_and_keeps_version_1(digits_run):
     result = train_lib.run(dataclasses.replace(digits_run.cfg, mode="export"))
     export_dir = os.path.join(digits_run.cfg.model_dir, "export")
@@ -356,6 +363,7 @@ def test_failed_save_leaves_no_version_behind(tmp_path, monkeypatch):
     assert sorted(os.listdir(export_dir)) == ["1"]
 
 
+@pytest.mark.xdist_group("export_run")  # one worker builds the module fixture
 def test_export_mode_with_config_but_no_checkpoint_is_a_usage_error(digits_run, tmp_path):
     model_dir = tmp_path / "no_checkpoint"
     model_dir.mkdir()

@@ -37,6 +37,7 @@ def run_dir(tmp_path_factory):
 LAYERS = ("hidden_0", "hidden_1", "output")
 
 
+@pytest.mark.xdist_group("summaries_run")  # one worker builds the module fixture
 def test_event_files_hold_scalars_histograms_hparams_and_graph(run_dir):
     events = _load(run_dir / "train")
     tags = set(events.Tags()["tensors"])
@@ -89,6 +90,7 @@ def test_every_layer_with_weights_gets_its_figures_and_histograms(tmp_path):
     assert session.hparams["layers"].string_value.startswith("conv3x3:4:linear,batchnorm")
 
 
+@pytest.mark.xdist_group("summaries_run")  # one worker builds the module fixture
 def test_hparams_metrics_are_eval_then_train_and_leave_diagnostics_out(run_dir):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -110,6 +112,7 @@ def test_hparams_metrics_are_eval_then_train_and_leave_diagnostics_out(run_dir):
     assert session.hparams["hidden"].string_value == "16,8"
 
 
+@pytest.mark.xdist_group("summaries_run")  # one worker builds the module fixture
 def test_tanh_saturation_and_update_ratio_are_sensible(run_dir):
     events = _load(run_dir / "train")
     for layer in ("hidden_0", "hidden_1"):
@@ -130,6 +133,7 @@ def _get(port, path):
         return json.loads(response.read())
 
 
+@pytest.mark.xdist_group("summaries_run")  # one worker builds the module fixture
 def test_a_real_tensorboard_serves_the_train_and_eval_runs(run_dir):
     port = _free_port()
     process = subprocess.Popen(
