@@ -196,7 +196,37 @@ class Normalization(Layer):
         return (x - tf.cast(self.mean, x.dtype)) / tf.cast(self.scale, x.dtype)
 
 
-class Dense(Layer):
+class _KernelLayer(Layer):
+    """A layer with a kernel ``w``, one bias per unit ``b`` and an activation."""
+
+    def __init__(self, activation, init, bias_init, seed, name):
+        super().__init__(name=name)
+        self.activation_name = activation
+        self._activation = activations_lib.get(activation)
+        self._init = initializers.get(init)
+        self._bias_init = initializers.get(bias_init)
+        self._seed = _seed_pair(seed)
+
+    def _make_weights(self, kernel_shape, units: int) -> None:
+        # The weight and the bias draw from distinct seeds derived from the layer's.
+        first, second = self._seed
+        self.w = tf.Variable(
+            self._init(list(kernel_shape), tf.float32, (first, 2 * second)), name="w"
+        )
+        self.b = tf.Variable(
+            self._bias_init([units], tf.float32, (first, 2 * second + 1)), name="b"
+        )
+
+    @property
+    def kernel(self):
+        return getattr(self, "w", None)
+
+    @property
+    def bias(self):
+        return getattr(self, "b", None)
+
+
+class Dense(_KernelLayer):
     """A fully connected layer, the notebook's ``MyLayer`` done properly.
 
     ``y = activation(x @ w + b)`` with ``w`` of shape ``[input_size, output_size]``
@@ -223,13 +253,8 @@ class Dense(Layer):
         seed: int | Sequence[int] = 0,
         name: str | None = None,
     ):
-        super().__init__(name=name)
+        super().__init__(activation, init, bias_init, seed, name)
         self.output_size = _positive("output_size", output_size)
-        self.activation_name = activation
-        self._activation = activations_lib.get(activation)
-        self._init = initializers.get(init)
-        self._bias_init = initializers.get(bias_init)
-        self._seed = _seed_pair(seed)
         if input_size is not None:
             self.build((_positive("input_size", input_size),))
 
@@ -249,22 +274,7 @@ class Dense(Layer):
         return (int(np.prod(input_shape, dtype=np.int64)) + 1) * self.output_size
 
     def _create_variables(self, input_shape):
-        first, second = self._seed
-        self.w = tf.Variable(
-            self._init([input_shape[0], self.output_size], tf.float32, (first, 2 * second)),
-            name="w",
-        )
-        self.b = tf.Variable(
-            self._bias_init([self.output_size], tf.float32, (first, 2 * second + 1)), name="b"
-        )
-
-    @property
-    def kernel(self):
-        return getattr(self, "w", None)
-
-    @property
-    def bias(self):
-        return getattr(self, "b", None)
+        self._make_weights([input_shape[0], self.output_size], self.output_size)
 
     def preactivation(self, x: tf.Tensor) -> tf.Tensor:
         """``x @ w + b``; ``x`` is ``[batch, input_size]``, result ``[batch, output_size]``."""
@@ -312,7 +322,7 @@ def _image_output(layer, input_shape, window: int, stride: int, padding: str, ch
     return (*out, channels)
 
 
-class Conv2D(Layer):
+class Conv2D(_KernelLayer):
     """A 2-D convolution over NHWC images: ``activation(conv(x, w) + b)``.
 
     Args:
@@ -340,16 +350,11 @@ class Conv2D(Layer):
         in_channels: int | None = None,
         name: str | None = None,
     ):
-        super().__init__(name=name)
+        super().__init__(activation, init, bias_init, seed, name)
         self.filters = _positive("filters", filters)
         self.kernel_size = _positive("kernel_size", kernel_size)
         self.strides = _positive("strides", strides)
         self.padding = _check_padding(padding)
-        self.activation_name = activation
-        self._activation = activations_lib.get(activation)
-        self._init = initializers.get(init)
-        self._bias_init = initializers.get(bias_init)
-        self._seed = _seed_pair(seed)
         self._in_channels = None if in_channels is None else _positive("in_channels", in_channels)
 
     def output_shape(self, input_shape):
@@ -365,24 +370,9 @@ class Conv2D(Layer):
         return (self.kernel_size**2 * int(input_shape[-1]) + 1) * self.filters
 
     def _create_variables(self, input_shape):
-        first, second = self._seed
         k = self.kernel_size
         self._in_channels = input_shape[-1]
-        self.w = tf.Variable(
-            self._init([k, k, input_shape[-1], self.filters], tf.float32, (first, 2 * second)),
-            name="w",
-        )
-        self.b = tf.Variable(
-            self._bias_init([self.filters], tf.float32, (first, 2 * second + 1)), name="b"
-        )
-
-    @property
-    def kernel(self):
-        return getattr(self, "w", None)
-
-    @property
-    def bias(self):
-        return getattr(self, "b", None)
+        self._make_weights([k, k, input_shape[-1], self.filters], self.filters)
 
     def forward(self, x, training=False):
         self._check_built()
