@@ -138,7 +138,10 @@ def test_gpu_request_without_gpu_is_a_clear_error(tmp_path):
 
 
 def test_tf_verbose_shows_tensorflow_start_up_messages(tmp_path):
-    result = cli("--tf_verbose", "--train_steps=5", f"--model_dir={tmp_path / 'r'}")
+    result = cli(
+        "--tf_verbose", "--train_steps=5", "--mode=train", "--summary_every=0",
+        f"--model_dir={tmp_path / 'r'}",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert any(marker in result.stderr for marker in ("oneDNN", "cuda", "InitializeLog"))
 
@@ -146,7 +149,9 @@ def test_tf_verbose_shows_tensorflow_start_up_messages(tmp_path):
 def test_flagfile_and_eval_mode(tmp_path):
     run = tmp_path / "run"
     flagfile = tmp_path / "flags.txt"
-    flagfile.write_text(f"--model_dir={run}\n--train_steps=60\n--hidden=16\n--mode=train\n")
+    flagfile.write_text(
+        f"--model_dir={run}\n--train_steps=60\n--hidden=16\n--mode=train\n--summary_every=0\n"
+    )
     assert cli(f"--flagfile={flagfile}").returncode == 0
     assert results(run)["global_step"] == 60 and results(run)["eval_loss"] is None
     evaluated = cli("--mode=eval", f"--model_dir={run}")
