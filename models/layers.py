@@ -305,7 +305,7 @@ def _check_padding(padding: str) -> str:
     return padding
 
 
-def _image_output(layer, input_shape, window: int, stride: int, padding: str, channels: int):
+def _image_output(input_shape, window: int, stride: int, padding: str, channels: int):
     input_shape = _shape(input_shape)
     if len(input_shape) != 3:
         raise ValueError("expects images [height, width, channels]")
@@ -358,9 +358,7 @@ class Conv2D(_KernelLayer):
         self._in_channels = None if in_channels is None else _positive("in_channels", in_channels)
 
     def output_shape(self, input_shape):
-        out = _image_output(
-            self, input_shape, self.kernel_size, self.strides, self.padding, self.filters
-        )
+        out = _image_output(input_shape, self.kernel_size, self.strides, self.padding, self.filters)
         channels = _shape(input_shape)[-1]
         if self._in_channels is not None and channels != self._in_channels:
             raise ValueError(f"expects {self._in_channels} input channels, not {channels}")
@@ -400,9 +398,7 @@ class _Pool2D(Layer):
 
     def output_shape(self, input_shape):
         channels = _shape(input_shape)[-1] if len(_shape(input_shape)) == 3 else 0
-        return _image_output(
-            self, input_shape, self.pool_size, self.strides, self.padding, channels
-        )
+        return _image_output(input_shape, self.pool_size, self.strides, self.padding, channels)
 
     def _call(self, x, training):
         return type(self)._op(x, self.pool_size, self.strides, self.padding.upper())

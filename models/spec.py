@@ -129,9 +129,9 @@ def _dense(head: str, args: list[str], token: str) -> LayerSpec:
 def _conv(head: str, args: list[str], token: str) -> LayerSpec:
     if not args:
         raise SpecError(f"{token!r}: write convKxK:FILTERS, e.g. conv3x3:32")
-    kernel = _window(head[len("conv") :], token) if head != "conv" else None
-    if kernel is None:
+    if head == "conv":
         raise SpecError(f"{token!r}: give the kernel size, e.g. conv3x3:32")
+    kernel = _window(head[len("conv") :], token)
     options = _options(args[1:], token, {"activation", "strides", "padding"})
     options["filters"] = _size(args[0], "the number of filters", token, high=1 << 16)
     options["kernel_size"] = kernel

@@ -22,11 +22,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "benchmark.py")
 
 
-def _run_benchmark(folder):
+def _benchmark(folder, *flags, timeout=600):
+    """Runs the script on CPU with ``flags``; returns its JSON and standard output."""
     path = folder / "out.json"
-    command = [
-        sys.executable,
-        SCRIPT,
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run(
+        [sys.executable, SCRIPT, *flags, "--device=cpu", f"--json={path}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    with open(path) as handle:
+        return json.load(handle), completed.stdout
+
+
+def _run_benchmark(folder):
+    return _benchmark(
+        folder,
         "--preset=tiny",
         "--batch_size=32",
         "--steps=4",
@@ -42,16 +53,7 @@ def _run_benchmark(folder):
         "--precision_steps=4",
         "--compare_devices",
         "--summary_every=2",
-        "--device=cpu",
-        f"--json={path}",
-    ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    completed = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    with open(path) as handle:
-        return json.load(handle), completed.stdout
 
 
 def _positive(value):
@@ -168,10 +170,8 @@ def test_one_run_reports_every_figure(tmp_path):
 
 def test_cnn_preset_trains_against_keras(tmp_path):
     """The zoo's LeNet, trainer vs its Keras translation (the float32 probe check included)."""
-    path = tmp_path / "cnn.json"
-    command = [
-        sys.executable,
-        SCRIPT,
+    data, stdout = _benchmark(
+        tmp_path,
         "--preset=cnn",
         "--steps=2",
         "--repeats=1",
@@ -186,16 +186,8 @@ def test_cnn_preset_trains_against_keras(tmp_path):
         "--noprecision_check",
         "--summary_every=0",
         "--matmul_size=64",
-        "--device=cpu",
-        f"--json={path}",
-    ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    completed = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        timeout=300,
     )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    with open(path) as handle:
-        data = json.load(handle)
     assert {row["kind"] for row in data["contenders"]} == {"trainer", "keras"}
     for row in data["contenders"]:
         assert _positive(row["examples_per_sec"]), row
@@ -205,7 +197,7 @@ def test_cnn_preset_trains_against_keras(tmp_path):
     assert "maxpool 2x2 -> conv 5x5x16 " in model["architecture"]
     # Each convolution weight is used at every output position: far more than 6 x params.
     assert model["flops_per_example"] > 6 * model["params"]
-    assert "benchmark: cnn [28, 28, 1] -> conv 5x5x6 " in completed.stdout
+    assert "benchmark: cnn [28, 28, 1] -> conv 5x5x6 " in stdout
 
 
 def test_bad_flag_is_one_line():
