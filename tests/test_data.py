@@ -71,15 +71,24 @@ def test_csv_loads_and_splits(tmp_path):
     arrays = data.load(Config(dataset="csv", csv_path=path, eval_fraction=0.25))
     assert arrays.x_train.shape == (150, 16) and arrays.x_eval.shape == (50, 16)
     assert set(np.unique(arrays.y_train)) == set(range(10))
+    # Labels 0..9 are their own class ids: no class names to keep.
+    assert arrays.num_classes == 10 and arrays.class_names is None
+    assert "label column 'label': 10 classes (0..9)" in arrays.description
+    # Raw features (pixels 0..255); the model standardises them with the training
+    # split's statistics.
+    assert arrays.x_train.max() > 1
+    np.testing.assert_allclose(arrays.feature_mean, arrays.x_train.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(arrays.feature_scale, arrays.x_train.std(axis=0), rtol=1e-5)
 
 
 @pytest.mark.parametrize(
     "rows, message",
     [
         (["1,2,3", "4,x,6"], "bad.csv line 3, column 'pixel0': 'x' is not a number"),
-        (["1,2,3", "12,5,6"], "bad.csv line 3, column 'label': label 12 is not a class id"),
-        (["1,2,3", "-1,5,6"], "bad.csv line 3, column 'label': label -1 is not a class id"),
-        (["1,2,3", "1.5,5,6"], "bad.csv line 3, column 'label': label 1.5 is not a class id"),
+        (["1,2,3", "4,,6"], "bad.csv line 3, column 'pixel0': empty cell (a missing value)"),
+        # 12 is a class, but its only row is held out for eval: it cannot be learnt.
+        (["1,2,3", "12,5,6"], "bad.csv line 3, column 'label': label 12 does not occur in the"),
+        (["1,2,3", "1.5,5,6"], "bad.csv line 3, column 'label': label 1.5 is not a class (a"),
     ],
 )
 def test_bad_csv_cells_are_named(tmp_path, rows, message):
@@ -92,7 +101,7 @@ def test_bad_csv_cells_are_named(tmp_path, rows, message):
 def test_csv_without_label_column(tmp_path):
     path = tmp_path / "test.csv"
     path.write_text("pixel0,pixel1\n1,2\n")
-    with pytest.raises(data.DataError, match="no 'label' column"):
+    with pytest.raises(data.DataError, match="no 'label' column.*--label_column"):
         data.load(Config(dataset="csv", csv_path=str(path)))
 
 

@@ -83,8 +83,12 @@ def test_tiny_csv_with_more_classes_than_eval_rows_trains(tmp_path):
 
 def test_csv_with_a_class_seen_once_splits_unstratified(tmp_path):
     rows = [f"{i % 2},{i},{i}" for i in range(40)] + ["7,1,1"]
-    arrays = _load_csv(tmp_path, "label,a,b\n" + "\n".join(rows) + "\n")
-    assert len(arrays.x_train) + len(arrays.x_eval) == 41
+    for seed in range(5):
+        arrays = _load_csv(tmp_path, "label,a,b\n" + "\n".join(rows) + "\n", seed=seed)
+        assert len(arrays.x_train) + len(arrays.x_eval) == 41
+        assert "not stratified" in arrays.description
+        # Whatever the seed, 7's only row is a training row: every class is learnt.
+        assert arrays.class_names == (0, 1, 7) and 2 in arrays.y_train
 
 
 def test_one_row_csv_cannot_be_split(tmp_path):
@@ -191,24 +195,30 @@ def test_data_dir_problems(tmp_path):
 
 # -- 5: CSV encodings and header forms -----------------------------------------------
 def test_csv_with_bom_quoted_header_spaces_crlf_and_blank_lines(tmp_path):
-    content = '\ufeff"label" , "pixel0",pixel1 \r\n1, 2 ,"3"\r\n\r\n2,4.5,6\r\n\n'
+    # Labels quoted or padded with spaces are the same classes (1 and 2: ids 0 and 1).
+    content = (
+        '\ufeff"label" , "pixel0",pixel1 \r\n1, 2 ,"3"\r\n\r\n2,4.5,6\r\n\n"1",2,3\r\n 2 ,4.5,6\r\n'
+    )
     arrays = _load_csv(tmp_path, content, eval_fraction=0.5)
     rows = sorted(
         [*zip(arrays.y_train, arrays.x_train.tolist()), *zip(arrays.y_eval, arrays.x_eval.tolist())]
     )
-    assert rows == [(1, [2.0, 3.0]), (2, [4.5, 6.0])]
+    assert rows == [(0, [2.0, 3.0]), (0, [2.0, 3.0]), (1, [4.5, 6.0]), (1, [4.5, 6.0])]
+    assert arrays.class_names == (1, 2) and arrays.num_classes == 2
     assert arrays.x_train.dtype == np.float32 and arrays.y_train.dtype == np.int64
 
 
 def test_csv_label_column_may_be_anywhere(tmp_path):
-    arrays = _load_csv(tmp_path, "a,label,b\n10,1,11\n20,2,21\n", eval_fraction=0.5)
+    content = "a,label,b\n10,1,11\n20,2,21\n30,1,31\n40,2,41\n"
+    arrays = _load_csv(tmp_path, content, eval_fraction=0.5)
     rows = sorted(
         zip(
             np.r_[arrays.y_train, arrays.y_eval].tolist(),
             np.r_[arrays.x_train, arrays.x_eval].tolist(),
         )
     )
-    assert rows == [(1, [10.0, 11.0]), (2, [20.0, 21.0])]
+    assert rows == [(0, [10.0, 11.0]), (0, [30.0, 31.0]), (1, [20.0, 21.0]), (1, [40.0, 41.0])]
+    assert arrays.class_names == (1, 2)
 
 
 # -- 6, 7, 8, 11: CSV errors name the line and the column -------------------------------
@@ -233,12 +243,16 @@ HEADER = "label,pixel0,pixel1\n"
         ("1,2\n3,4\n", "line 2: 2 cells, but the header has 3 columns"),
         ("1,2,3,\n", "line 2: 4 cells, but the header has 3 columns"),
         ("1,2,3\n   \n", "line 3: 1 cell, but the header has 3 columns"),
-        ("1,2,3\n12,5,6\n", "line 3, column 'label': label 12 is not a class id"),
-        ("1,2,3\n-1,5,6\n", "line 3, column 'label': label -1 is not a class id"),
-        ("1,2,3\n1.5,5,6\n", "line 3, column 'label': label 1.5 is not a class id"),
-        ("nan,5,6\n", "line 2, column 'label': label nan is not a class id"),
-        ("1e39,5,6\n", "line 2, column 'label': label 1e39 is not a class id"),
-        ("x,5,6\n", "line 2, column 'label': 'x' is not a number"),
+        # Any whole number or name is a class, but it must have a training row:
+        # 1 of these 2 rows is held out for eval.
+        ("1,2,3\n12,5,6\n", "line 3, column 'label': label 12 does not occur in the training"),
+        ("1,2,3\n-1,5,6\n", "line 3, column 'label': label -1 does not occur in the training"),
+        ("1,2,3\nx,5,6\n", "line 3, column 'label': label 'x' does not occur in the training"),
+        ("1,2,3\n1.5,5,6\n", "line 3, column 'label': label 1.5 is not a class (a whole number"),
+        ("nan,5,6\n", "line 2, column 'label': label nan is not a class (a whole number or"),
+        ("1e39,5,6\n", "line 2, column 'label': label 1e39 is not a class: whole-number labels"),
+        ("1,2,3\n,5,6\n", "line 3, column 'label': empty cell (a missing value)"),
+        ("1,2,3\n  ,5,6\n", "line 3, column 'label': empty cell (a missing value)"),
         ("1,2#3,4\n", "line 2, column 'pixel0': '2#3' is not a number"),  # no comments
         ("1,1_000,4\n", "line 2, column 'pixel0': '1_000' is not a number"),
         ("1,0x10,4\n", "line 2, column 'pixel0': '0x10' is not a number"),
@@ -250,6 +264,21 @@ HEADER = "label,pixel0,pixel1\n"
 def test_csv_errors_name_the_line_and_column(tmp_path, body, message):
     with _raises(f"train.csv {message}") as raised:
         _load_csv(tmp_path, HEADER + body)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("1,2,3\nx,5,6\n", "line 3, column 'label': 'x' is not a number (a regression target)"),
+        ("1,2,3\n1e39,5,6\n", "line 3, column 'label': 1e39 is not a finite float32 number"),
+        ("1,2,3\nnan,5,6\n", "line 3, column 'label': nan is not a finite float32 number"),
+        ("1,2,3\n,5,6\n", "line 3, column 'label': empty cell (a missing value)"),
+    ],
+)
+def test_csv_regression_targets_must_be_finite_numbers(tmp_path, body, message):
+    with _raises(f"train.csv {message}") as raised:
+        _load_csv(tmp_path, HEADER + body, loss="mse")
     assert "\n" not in str(raised.value)
 
 
@@ -265,8 +294,12 @@ def test_csv_error_deep_in_a_large_file_names_its_line(tmp_path):
 
 
 def test_largest_float32_is_accepted(tmp_path):
-    arrays = _load_csv(tmp_path, HEADER + "1,3.4028234e38,-3.4e38\n2,0,1e-50\n", eval_fraction=0.5)
+    body = "1,3.4028234e38,-3.4e38\n2,0,1e-50\n1,-3.4028234e38,3.4e38\n2,1,1\n"
+    arrays = _load_csv(tmp_path, HEADER + body, eval_fraction=0.5)
     assert np.all(np.isfinite(np.r_[arrays.x_train, arrays.x_eval]))
+    # The standardisation of such columns is finite too (statistics in float64).
+    assert np.all(np.isfinite(arrays.feature_mean)) and np.all(arrays.feature_scale > 0)
+    assert np.all(np.isfinite(arrays.feature_scale))
 
 
 @pytest.mark.parametrize(

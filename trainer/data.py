@@ -21,20 +21,19 @@ uninterrupted run would have seen.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import gzip
 import math
 import os
-import re
 import struct
-import warnings
 import zlib
 
 import numpy as np
 
 from models import choices as model_choices
-from trainer.config import DATASETS, Config, UsageError
+from trainer import tabular
+from trainer.config import DATASETS, IN_MEMORY_DATASETS, Config
+from trainer.tabular import DataError  # defined there, re-exported: data.DataError
 
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -46,11 +45,6 @@ MNIST_FILES = {
 }
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # ~3.4e38
 _CHUNK = 1 << 24  # bytes read at a time when only counting or skipping
-_MAX_HEADER = 1 << 26  # a CSV header row longer than this is not a header
-
-
-class DataError(UsageError):
-    """A missing or malformed data file; the message names the file."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +62,9 @@ class Arrays:
       description: one line for the log.
       image_shape: ``(H, W, C)`` when the ``D`` features are an image's pixels
         in row-major order (``D == H * W * C``), else ``None``.
+      class_names: the original label of each class id ``0..C-1`` (all
+        strings, or all integers) when the labels are not simply ``0..C-1``;
+        else ``None``.
     """
 
     x_train: np.ndarray
@@ -79,6 +76,7 @@ class Arrays:
     feature_scale: np.ndarray
     description: str
     image_shape: tuple[int, int, int] | None = None
+    class_names: tuple | None = None
 
     @property
     def input_size(self) -> int:
@@ -193,28 +191,29 @@ def _standard_scaling(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32)
 
 
-def _split(x, y, eval_fraction: float, seed: int, source: str):
-    """Holds out ``ceil(eval_fraction * n)`` examples for eval (as scikit-learn does).
+def _split_indices(y, n: int, eval_fraction: float, seed: int, source: str):
+    """Holds out ``ceil(eval_fraction * n)`` of ``n`` examples for eval (as scikit-learn does).
 
     The split is stratified by class when every class can be on both sides;
-    otherwise (a tiny dataset, or a class with one example) it is a plain
-    seeded shuffle.
+    otherwise (regression, a single class, a tiny dataset, or a class with one
+    example) it is a plain seeded shuffle, in which a class left with no
+    training example swaps one of its eval examples for a training example of
+    a class that has others there (if there are at least as many training
+    examples as classes): every class is then learnt.
 
     Args:
-      x: ``[n, D]`` features.
-      y: int64 ``[n]`` class ids.
+      y: int64 ``[n]`` class ids, or ``None`` for regression targets.
       source: names the data in messages, e.g. the CSV's path.
 
     Returns:
-      ``(x_train, x_eval, y_train, y_eval, note)``; ``note`` is ``""`` or says
-      for the log why the split is not stratified.
+      ``(train_indices, eval_indices, note)``; ``note`` is ``""`` or says for
+      the log why a classification split is not stratified.
 
     Raises:
       DataError: the split would leave no train or no eval example.
     """
     from sklearn.model_selection import train_test_split
 
-    n = len(x)
     flag = f"--eval_fraction={eval_fraction}"
     if n < 2:
         raise DataError(f"{source}: holds {n} example; needs at least 2 to hold some out for eval")
@@ -229,15 +228,50 @@ def _split(x, y, eval_fraction: float, seed: int, source: str):
             f"{n_eval} eval examples; for {n} examples use an --eval_fraction in "
             f"(0, {highest:g}], which keeps at least 1 on each side"
         )
-    counts = np.bincount(y)
-    classes = int(np.count_nonzero(counts))
-    stratify = counts[counts > 0].min() >= 2 and min(n_train, n_eval) >= classes
+    stratify, note = False, ""
+    if y is not None:
+        counts = np.bincount(y)
+        classes = int(np.count_nonzero(counts))
+        if classes > 1:
+            stratify = counts[counts > 0].min() >= 2 and min(n_train, n_eval) >= classes
+            if not stratify:
+                note = f" (not stratified: too few examples for {classes} classes)"
     # An integer test_size: the same split as the fraction, without a second rounding.
-    x_train, x_eval, y_train, y_eval = train_test_split(
-        x, y, test_size=n_eval, random_state=seed, stratify=y if stratify else None
+    train, held_out = train_test_split(
+        np.arange(n), test_size=n_eval, random_state=seed, stratify=y if stratify else None
     )
-    note = "" if stratify else f" (not stratified: too few examples for {classes} classes)"
-    return x_train, x_eval, y_train, y_eval, note
+    if y is not None and not stratify and n_train >= int(np.count_nonzero(np.bincount(y))):
+        train, held_out = _cover_classes(y, train, held_out)
+    return train, held_out, note
+
+
+def _cover_classes(y, train, held_out):
+    """Swaps the first eval example of each class missing from ``train`` with the
+    last training example of a class that has others there (deterministic; a
+    no-op when every class has a training example)."""
+    counts = np.bincount(y[train], minlength=len(np.bincount(y)))
+    missing = np.flatnonzero((counts == 0) & (np.bincount(y) > 0))
+    if not missing.size:
+        return train, held_out
+    train, held_out = train.copy(), held_out.copy()
+    for label in missing:
+        out = int(np.flatnonzero(y[held_out] == label)[0])
+        into = int(np.flatnonzero(counts[y[train]] >= 2)[-1])
+        counts[y[train[into]]] -= 1
+        counts[label] += 1
+        train[into], held_out[out] = held_out[out], train[into]
+    return train, held_out
+
+
+def _split(x, y, eval_fraction: float, seed: int, source: str):
+    """``_split_indices`` applied: ``(x_train, x_eval, y_train, y_eval, note)``.
+
+    Args:
+      x: ``[n, D]`` features.
+      y: int64 ``[n]`` class ids (a single class: a plain seeded split).
+    """
+    train, held_out, note = _split_indices(y, len(x), eval_fraction, seed, source)
+    return x[train], x[held_out], y[train], y[held_out], note
 
 
 def load_digits(config: Config) -> Arrays:
@@ -319,8 +353,8 @@ def read_idx(path: str, magic: int, bytes_per_value: int = 1) -> np.ndarray:
         raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
-def _read_idx(handle, path: str, magic: int, bytes_per_value: int) -> np.ndarray:
-    gz = path.endswith(".gz")
+def _idx_header(handle, path: str, magic: int) -> tuple[tuple[int, ...], int]:
+    """Reads and checks an IDX header; returns ``(dims, header bytes)``."""
     kind = "images" if magic == IMAGE_MAGIC else "labels"
     data = handle.read(4)
     if len(data) < 4:
@@ -340,15 +374,66 @@ def _read_idx(handle, path: str, magic: int, bytes_per_value: int) -> np.ndarray
         raise DataError(
             f"{path}: IDX dimensions {list(dims)} hold no {kind}; every dimension must be >= 1"
         )
+    return dims, header
+
+
+def _idx_size_error(path: str, dims, size: int, expected: int) -> DataError:
+    problem = "truncated" if size < expected else "has trailing bytes"
+    size_text = f"{size} bytes" + (" (uncompressed)" if path.endswith(".gz") else "")
+    return DataError(f"{path}: {problem}: {size_text}, but dimensions {list(dims)} need {expected}")
+
+
+def iter_idx(path: str, magic: int, rows: int = 4096):
+    """Streams an IDX file (optionally ``.gz``) in chunks of ``rows`` items, with
+    the checks of ``read_idx``, in memory bounded by the chunk.
+
+    Yields:
+      uint8 arrays ``[k, *dims[1:]]``, ``k <= rows``.
+    """
+    try:
+        with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as handle:
+            dims, header = _idx_header(handle, path, magic)
+            item = math.prod(dims[1:])
+            expected = header + math.prod(dims)
+            done = 0
+            while done < dims[0]:
+                count = min(rows, dims[0] - done)
+                body = handle.read(count * item)
+                if len(body) < count * item:
+                    raise _idx_size_error(path, dims, header + done * item + len(body), expected)
+                yield np.frombuffer(body, np.uint8).reshape(count, *dims[1:])
+                done += count
+            extra = _count_rest(handle)
+            if extra:
+                raise _idx_size_error(path, dims, expected + extra, expected)
+    except (gzip.BadGzipFile, zlib.error, EOFError) as error:
+        detail = " ".join(str(error).split()) or type(error).__name__
+        raise DataError(f"{path}: corrupt or truncated gzip file ({detail})") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def idx_dims(path: str, magic: int) -> tuple[int, ...]:
+    """The dimensions in an IDX file's header (reads the header only)."""
+    try:
+        with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as handle:
+            return _idx_header(handle, path, magic)[0]
+    except (gzip.BadGzipFile, zlib.error, EOFError) as error:
+        detail = " ".join(str(error).split()) or type(error).__name__
+        raise DataError(f"{path}: corrupt or truncated gzip file ({detail})") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def _read_idx(handle, path: str, magic: int, bytes_per_value: int) -> np.ndarray:
+    gz = path.endswith(".gz")
+    kind = "images" if magic == IMAGE_MAGIC else "labels"
+    dims, header = _idx_header(handle, path, magic)
     payload = math.prod(dims)
     expected = header + payload
 
     def wrong_size(size: int) -> DataError:
-        problem = "truncated" if size < expected else "has trailing bytes"
-        size_text = f"{size} bytes" + (" (uncompressed)" if gz else "")
-        return DataError(
-            f"{path}: {problem}: {size_text}, but dimensions {list(dims)} need {expected}"
-        )
+        return _idx_size_error(path, dims, size, expected)
 
     if not gz:
         size = os.fstat(handle.fileno()).st_size
@@ -431,205 +516,100 @@ def _pixel_scaling(size: int):
     return np.zeros(size, np.float32), np.full(size, 255.0, np.float32)
 
 
-# -- Kaggle digit-recognizer CSV ------------------------------------------------
-class _BadLine(Exception):
-    def __init__(self, line: int, problem: str):
-        super().__init__(problem)
-        self.line = line
-        self.problem = problem
-
-
-def _not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
-    return (
-        f"not UTF-8 text (byte 0x{raw[error.start]:02x} at byte {error.start + 1} of the line); "
-        "save the CSV as UTF-8"
-    )
-
-
-def _csv_header(path: str) -> list[str]:
-    """The column names of line 1: BOM, quotes and surrounding spaces removed."""
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.readline(_MAX_HEADER)
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
-    if not raw:
-        raise DataError(f"{path}: empty file; expected a header row such as label,pixel0,...")
-    if len(raw) >= _MAX_HEADER and not raw.endswith(b"\n"):
-        raise DataError(f"{path} line 1: longer than {human_bytes(_MAX_HEADER)}; not a CSV header")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path} line 1: {_not_utf8(raw, error)}") from None
-    try:
-        header = next(csv.reader([text], skipinitialspace=True), [])
-    except csv.Error as error:
-        raise DataError(f"{path} line 1: {error}") from None
-    columns = [name.strip().strip('"').strip() for name in header]
-    if not any(columns):
-        raise DataError(f"{path} line 1: empty; expected a header row such as label,pixel0,...")
-    if "label" not in columns:
-        shown = ",".join(columns[:4]) + (",..." if len(columns) > 4 else "")
-        raise DataError(f"{path}: no 'label' column in the header row (line 1: {shown})")
-    if columns.count("label") > 1:
-        raise DataError(f"{path} line 1: {columns.count('label')} columns are named 'label'")
-    if len(columns) < 2:
-        raise DataError(f"{path}: needs a label column and at least one feature column")
-    return columns
-
-
-def _count_lines(path: str) -> int:
-    count, last = 0, b"\n"
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    return count + (last != b"\n")
-
-
-def _cell_problem(cell: str, is_label: bool) -> str | None:
-    """What is wrong with one CSV cell, or ``None`` (as ``np.loadtxt`` parses numbers)."""
-    text = cell.strip()
-    if not text:
-        return "empty cell (a missing value)"
-    try:
-        # float() also takes "1_000" and non-ASCII digits, which loadtxt does not.
-        value = float(text) if text.isascii() and "_" not in text else None
-    except ValueError:
-        value = None
-    if value is None:
-        return f"{text!r} is not a number"
-    if is_label:
-        if not (math.isfinite(value) and value == round(value) and 0 <= value <= 9):
-            return f"label {text} is not a class id (a whole number in 0..9)"
-    elif not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
-        return f"{text} is not a finite float32 number (features must be finite, |x| <= 3.4e38)"
-    return None
-
-
-def find_csv_problem(path: str, columns: list[str], first_record: int = 0) -> str | None:
-    """Re-reads the CSV at ``path`` to locate its first problem, in file order.
-
-    Slow (Python, cell by cell): only called once a fast read has failed.
-    Records (data rows) before ``first_record``, counted from 0 without blank
-    lines as ``np.loadtxt`` counts rows, are only checked for their encoding.
-
-    Returns:
-      ``"<path> line N[, column 'name']: problem"`` (the header is line 1), or
-      ``None`` if no problem is found.
-    """
-    width = len(columns)
-    label_index = columns.index("label")
-
-    def lines():
-        with open(path, "rb") as handle:
-            for number, raw in enumerate(handle, 1):
-                try:
-                    yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
-                except UnicodeDecodeError as error:
-                    raise _BadLine(number, _not_utf8(raw, error)) from None
-
-    reader = csv.reader(lines())
-    record_index = 0
-    try:
-        next(reader, None)  # the header
-        previous = reader.line_num
-        for record in reader:
-            line, previous = previous + 1, reader.line_num
-            if not record:  # a blank line, skipped like np.loadtxt does
-                continue
-            if record_index >= first_record:
-                if len(record) != width:
-                    return (
-                        f"{path} line {line}: {len(record)} cell{'s' * (len(record) != 1)}, "
-                        f"but the header has {width} columns"
-                    )
-                for index, cell in enumerate(record):
-                    problem = _cell_problem(cell, index == label_index)
-                    if problem:
-                        return f"{path} line {line}, column {columns[index]!r}: {problem}"
-            record_index += 1
-    except _BadLine as bad:
-        return f"{path} line {bad.line}: {bad.problem}"
-    except csv.Error as error:
-        return f"{path} line {reader.line_num}: {error}"
-    except OSError as error:
-        return f"{path}: cannot read ({error.strerror or error})"
-    return None
+# -- any CSV (the Kaggle digit-recognizer layout is one) ------------------------------
+_CONVERT_HINT = "convert it with python -m trainer.convert --source=csv to stream it"
 
 
 def load_csv(config: Config) -> Arrays:
-    """A CSV with a header, a ``label`` column (0..9) and one column per pixel.
+    """A CSV with a header row, a label column (``--label_column``) and numeric features.
 
-    UTF-8 (a byte order mark is fine), comma-separated, header names and
-    numbers optionally quoted and padded with spaces; blank lines are skipped.
+    The format and its checks are ``trainer.tabular``'s. With ``--loss=mse`` the
+    labels are regression targets (float32); otherwise they are classes: whole
+    numbers or names (``tabular.class_vocabulary``), with ``class_names``
+    holding them unless they are simply ``0..C-1``. Features stay raw; their
+    standardisation (``tabular.Moments`` over the training rows) goes in
+    ``feature_mean`` and ``feature_scale``.
     """
     path = config.csv_path
+    label_column = config.label_column
     if not path:
         raise DataError("--csv_path: required with --dataset=csv")
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, not a CSV file")
     if not os.path.exists(path):
         raise DataError(f"--csv_path={path}: no such file")
-    columns = _csv_header(path)
-    label_index = columns.index("label")
+    columns = tabular.read_header(path, label_column)
     width = len(columns)
-    try:
-        rows = _count_lines(path) - 1  # at most; blank lines are not rows
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+    rows = tabular.count_lines(path) - 1  # at most; blank lines are not rows
     if rows < 1:
         raise DataError(f"{path}: no data rows, only a header")
-    # float64 table, float32 features and a bool mask: 13 bytes per cell.
-    check_memory(rows * width * 13, f"up to {rows} rows x {width} columns", path)
+    # float32 features read, then split into copies (8 bytes a cell), the labels and
+    # the chunk being parsed: about 13 bytes a cell.
     try:
-        with open(path, encoding="utf-8-sig") as handle, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. "input contained no data"
-            table = np.loadtxt(
-                handle, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2,
-                comments=None, quotechar='"',
-            )  # fmt: skip
-    except ValueError as error:  # includes UnicodeDecodeError
-        message = " ".join(str(error).split())
-        # loadtxt's "at row R" (0- or 1-based) lets the slow re-read skip checks up to there.
-        found = re.search(r" at row (\d+)", message)
-        start = max(0, int(found.group(1)) - 2) if found else 0
-        problem = find_csv_problem(path, columns, first_record=start)
-        if problem is None and start:
-            problem = find_csv_problem(path, columns)
-        raise DataError(problem or f"{path}: {message}") from None
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
-    if table.shape[0] == 0:
-        raise DataError(f"{path}: no data rows, only a header and blank lines")
-    if table.shape[1] != width:
-        raise DataError(
-            find_csv_problem(path, columns)
-            or f"{path}: header has {width} columns, rows have {table.shape[1]}"
-        )
-    labels = table[:, label_index]
-    x = np.empty((len(table), width - 1), np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        # Values beyond float32's range become inf here and are refused below.
-        x[:, :label_index] = table[:, :label_index]
-        x[:, label_index:] = table[:, label_index + 1 :]
-        good_labels = np.isfinite(labels) & (labels == np.round(labels))
-        good_labels &= (labels >= 0) & (labels <= 9)
-    bad = np.flatnonzero(~(good_labels & np.isfinite(x).all(axis=1)))
-    if bad.size:
-        row = int(bad[0])
-        raise DataError(
-            find_csv_problem(path, columns, first_record=row)
-            or f"{path}: a label outside 0..9 or a value not finite in float32 in data row {row}"
-        )
-    y = labels.astype(np.int64)
-    del table, labels
-    x_train, x_eval, y_train, y_eval, note = _split(x, y, config.eval_fraction, config.seed, path)
+        check_memory(rows * width * 13, f"up to {rows} rows x {width} columns", path)
+    except DataError as error:
+        raise DataError(f"{error}; {_CONVERT_HINT}") from None
+    x = np.empty((rows, width - 1), np.float32)
+    texts, lines = [], []
+    count = 0
+    for chunk in tabular.iter_chunks(path, columns, label_column):
+        if count + len(chunk) > rows:
+            raise DataError(f"{path}: grew while being read; read it again")
+        x[count : count + len(chunk)] = chunk.features
+        count += len(chunk)
+        texts.append(chunk.labels)
+        lines.append(chunk.lines)
+    x = x[:count]
+    texts, lines = np.concatenate(texts), np.concatenate(lines)
+    where = {"path": path, "column": label_column}
+    if config.loss == "mse":
+        vocabulary = None
+        y = tabular.targets(texts, lines, **where)
+    else:
+        vocabulary = tabular.class_vocabulary(texts, lines, **where)
+        y = tabular.encode(texts, vocabulary, lines, **where)
+    del texts
+    train, held_out, note = _split_indices(
+        None if vocabulary is None else y, count, config.eval_fraction, config.seed, path
+    )
+    if vocabulary is not None:
+        _check_classes(vocabulary, y, train, held_out, lines, path, label_column)
+    x_train, x_eval, y_train, y_eval = x[train], x[held_out], y[train], y[held_out]
+    del x
+    size = x_train.shape[1]
+    mean, scale = tabular.Moments(size).update(x_train).standardization()
+    if vocabulary is None:
+        task, class_names = "regression", None
+    else:
+        task = tabular.describe_classes(vocabulary)
+        class_names = None if vocabulary == tuple(range(len(vocabulary))) else vocabulary
     return Arrays(
-        x_train, y_train, x_eval, y_eval, 10, *_pixel_scaling(x.shape[1]),
-        f"csv {path}: {len(x_train)} train / {len(x_eval)} eval, {x.shape[1]} features{note}",
-        _image_shape((x.shape[1],)),
+        x_train, y_train, x_eval, y_eval, len(vocabulary or ()), mean, scale,
+        f"csv {path}: {len(x_train)} train / {len(x_eval)} eval, {size} features; "
+        f"label column {label_column!r}: {task}{note}",
+        _image_shape((size,)), class_names,
     )  # fmt: skip
+
+
+def _check_classes(vocabulary, y, train, held_out, lines, path: str, column: str) -> None:
+    """Raises ``DataError`` unless there are 2 classes or more, each with training rows."""
+    if len(vocabulary) < 2:
+        raise DataError(
+            f"{path}, column {column!r}: every row has the label {vocabulary[0]!r}; a "
+            "classifier needs at least 2 classes (for regression targets pass --loss=mse)"
+        )
+    trained = np.zeros(len(vocabulary), bool)
+    trained[y[train]] = True
+    if trained.all():
+        return
+    # _split_indices gives every class a training row when it can: it could not.
+    missing = held_out[~trained[y[held_out]]]
+    row = int(missing[np.argmin(lines[missing])])
+    raise DataError(
+        tabular.unseen_label_message(vocabulary[y[row]], lines[row], path=path, column=column)
+        + f" ({len(train)} training rows cannot hold all {len(vocabulary)} classes; "
+        "lower --eval_fraction)"
+    )
 
 
 # -- sin(x) regression and synthetic data ----------------------------------------
@@ -683,7 +663,7 @@ LOADERS = {
     "sin": load_sin,
     "synthetic": load_synthetic,
 }
-model_choices.check_registry("dataset loader", LOADERS, DATASETS)
+model_choices.check_registry("dataset loader", LOADERS, IN_MEMORY_DATASETS)
 
 
 def load(config: Config) -> Arrays:
