@@ -254,8 +254,7 @@ def layer_figures(run, x, y) -> dict:
 
 def stats_batch(run):
     """The fixed batch the figures are computed on: the first training examples."""
-    count = min(FLAGS.stats_examples, len(run.arrays.x_train))
-    return run.arrays.x_train[:count], run.arrays.y_train[:count]
+    return run.source.sample(min(FLAGS.stats_examples, run.source.num_train))
 
 
 def _finite(value):

@@ -102,7 +102,8 @@ def test_the_command_line_and_the_library_agree():
     assert tuple(losses.LOSSES) == config_lib.LOSSES
     assert tuple(optimizers.OPTIMIZERS) == config_lib.OPTIMIZERS
     assert zoo.MODELS == config_lib.MODELS == (*choices.FAMILIES, *choices.PRESETS)
-    assert tuple(data.LOADERS) == config_lib.DATASETS
+    assert tuple(data.LOADERS) == config_lib.IN_MEMORY_DATASETS
+    assert (*config_lib.IN_MEMORY_DATASETS, *config_lib.STREAMING_DATASETS) == config_lib.DATASETS
     done = subprocess.run(
         [sys.executable, "-c", DUMP_FLAGS], cwd=ROOT, capture_output=True, text=True, timeout=60
     )

@@ -48,8 +48,7 @@ def test_auto_jit_is_on_for_convolutions_on_cpu_and_off_for_dense_networks():
 
 def _first_layer_gradient(cfg):
     run = train_lib.Run(cfg)
-    x = tf.constant(run.arrays.x_train[:64])
-    y = tf.constant(run.arrays.y_train[:64])
+    x, y = (tf.constant(v) for v in run.source.sample(64))
     _, grads = run.program.loss_and_gradients(x, y)
     names = [v.name for v in run.model.trainable_variables]
     return grads[names.index("hidden_0/w:0")].numpy(), run

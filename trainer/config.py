@@ -29,8 +29,12 @@ DATASET_IS_REGRESSION = {
     "csv": False,
     "sin": True,
     "synthetic": False,
+    "tfrecord": False,  # the converter's metadata says; see dataset_is_regression
 }
 DATASETS = tuple(DATASET_IS_REGRESSION)
+# Read as a stream of files (trainer/records.py), never whole into memory.
+STREAMING_DATASETS = ("tfrecord",)
+IN_MEMORY_DATASETS = tuple(name for name in DATASETS if name not in STREAMING_DATASETS)
 REGRESSION_DATASETS = tuple(
     name for name, is_regression in DATASET_IS_REGRESSION.items() if is_regression
 )
@@ -84,6 +88,7 @@ INT_RANGES = {
     "seed": (0, SEED_MAX),
     "input_size": (0, INT32_MAX),
     "num_classes": (0, INT32_MAX),
+    "shuffle_buffer": (1, INT32_MAX),
 }
 # Float fields: a check and what it says when it fails (NaN and Inf never pass).
 FLOAT_CHECKS = {
@@ -98,6 +103,9 @@ OPTIONAL = {
     "activation",
     "data_dir",
     "csv_path",
+    "train_files",
+    "eval_files",
+    "class_names",
     "clip_norm",
     "epochs",
     "train_steps",
@@ -109,7 +117,7 @@ OPTIONAL = {
 # rate the optimizer): a value not given is chosen in ``resolve``.
 CHOSEN_LATER = {"loss", "learning_rate"}
 # Path flags: "~" is expanded (the shell does not expand it after "--flag=").
-PATHS = ("model_dir", "data_dir", "csv_path", "export_dir")
+PATHS = ("model_dir", "data_dir", "csv_path", "train_files", "eval_files", "export_dir")
 # TensorFlow reads checkpoints and SavedModels through file patterns, with these
 # characters as wildcards: in the path of a run folder they would hide its files.
 PATTERN_CHARACTERS = "*?[\\"
@@ -128,6 +136,10 @@ class Config:
     dataset: str = "digits"
     data_dir: str | None = None
     csv_path: str | None = None
+    label_column: str = "label"
+    train_files: str | None = None
+    eval_files: str | None = None
+    shuffle_buffer: int = 10_000
     eval_fraction: float = 0.2
     synthetic_examples: int = 8192
     synthetic_features: int = 784
@@ -165,6 +177,9 @@ class Config:
     input_size: int = 0
     input_shape: tuple[int, ...] = ()
     num_classes: int = 0
+    # The original labels of classes 0..C-1 (strings or integers) when they are
+    # not simply 0..C-1; None otherwise.
+    class_names: tuple | None = None
     data_fingerprint: str = ""
 
     def to_json(self) -> str:
@@ -172,7 +187,7 @@ class Config:
 
 
 # Fields filled in from the data, not from flags.
-DATA_FACTS = ("input_size", "input_shape", "num_classes", "data_fingerprint")
+DATA_FACTS = ("input_size", "input_shape", "num_classes", "class_names", "data_fingerprint")
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
 FLAG_NAMES = tuple(name for name in FIELD_NAMES if name not in DATA_FACTS)
 
@@ -222,6 +237,13 @@ def field_problem(name: str, value) -> str | None:
             isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= INT32_MAX for v in value
         ):
             return "sizes must be integers >= 1"
+        return None
+    if name == "class_names":
+        if not isinstance(value, list | tuple) or not value:
+            return "must be a non-empty list of labels"
+        kinds = {type(v) for v in value}
+        if kinds not in ({str}, {int}) or len(set(value)) != len(value):
+            return "must be distinct labels, all strings or all integers"
         return None
     if name == "hidden":
         if not isinstance(value, list | tuple) or not value:
@@ -311,7 +333,7 @@ def resolve(values: dict) -> Config:
         )
     values.update(model_defaults(values["model"], values["layers"], values["activation"]))
     if values["loss"] is None:
-        values["loss"] = "mse" if values["dataset"] in REGRESSION_DATASETS else "cross_entropy"
+        values["loss"] = "mse" if dataset_is_regression(values) else "cross_entropy"
     if values["learning_rate"] is None:
         values["learning_rate"] = DEFAULT_LEARNING_RATES.get(values["optimizer"], 0.1)
     if not values["model_dir"]:  # eval and export need a run folder: no default
@@ -329,6 +351,14 @@ def resolve(values: dict) -> Config:
     if f.dataset == "csv":
         _require(bool(f.csv_path), "--csv_path: required with --dataset=csv")
         _require(os.path.isfile(f.csv_path), f"--csv_path={f.csv_path}: no such file")
+    if f.dataset == "tfrecord":
+        _require(
+            bool(f.data_dir or f.train_files),
+            "--dataset=tfrecord: give --data_dir (a folder written by python -m trainer.convert) "
+            "or --train_files (a glob of TFRecord files)",
+        )
+        if f.data_dir:
+            _require(os.path.isdir(f.data_dir), f"--data_dir={f.data_dir}: no such folder")
     if f.mode in ("eval", "export"):
         _require(bool(f.model_dir), f"--model_dir: required with --mode={f.mode}")
         _require(os.path.isdir(f.model_dir), f"--model_dir={f.model_dir}: no such folder")
@@ -354,6 +384,20 @@ def resolve(values: dict) -> Config:
     if values["epochs"] is None and not values["train_steps"]:
         values["epochs"] = DEFAULT_EPOCHS
     return Config(**values)
+
+
+def dataset_is_regression(values: dict) -> bool:
+    """Whether the data of these settings are a regression (their default loss is mse):
+    fixed per dataset, except TFRecords, whose converter's metadata.json says."""
+    dataset = values.get("dataset")
+    if dataset == "tfrecord" and values.get("data_dir"):
+        try:
+            with open(os.path.join(values["data_dir"], "metadata.json"), encoding="utf-8") as f:
+                metadata = json.load(f)
+            return isinstance(metadata, dict) and metadata.get("task") == "regression"
+        except (OSError, ValueError, RecursionError):
+            return False  # reported with its file when the data are read
+    return dataset in REGRESSION_DATASETS
 
 
 def model_defaults(model: str, layers: str | None, activation: str | None) -> dict:

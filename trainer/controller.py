@@ -53,21 +53,23 @@ class Controller:
     Args:
       config: the run's ``Config``.
       program: a ``models.TrainingProgram``.
-      arrays: the ``data.Arrays`` to train and evaluate on.
+      source: the ``sources.DataSource`` to train and evaluate on (the only
+        way this loop sees data).
       runtime: the resolved ``runtime.Runtime``.
       checkpoints: a ``checkpoints.Checkpoints`` or ``None``.
       steps_per_loop, log_every: resolved cadences (steps).
     """
 
-    def __init__(self, config, program, arrays, runtime, checkpoints, steps_per_loop, log_every):
+    def __init__(self, config, program, source, runtime, checkpoints, steps_per_loop, log_every):
         self.config = config
         self.program = program
-        self.arrays = arrays
+        self.source = source
         self.runtime = runtime
         self.checkpoints = checkpoints
         self.steps_per_loop = steps_per_loop
         self.log_every = log_every
-        self.batch_size = data_lib.effective_batch_size(config.batch_size, len(arrays.x_train))
+        self.batch_size = data_lib.effective_batch_size(config.batch_size, source.num_train)
+        self._sample = None
         self.train_seconds = 0.0
         self.train_examples = 0
         self.first_call_seconds = None
@@ -106,15 +108,15 @@ class Controller:
         return boundary
 
     def _make_iterator(self, start_step: int):
-        dataset = data_lib.train_dataset(
-            self.arrays.x_train,
-            self.arrays.y_train,
-            self.batch_size,
-            self.config.seed,
-            start_step=start_step,
+        return self.source.train_iterator(
+            self.runtime.strategy, self.batch_size, self.config.seed, start_step
         )
-        distributed = self.runtime.strategy.experimental_distribute_dataset(dataset)
-        return iter(distributed)
+
+    def sample(self):
+        """A few raw training examples, to check the model's outputs before a save."""
+        if self._sample is None:
+            self._sample = self.source.sample()[0]
+        return self._sample
 
     def train(self, total_steps: int) -> None:
         """Trains from the current global step up to ``total_steps``."""
@@ -262,15 +264,13 @@ class Controller:
     def _save(self, step: int) -> None:
         if self.checkpoints is not None:
             check_finite_model(
-                self.program.model, f"step {step}", self.checkpoints.latest, self.arrays.x_train
+                self.program.model, f"step {step}", self.checkpoints.latest, self.sample()
             )
             self.checkpoints.save(step)
 
     def evaluate(self) -> dict:
         """Evaluates on the whole eval set; returns ``{"loss", "accuracy", "count"}``."""
-        dataset = data_lib.eval_dataset(self.arrays.x_eval, self.arrays.y_eval)
-        distributed = self.runtime.strategy.experimental_distribute_dataset(dataset)
-        result = self.program.evaluate(distributed)
+        result = self.program.evaluate(self.source.eval_dataset(self.runtime.strategy))
         self.last_eval = result
         line = f"eval at step {self.step}: loss {result['loss']:.4f}"
         if self.program.classification:

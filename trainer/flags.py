@@ -39,8 +39,38 @@ flags.DEFINE_string(
     "Run folder. One with checkpoints is resumed; default: runs/<dataset>-<model>-<time>.",
 )
 _enum("dataset", "Training data.")
-flags.DEFINE_string("data_dir", None, "Folder with the MNIST IDX files (for --dataset=mnist).")
-flags.DEFINE_string("csv_path", None, "Kaggle digit-recognizer CSV file (for --dataset=csv).")
+flags.DEFINE_string(
+    "data_dir",
+    None,
+    "Folder with the MNIST IDX files (--dataset=mnist) or written by python -m trainer.convert "
+    "(--dataset=tfrecord).",
+)
+flags.DEFINE_string(
+    "csv_path",
+    None,
+    "CSV file with a header row, a label column and numeric feature columns (--dataset=csv).",
+)
+flags.DEFINE_string(
+    "label_column",
+    _DEFAULTS.label_column,
+    "--dataset=csv: the column holding the labels (class names, class ids, or with "
+    "--loss=mse regression targets).",
+)
+flags.DEFINE_string(
+    "train_files",
+    None,
+    "--dataset=tfrecord: glob of training TFRecord files (default: <data_dir>/train-*).",
+)
+flags.DEFINE_string(
+    "eval_files",
+    None,
+    "--dataset=tfrecord: glob of eval TFRecord files (default: <data_dir>/eval-*).",
+)
+flags.DEFINE_integer(
+    "shuffle_buffer",
+    _DEFAULTS.shuffle_buffer,
+    "--dataset=tfrecord: examples held in the shuffle buffer (memory stays bounded).",
+)
 flags.DEFINE_float(
     "eval_fraction", _DEFAULTS.eval_fraction, "Share held out for eval (digits, csv)."
 )

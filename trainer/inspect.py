@@ -66,9 +66,8 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
     )
     if path is None:
         raise config_lib.UsageError(f"--model_dir={model_dir}: no checkpoint to inspect")
-    count = min(batch_size, len(run.arrays.x_train))
-    x = tf.constant(run.arrays.x_train[:count])
-    y = tf.constant(run.arrays.y_train[:count])
+    x, y = run.source.sample(min(batch_size, run.source.num_train))
+    x, y = tf.constant(x), tf.constant(y)
     loss, grads = run.program.loss_and_gradients(x, y)
     _, records = run.model.forward_with_activations(x, training=False)
     weights = [v.read_value() for v in run.model.trainable_variables]
@@ -100,7 +99,7 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
         "model_dir": model_dir,
         "checkpoint": path,
         "global_step": int(run.program.global_step.numpy()),
-        "batch_size": count,
+        "batch_size": int(x.shape[0]),
         "loss": float(loss),
         "layers": layers,
     }

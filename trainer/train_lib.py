@@ -7,7 +7,6 @@ it too. It writes the run folder of SPEC §4.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -48,6 +47,8 @@ _IDENTITY_FIELDS = {
     "optimizer": "the optimizer state",
     "loss": "the objective",
     "dataset": "the data",
+    "label_column": "the data",
+    "shuffle_buffer": "the data order",
     "eval_fraction": "the train/eval split",
     "synthetic_examples": "the data",
     "synthetic_features": "the data",
@@ -55,6 +56,8 @@ _IDENTITY_FIELDS = {
     "seed": "the data order and split",
     "batch_size": "the data position (step x batch size)",
 }
+# Identity fields that matter to one dataset only (elsewhere they change nothing).
+_DATASET_ONLY = {"label_column": "csv", "shuffle_buffer": "tfrecord"}
 
 
 def has_checkpoints(model_dir: str) -> bool:
@@ -93,7 +96,7 @@ def merge_saved_config(config: Config, explicit: set[str]) -> Config:
         if name in _RUNTIME_FIELDS or name not in saved:
             continue
         value = saved[name]
-        if name in ("hidden", "input_shape"):
+        if name in ("hidden", "input_shape", "class_names") and value is not None:
             value = tuple(value)
         if name not in explicit:
             changes[name] = value
@@ -101,7 +104,9 @@ def merge_saved_config(config: Config, explicit: set[str]) -> Config:
         wanted = getattr(config, name)
         if wanted == value or not resumed:
             continue
-        if name in _IDENTITY_FIELDS:
+        dataset = saved.get("dataset", config.dataset)
+        matters = name not in _DATASET_ONLY or _DATASET_ONLY[name] == dataset
+        if name in _IDENTITY_FIELDS and matters:
             raise UsageError(
                 f"--{name}={_show(wanted)}: the checkpoints in {config.model_dir} were trained "
                 f"with --{name}={_show(value)}, and {_IDENTITY_FIELDS[name]} must stay the same "
@@ -205,16 +210,6 @@ def build_model(config: Config, input_shape, num_outputs: int, normalization=Non
         raise UsageError(f"{_model_flag(config)}: {error}") from None
 
 
-def data_fingerprint(arrays) -> str:
-    """A short hash of the train and eval arrays: what a resumed run must train on."""
-    digest = hashlib.blake2b(digest_size=8)
-    for array in (arrays.x_train, arrays.y_train, arrays.x_eval, arrays.y_eval):
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.dtype}{array.shape}".encode())
-        digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
-
-
 def check_memory(config: Config, input_shape, num_outputs: int) -> None:
     """Refuses a network whose shapes do not chain, or whose weights, gradients
     and optimizer slots cannot fit, before any variable is made.
@@ -258,15 +253,15 @@ class Run:
         from models.training import TrainingProgram
         from trainer import checkpoints as checkpoints_lib
         from trainer import data as data_lib
-        from trainer import runtime
+        from trainer import runtime, sources
         from trainer import summaries as summaries_lib
 
         self.started = time.time()
         config = config_lib.complete(config)
         if load_data:
-            self.arrays = data_lib.load(config)
-            logging.info("data: %s", self.arrays.description)
-            fingerprint = data_fingerprint(self.arrays)
+            self.source = sources.open_source(config)
+            logging.info("data: %s", self.source.description)
+            fingerprint = self.source.fingerprint
             if (
                 config.mode in ("train", "train_and_eval")
                 and config.data_fingerprint
@@ -281,18 +276,12 @@ class Run:
                 )
             if zoo.uses_images(config.model, config.layers):
                 # Convolutional models take [H, W, C] examples (a view of the same data).
-                self.arrays = self.arrays.as_images()
-            config = dataclasses.replace(
-                config,
-                input_size=self.arrays.input_size,
-                input_shape=self.arrays.input_shape,
-                num_classes=self.arrays.num_classes,
-                data_fingerprint=fingerprint,
-            )
-            normalization = (self.arrays.feature_mean, self.arrays.feature_scale)
-            num_train = len(self.arrays.x_train)
+                self.source = self.source.as_images()
+            config = sources.replace_facts(config, self.source)
+            normalization = (self.source.feature_mean, self.source.feature_scale)
+            num_train = self.source.num_train
         else:
-            self.arrays = None
+            self.source = None
             if not config.input_size:
                 raise UsageError(f"--model_dir={config.model_dir}: no config.json from training")
             shape = input_shape_of(config)
@@ -369,8 +358,44 @@ def run(config: Config, explicit: set[str] = frozenset()) -> dict:
                 with checkpoints_lib.RunLock(config.model_dir):
                     return _run(config)
         return _run(config)
+    except _input_errors(config) as error:
+        raise _input_problem(config, error) from None
     except _peer_errors(config) as error:
         raise PeerLostError(config, error) from None
+
+
+def _input_errors(config: Config) -> tuple:
+    """The TensorFlow errors a stream of files raises mid-run on a bad record."""
+    if config.dataset != "tfrecord":
+        return ()
+    import tensorflow as tf
+
+    return (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
+
+
+def _input_problem(config: Config, error: Exception) -> Exception:
+    """One line for a record that failed mid-run, or ``error`` itself when it is
+    not about the input."""
+    import tensorflow as tf
+
+    from trainer import checkpoints as checkpoints_lib
+    from trainer.data import DataError
+    from trainer.records import _read_problem
+
+    text = cli.one_line(error, limit=200)
+    input_ops = ("ParseExample", "DecodeRaw", "Feature", "record")
+    if isinstance(error, tf.errors.InvalidArgumentError) and not any(w in text for w in input_ops):
+        return error
+    latest = tf.train.latest_checkpoint(checkpoints_lib.checkpoint_dir(config.model_dir))
+    where = (
+        f"--data_dir={config.data_dir}"
+        if config.data_dir
+        else f"--train_files={config.train_files}"
+    )
+    return DataError(
+        f"{where}: a record could not be read: {_read_problem(error)}; kept the checkpoints "
+        f"up to {os.path.basename(latest) if latest else 'none'}; convert the data again"
+    )
 
 
 class PeerLostError(Exception):
@@ -454,7 +479,7 @@ def _export_if_new(run_: Run, previous: dict, trained: bool) -> str | None:
     if not trained and previous.get("export_step") == step and earlier and os.path.isdir(earlier):
         logging.info("export: step %d is already exported as %s", step, earlier)
         return earlier
-    sample = run_.arrays.x_train if run_.arrays is not None else None
+    sample = run_.source.sample()[0] if run_.source is not None else None
     controller_lib.check_finite_model(run_.model, f"step {step}", run_.checkpoints.latest, sample)
     return export_lib.export_run(run_) or None
 
@@ -489,11 +514,11 @@ def _run(config: Config) -> dict:
         if run_.runtime.is_chief:
             save_config(config, resumed_at=int(run_.program.global_step.numpy()) if path else None)
 
-    steps = controller_lib.total_steps(config, len(run_.arrays.x_train))
+    steps = controller_lib.total_steps(config, run_.source.num_train)
     log_every = config.log_every or max(1, steps // 10)
     steps_per_loop = config.steps_per_loop or min(log_every, 1000)
     controller = controller_lib.Controller(
-        config, run_.program, run_.arrays, run_.runtime, run_.checkpoints, steps_per_loop, log_every
+        config, run_.program, run_.source, run_.runtime, run_.checkpoints, steps_per_loop, log_every
     )
     export_path = None
     trained = False
