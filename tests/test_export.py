@@ -197,6 +197,7 @@ def test_fresh_process_serves_without_the_project(served):
     assert served.report["outputs"] == {
         "probabilities": ["float32", [None, 10]],
         "classes": ["int64", [None]],
+        "class_ids": ["int64", [None]],
     }
 
 
@@ -209,6 +210,7 @@ def test_served_classes_match_the_trainer(digits_run, served):
     assert probabilities.dtype == np.float32 and probabilities.shape == (n, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(classes, probabilities.argmax(axis=1))
+    np.testing.assert_array_equal(served.outputs["class_ids"], classes)  # digits: ids are labels
 
     model = _restored_model(digits_run.cfg)
     logits = model(tf.constant(digits_run.x)).numpy()

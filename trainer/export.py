@@ -14,8 +14,15 @@ averages). Its one signature, ``serving_default``, takes raw features and
 computes in float32 whatever precision training used::
 
     x: float32 [None, D] (flat models) or [None, H, W, C] (convolutional ones)
-    classification -> probabilities: float32 [None, C], classes: int64 [None]
+    classification -> probabilities: float32 [None, C], classes: [None],
+                      class_ids: int64 [None]
     regression     -> predictions:   float32 [None, 1]
+
+``classes`` are the dataset's original labels: int64 class ids ``0..C-1`` for
+digits and MNIST, and for a CSV whose labels are names (``setosa``) or other
+integers (``3, 12, 40``) those labels, string or int64, looked up from the
+vocabulary stored in the SavedModel; ``class_ids`` are always the indices of
+``probabilities``.
 
 Bad input is refused inside the serving function, so ``saved_model_cli run``
 and TensorFlow Serving report it instead of answering: a wrong width or rank
@@ -54,12 +61,19 @@ class ServingModule(tf.Module):
       input_shape: one example's shape, ``(D,)`` or ``(H, W, C)``.
       classification: whether to return ``probabilities``/``classes`` or
         ``predictions``.
+      class_names: the original label of each class (strings or integers), or
+        ``None`` when the labels are the class ids.
     """
 
-    def __init__(self, model, input_shape, classification: bool):
+    def __init__(self, model, input_shape, classification: bool, class_names=None):
         super().__init__(name="serving")
         self.model = model
         self._classification = bool(classification)
+        self.class_names = None
+        if class_names is not None:
+            names = list(class_names)
+            dtype = tf.string if isinstance(names[0], str) else tf.int64
+            self.class_names = tf.constant(names, dtype, name="class_names")
         if isinstance(input_shape, int):
             input_shape = (input_shape,)
         self._input_shape = [int(d) for d in input_shape]
@@ -74,8 +88,9 @@ class ServingModule(tf.Module):
         Raises ``InvalidArgumentError`` (when run) if ``x`` holds NaN or Inf.
 
         Returns:
-          ``{"probabilities": float32 [batch, C], "classes": int64 [batch]}`` for
-          classification, ``{"predictions": float32 [batch, 1]}`` for regression.
+          ``{"probabilities": float32 [batch, C], "classes": [batch] (original
+          labels), "class_ids": int64 [batch]}`` for classification,
+          ``{"predictions": float32 [batch, 1]}`` for regression.
         """
         # Signatures check only the dtype when called; a wrong width would
         # otherwise fail deep inside the model with an unhelpful message.
@@ -92,8 +107,11 @@ class ServingModule(tf.Module):
         )
         if self._classification:
             probabilities = tf.cast(self.model.apply_head(outputs), tf.float32)
-            classes = tf.argmax(outputs, axis=-1, output_type=tf.int64)
-            return {"probabilities": probabilities, "classes": classes}
+            class_ids = tf.argmax(outputs, axis=-1, output_type=tf.int64)
+            classes = class_ids
+            if self.class_names is not None:
+                classes = tf.gather(self.class_names, class_ids)
+            return {"probabilities": probabilities, "classes": classes, "class_ids": class_ids}
         return {"predictions": tf.cast(self.model.apply_head(outputs), tf.float32)}
 
 
@@ -133,7 +151,9 @@ def _quiet_tensorflow_info():
         logging.set_verbosity(verbosity)
 
 
-def export_model(model, export_dir: str, input_shape, classification: bool, config=None) -> str:
+def export_model(
+    model, export_dir: str, input_shape, classification: bool, config=None, class_names=None
+) -> str:
     """Saves ``model`` as the next version under ``export_dir``; returns its path.
 
     Args:
@@ -145,12 +165,13 @@ def export_model(model, export_dir: str, input_shape, classification: bool, conf
       classification: export ``probabilities``/``classes`` (True) or
         ``predictions`` (False).
       config: the run's ``Config``, used only to word error messages.
+      class_names: the original labels ``classes`` returns (see ``ServingModule``).
 
     Raises:
       UsageError: the folder cannot be created or written.
     """
     cli.writable_folder(export_dir, _folder_label(export_dir, config))
-    module = ServingModule(model, input_shape, classification)
+    module = ServingModule(model, input_shape, classification, class_names)
     # Trace outside any summary writer's reach: the export writes no summaries.
     with tf.summary.record_if(False):
         serving_fn = module.serve.get_concrete_function()
@@ -202,9 +223,11 @@ def export_run(run) -> str:
     export_dir = export_dir_of(config)
     classification = bool(config.num_classes)
     input_shape = list(run.model.input_shape)
-    path = export_model(run.model, export_dir, input_shape, classification, config)
+    path = export_model(
+        run.model, export_dir, input_shape, classification, config, config.class_names
+    )
     outputs = (
-        f"probabilities [None, {config.num_classes}], classes [None]"
+        f"probabilities [None, {config.num_classes}], classes [None], class_ids [None]"
         if classification
         else "predictions [None, 1]"
     )

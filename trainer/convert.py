@@ -1,0 +1,439 @@
+"""``python -m trainer.convert``: datasets -> sharded TFRecord files for streaming.
+
+    python -m trainer.convert --source=mnist --data_dir=mnist/ --output_dir=data/mnist
+    python -m trainer.convert --source=csv --csv_path=iris.csv --label_column=species \\
+        --output_dir=data/iris --num_shards=4
+    python -m trainer.convert --source=npz --npz_path=mnist.npz --output_dir=data/mnist-npz
+
+then ``python -m trainer.main --dataset=tfrecord --data_dir=data/mnist``.
+
+Sources are read in chunks, never whole: MNIST IDX files (``train-*`` become
+the train split, ``t10k-*`` the eval split, pixels kept as uint8 and scaled
+by 255 in the model as with ``--dataset=mnist``); any CSV (a header, a label
+column named by ``--label_column``, numeric feature columns; class names,
+class ids, or with ``--task=regression`` numeric targets), split into train and
+eval exactly as ``--dataset=csv`` splits it (``--eval_fraction``, ``--seed``),
+features stored as float32 and standardized in the model with the training
+split's statistics; a NumPy ``.npz`` holding ``x_train``/``y_train`` with
+``x_test``/``y_test`` (or ``x_eval``/``y_eval``), or ``x``/``y`` to split.
+
+The statistics (per-feature mean and standard deviation of the training split)
+are computed in the same streaming pass that writes the files. Everything is
+written into a hidden temporary folder that is renamed to ``--output_dir``
+when complete, so an interrupted conversion leaves nothing that looks like a
+dataset. Exit status: 0 done, 2 bad input (one line naming the file, row and
+column where there is one), 128 + N stopped by signal N.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import zipfile
+
+import numpy as np
+from absl import app, flags, logging
+
+from trainer import records
+from trainer.cli import Interrupted, end_on_signals, exit_now, fail, no_positional_arguments
+from trainer.cli import parse_flags as _parse_flags
+from trainer.config import UsageError
+
+SOURCES = ("mnist", "csv", "npz")
+TASKS = ("classification", "regression")
+_ROWS = 4096  # examples read and written at a time
+
+
+def define_flags() -> None:
+    """Defines the converter's flags (only when it runs as the program, so that
+    importing this module beside the trainer's flags defines nothing)."""
+    flags.DEFINE_enum("source", None, SOURCES, "What to convert.")
+    flags.DEFINE_string("data_dir", None, "--source=mnist: folder with the MNIST IDX files.")
+    flags.DEFINE_string("csv_path", None, "--source=csv: the CSV file (header row first).")
+    flags.DEFINE_string("npz_path", None, "--source=npz: the NumPy .npz file.")
+    flags.DEFINE_string("output_dir", None, "New (or empty) folder for the TFRecord files.")
+    flags.DEFINE_integer(
+        "num_shards", 4, "Files per split (fewer when a split has fewer examples).", lower_bound=1
+    )
+    flags.DEFINE_string("label_column", "label", "--source=csv: the column holding the labels.")
+    flags.DEFINE_enum(
+        "task",
+        "classification",
+        TASKS,
+        "--source=csv|npz: labels are classes or regression targets.",
+    )
+    flags.DEFINE_float(
+        "eval_fraction", 0.2, "Share held out for eval when the source is one split."
+    )
+    flags.DEFINE_integer(
+        "seed", 0, "Seed of the train/eval split (as for training).", lower_bound=0
+    )
+    flags.DEFINE_boolean("tf_verbose", False, "Show TensorFlow's C++ start-up messages.")
+
+
+FLAGS = flags.FLAGS
+
+
+# -- MNIST ---------------------------------------------------------------------------
+def convert_mnist(opts, folder: str) -> dict:
+    from trainer import data
+
+    data_dir = opts.data_dir
+    data._check_data_dir(data_dir)
+    paths = {key: data._find(data_dir, stem) for key, stem in data.MNIST_FILES.items()}
+    dims = {key: data.idx_dims(path, _magic(key)) for key, path in paths.items()}
+    for split in ("train", "eval"):
+        images, labels = dims[f"{split}_images"], dims[f"{split}_labels"]
+        if images[0] != labels[0]:
+            raise UsageError(
+                f"{paths[f'{split}_labels']}: holds {labels[0]} labels but "
+                f"{paths[f'{split}_images']} holds {images[0]} images"
+            )
+    if dims["train_images"][1:] != dims["eval_images"][1:]:
+        raise UsageError(f"{paths['eval_images']}: images differ in size from the training ones")
+    shape = list(dims["train_images"][1:])
+    size = int(np.prod(shape))
+    counts = {"train": dims["train_images"][0], "eval": dims["eval_images"][0]}
+    writer = records.DatasetWriter(folder, counts, opts.num_shards, "uint8", False, size)
+    for split in ("train", "eval"):
+        start = 0
+        images = data.iter_idx(paths[f"{split}_images"], data.IMAGE_MAGIC, _ROWS)
+        labels = data.iter_idx(paths[f"{split}_labels"], data.LABEL_MAGIC, _ROWS)
+        for x, y in zip(images, labels, strict=True):
+            bad = np.flatnonzero(y > 9)
+            if bad.size:
+                raise UsageError(
+                    f"{paths[f'{split}_labels']}: label {int(y[bad[0]])} of item "
+                    f"{start + int(bad[0])} is not a digit 0..9"
+                )
+            writer.write(split, x, y.astype(np.int64), np.arange(start, start + len(x)))
+            start += len(x)
+    return writer.metadata(
+        source="mnist", feature_shape=[size], image_shape=[*shape, 1][:3],
+        feature_dtype="uint8", task="classification", num_classes=10, class_names=None,
+        pixels=True,
+    )  # fmt: skip
+
+
+def _magic(key: str) -> int:
+    from trainer import data
+
+    return data.IMAGE_MAGIC if key.endswith("images") else data.LABEL_MAGIC
+
+
+# -- CSV -----------------------------------------------------------------------------
+def convert_csv(opts, folder: str) -> dict:
+    from trainer import tabular
+
+    path = opts.csv_path
+    if not path:
+        raise UsageError("--csv_path: required with --source=csv")
+    if not os.path.isfile(path):
+        raise UsageError(f"--csv_path={path}: no such file")
+    regression = opts.task == "regression"
+    label_column = opts.label_column
+    columns = tabular.read_header(path, label_column)
+    size = len(columns) - 1
+    # Pass 1: the labels alone, for the vocabulary and the split (as --dataset=csv splits).
+    texts, lines = [], []
+    for chunk in tabular.iter_chunks(path, columns, label_column, rows=_ROWS):
+        texts.append(chunk.labels)
+        lines.append(chunk.lines)
+    if not texts:
+        raise UsageError(f"{path}: no data rows, only a header")
+    texts, lines = np.concatenate(texts), np.concatenate(lines)
+    if regression:
+        labels = tabular.targets(texts, lines, path=path, column=label_column)
+        vocabulary = None
+    else:
+        vocabulary = tabular.class_vocabulary(texts, lines, path=path, column=label_column)
+        labels = tabular.encode(texts, vocabulary, lines, path=path, column=label_column)
+    is_eval = _eval_mask(opts, labels, vocabulary, path, lines, label_column)
+    counts = {"train": int((~is_eval).sum()), "eval": int(is_eval.sum())}
+    writer = records.DatasetWriter(folder, counts, opts.num_shards, "float32", regression, size)
+    # Pass 2: the features, routed to their split; statistics on the way.
+    start = 0
+    for chunk in tabular.iter_chunks(path, columns, label_column, rows=_ROWS):
+        k = len(chunk.features)
+        ids = np.arange(start, start + k)
+        for split, mask in (
+            ("train", ~is_eval[start : start + k]),
+            ("eval", is_eval[start : start + k]),
+        ):
+            writer.write(split, chunk.features[mask], labels[start : start + k][mask], ids[mask])
+        start += k
+    names = _class_names(vocabulary)
+    return writer.metadata(
+        source="csv", csv_path=os.path.abspath(path), label_column=label_column,
+        feature_columns=[c for c in columns if c != label_column], feature_shape=[size],
+        image_shape=_image(size), feature_dtype="float32",
+        task="regression" if regression else "classification",
+        num_classes=0 if regression else len(vocabulary), class_names=names,
+        eval_fraction=opts.eval_fraction, seed=opts.seed,
+    )  # fmt: skip
+
+
+def _eval_mask(opts, labels, vocabulary, path, lines, label_column) -> np.ndarray:
+    """Which rows are held out: the split ``--dataset=csv`` makes of the same file."""
+    from trainer import data
+
+    classes = None if vocabulary is None else labels
+    train, held_out, _ = data._split_indices(
+        classes, len(labels), opts.eval_fraction, opts.seed, path
+    )
+    if vocabulary is not None:
+        data._check_classes(vocabulary, labels, train, held_out, lines, path, label_column)
+    is_eval = np.zeros(len(labels), bool)
+    is_eval[held_out] = True
+    return is_eval
+
+
+def _class_names(vocabulary):
+    if vocabulary is None or list(vocabulary) == list(range(len(vocabulary))):
+        return None
+    return [v if isinstance(v, str) else int(v) for v in vocabulary]
+
+
+def _image(size: int):
+    from trainer import data
+
+    shape = data._image_shape((size,))
+    return list(shape) if shape else None
+
+
+# -- NumPy .npz ------------------------------------------------------------------------
+class _NpyMember:
+    """One array of an .npz read in row chunks from the zip, never whole."""
+
+    def __init__(self, archive: zipfile.ZipFile, name: str, path: str):
+        self.label = f"{path}[{name[:-4]}]"
+        self.handle = archive.open(name)
+        try:
+            version = np.lib.format.read_magic(self.handle)
+            header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            self.shape, fortran, self.dtype = header(self.handle)
+        except ValueError as error:
+            raise UsageError(f"{self.label}: not a NumPy array ({error})") from None
+        if fortran and len(self.shape) > 1:
+            raise UsageError(
+                f"{self.label}: Fortran-ordered; save it C-ordered (np.ascontiguousarray)"
+            )
+        if self.dtype.hasobject:
+            raise UsageError(f"{self.label}: holds Python objects; save numbers")
+        if not self.shape or self.shape[0] < 1:
+            raise UsageError(f"{self.label}: holds no examples (shape {list(self.shape)})")
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def chunks(self, rows: int):
+        done = 0
+        while done < self.shape[0]:
+            count = min(rows, self.shape[0] - done)
+            body = self.handle.read(count * self.row_bytes)
+            if len(body) < count * self.row_bytes:
+                raise UsageError(
+                    f"{self.label}: truncated (the array header promises {self.shape[0]} rows)"
+                )
+            yield np.frombuffer(body, self.dtype).reshape(count, *self.shape[1:])
+            done += count
+
+
+def convert_npz(opts, folder: str) -> dict:
+    path = opts.npz_path
+    if not path:
+        raise UsageError("--npz_path: required with --source=npz")
+    if not os.path.isfile(path):
+        raise UsageError(f"--npz_path={path}: no such file")
+    try:
+        archive = zipfile.ZipFile(path)
+        names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as error:
+        raise UsageError(f"{path}: not a NumPy .npz file ({error})") from None
+    with archive:
+        return _convert_npz(opts, folder, path, archive, names)
+
+
+def _convert_npz(opts, folder, path, archive, names) -> dict:
+    regression = opts.task == "regression"
+    pairs = None
+    for eval_name in ("test", "eval"):
+        wanted = {"x_train.npy", "y_train.npy", f"x_{eval_name}.npy", f"y_{eval_name}.npy"}
+        if wanted <= names:
+            pairs = {"train": ("x_train", "y_train"), "eval": (f"x_{eval_name}", f"y_{eval_name}")}
+    if pairs is None and {"x.npy", "y.npy"} <= names:
+        pairs = {"all": ("x", "y")}
+    if pairs is None:
+        shown = ", ".join(sorted(n[:-4] for n in names)) or "nothing"
+        raise UsageError(
+            f"{path}: needs arrays x_train, y_train, x_test, y_test (or x_eval, y_eval), or x "
+            f"and y; it holds {shown}"
+        )
+    labels = {}
+    shapes = {}
+    for split, (x_name, y_name) in pairs.items():
+        y_member = _NpyMember(archive, y_name + ".npy", path)
+        x_member = _NpyMember(archive, x_name + ".npy", path)
+        if x_member.shape[0] != y_member.shape[0] or len(y_member.shape) != 1:
+            raise UsageError(
+                f"{path}: {x_name} holds {x_member.shape[0]} examples but {y_name} has shape "
+                f"{list(y_member.shape)}; expected [{x_member.shape[0]}]"
+            )
+        y = np.concatenate(list(y_member.chunks(1 << 20)))
+        labels[split] = _npz_labels(y, regression, f"{path}[{y_name}]")
+        shapes[split] = x_member.shape[1:]
+    if len(set(shapes.values())) > 1:
+        raise UsageError(
+            f"{path}: train and eval examples differ in shape "
+            f"({', '.join(str(list(s)) for s in shapes.values())})"
+        )
+    shape = list(next(iter(shapes.values()))) or [1]
+    size = int(np.prod(shape))
+    x_dtype = _NpyMember(archive, next(iter(pairs.values()))[0] + ".npy", path).dtype
+    dtype = "uint8" if x_dtype == np.uint8 else "float32"
+    vocabulary = None
+    if not regression:
+        vocabulary = tuple(int(v) for v in np.unique(np.concatenate(list(labels.values()))))
+        for split in labels:
+            labels[split] = np.searchsorted(np.asarray(vocabulary), labels[split]).astype(np.int64)
+    if "all" in pairs:
+        from trainer import data
+
+        _, eval_ids, _ = data._split_indices(
+            None if regression else labels["all"], len(labels["all"]),
+            opts.eval_fraction, opts.seed, path,
+        )  # fmt: skip
+        is_eval = np.zeros(len(labels["all"]), bool)
+        is_eval[eval_ids] = True
+        counts = {"train": int((~is_eval).sum()), "eval": int(is_eval.sum())}
+    else:
+        counts = {split: len(y) for split, y in labels.items()}
+    writer = records.DatasetWriter(folder, counts, opts.num_shards, dtype, regression, size)
+    for split, (x_name, _) in pairs.items():
+        member = _NpyMember(archive, x_name + ".npy", path)
+        start = 0
+        for x in member.chunks(_ROWS):
+            x = x.reshape(len(x), size)
+            if dtype == "float32":
+                with np.errstate(over="ignore", invalid="ignore"):
+                    x = x.astype(np.float32)
+                bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+                if bad.size:
+                    raise UsageError(
+                        f"{member.label}: example {start + int(bad[0])} holds a value that is "
+                        "not a finite float32 number"
+                    )
+            y = labels[split][start : start + len(x)]
+            ids = np.arange(start, start + len(x))
+            if split == "all":
+                mask = is_eval[start : start + len(x)]
+                writer.write("train", x[~mask], y[~mask], ids[~mask])
+                writer.write("eval", x[mask], y[mask], ids[mask])
+            else:
+                writer.write(split, x, y, ids)
+            start += len(x)
+    image = [*shape, 1] if len(shape) == 2 else (shape if len(shape) == 3 else _image(size))
+    return writer.metadata(
+        source="npz", npz_path=os.path.abspath(path), feature_shape=[size],
+        image_shape=image, feature_dtype=dtype,
+        task="regression" if regression else "classification",
+        num_classes=0 if regression else len(vocabulary), class_names=_class_names(vocabulary),
+        pixels=dtype == "uint8",
+    )  # fmt: skip
+
+
+def _npz_labels(y: np.ndarray, regression: bool, label: str) -> np.ndarray:
+    if regression:
+        if not np.issubdtype(y.dtype, np.number):
+            raise UsageError(f"{label}: regression targets must be numbers")
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = y.astype(np.float32)
+        bad = np.flatnonzero(~np.isfinite(y))
+        if bad.size:
+            raise UsageError(f"{label}: target {int(bad[0])} is not a finite float32 number")
+        return y
+    if not np.issubdtype(y.dtype, np.integer):
+        if (
+            np.issubdtype(y.dtype, np.floating)
+            and np.all(np.isfinite(y))
+            and np.all(y == np.round(y))
+        ):
+            return y.astype(np.int64)
+        raise UsageError(f"{label}: class labels must be whole numbers (or pass --task=regression)")
+    return y.astype(np.int64)
+
+
+CONVERTERS = {"mnist": convert_mnist, "csv": convert_csv, "npz": convert_npz}
+
+
+def convert(opts) -> dict:
+    """Runs the conversion ``opts`` asks for (the flags, or any object with an
+    attribute per flag); returns the metadata written."""
+
+    if not opts.source:
+        raise UsageError(f"--source: required ({', '.join(SOURCES)})")
+    if not opts.output_dir:
+        raise UsageError("--output_dir: required (a new or empty folder)")
+    if not 0 < opts.eval_fraction < 1:
+        raise UsageError(f"--eval_fraction={opts.eval_fraction}: must be in (0, 1)")
+    output_dir = os.path.expanduser(opts.output_dir)
+    started = time.time()
+    with records.output_folder(output_dir) as folder:
+        metadata = CONVERTERS[opts.source](opts, folder)
+        for split in ("train", "eval"):
+            if not metadata["splits"][split]["examples"]:
+                raise UsageError(f"--source={opts.source}: the {split} split holds no example")
+        records.write_metadata(folder, metadata)
+    splits = metadata["splits"]
+    logging.info(
+        "wrote %s: %d train examples in %d files, %d eval examples in %d files (%.1fs)",
+        output_dir,
+        splits["train"]["examples"], len(splits["train"]["files"]),
+        splits["eval"]["examples"], len(splits["eval"]["files"]),
+        time.time() - started,
+    )  # fmt: skip
+    print(f"train with: python -m trainer.main --dataset=tfrecord --data_dir={output_dir}")
+    return metadata
+
+
+def main(argv) -> None:
+    no_positional_arguments(argv)
+    logging.get_absl_handler().use_absl_log_file = False
+    try:
+        with end_on_signals():
+            from trainer import runtime
+
+            runtime.import_tensorflow(verbose=FLAGS.tf_verbose)
+            convert(FLAGS)
+    except UsageError as error:
+        fail(error)
+    except Interrupted as interrupted:
+        name = signal.Signals(interrupted.signum).name
+        fail(
+            f"received {name}: stopped; nothing was written to --output_dir",
+            128 + interrupted.signum,
+        )
+    except MemoryError:
+        fail("out of memory while converting")
+    except OSError as error:
+        fail(
+            f"cannot write the TFRecord files ({error.strerror or error}); nothing was "
+            "written to --output_dir"
+        )
+    except Exception as error:  # TensorFlow's writers raise their own errors: one line
+        from trainer.cli import one_line
+
+        fail(f"conversion failed ({one_line(error)}); nothing was written to --output_dir", 1)
+    exit_now(0)
+
+
+def run_main() -> None:
+    define_flags()
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run_main()
