@@ -143,6 +143,12 @@ flags.DEFINE_integer(
     lower_bound=0,
 )
 flags.DEFINE_string("json", None, "Write all results to this JSON file.")
+flags.DEFINE_string(
+    "tfrecord_dir",
+    None,
+    "A folder written by python -m trainer.convert (or scripts/make_tfrecords.py) whose "
+    "examples fit the preset: times its streaming pipeline alone, next to the trainer.",
+)
 
 
 def _fail(message: str):
@@ -723,13 +729,18 @@ class KerasContender(Contender):
 
 
 class InputPipeline(Contender):
-    """The shared ``tf.data`` pipeline alone, drained in-graph: a ceiling for every contender."""
+    """The shared ``tf.data`` pipeline alone, drained in-graph: a ceiling for every contender.
+
+    With ``dataset`` (a function making a ``tf.data.Dataset``), that pipeline
+    instead, e.g. the TFRecord stream of ``--tfrecord_dir``.
+    """
 
     kind = "input"
 
-    def __init__(self, tf, ctx, steps: int):
-        super().__init__("input_pipeline", "float32", {})
+    def __init__(self, tf, ctx, steps: int, name: str = "input_pipeline", dataset=None):
+        super().__init__(name, "float32", {})
         self.tf, self.ctx, self.steps = tf, ctx, steps
+        self.dataset = dataset or ctx["dataset"]
 
     def start(self):
         tf = self.tf
@@ -744,7 +755,7 @@ class InputPipeline(Contender):
 
         self.drain = drain
         with tf.device(self.ctx["device"]):
-            self.iterator = iter(self.ctx["dataset"]())
+            self.iterator = iter(self.dataset())
             begin = time.perf_counter()
             drain(self.iterator, tf.constant(1)).numpy()
             self.time_to_first_step_s = time.perf_counter() - begin
@@ -757,11 +768,37 @@ class InputPipeline(Contender):
             return wall, self.steps, cpu
 
 
+def tfrecord_dataset(ctx):
+    """A function making the training stream of ``--tfrecord_dir`` for the preset's input."""
+    import types
+
+    from trainer import records
+
+    options = types.SimpleNamespace(
+        data_dir=FLAGS.tfrecord_dir, train_files=None, eval_files=None, shuffle_buffer=10_000
+    )
+    try:
+        source = records.RecordSource.open(options)
+        if len(ctx["input_shape"]) == 3:
+            source = source.as_images()
+    except ValueError as error:  # DataError
+        _fail(str(error))
+    if tuple(source.input_shape) != tuple(ctx["input_shape"]):
+        _fail(
+            f"--tfrecord_dir={FLAGS.tfrecord_dir}: examples of shape {list(source.input_shape)}, "
+            f"but --preset={FLAGS.preset} takes {list(ctx['input_shape'])}"
+        )
+    print(f"tfrecord pipeline: {source.description}")
+    return lambda: source.pipeline(ctx["batch_size"], ctx["seed"])
+
+
 def make_contenders(tf, ctx, groups, steps, precisions, steps_per_loop, xla, keras_spe, keras_jit):
     """Every requested contender once (values capped to ``steps`` can coincide)."""
     contenders = []
     if "input" in groups:
         contenders.append(InputPipeline(tf, ctx, steps))
+    if FLAGS.tfrecord_dir:
+        contenders.append(InputPipeline(tf, ctx, steps, "tfrecord_pipeline", tfrecord_dataset(ctx)))
     if "eager" in groups:
         contenders.append(EagerContender(tf, ctx, steps))
     for precision in precisions:
@@ -1136,20 +1173,32 @@ def main(argv):
             f"{100 * summary_cost['throughput_cost']:.1f}% of throughput "
             f"({summary_cost['with']} vs {summary_cost['without']})"
         )
-    input_result = None
+    input_result = tfrecord_result = None
+    trainer_best = max(
+        (row["examples_per_sec"] for row in rows if row["kind"] == "trainer"), default=None
+    )
     for contender in contenders:
         if contender.kind == "input":
-            input_result = summarize(contender, batch_size, flops, {})
-            input_result = {
-                key: input_result[key]
+            result = summarize(contender, batch_size, flops, {})
+            result = {
+                key: result[key]
                 for key in ("examples_per_sec", "examples_per_sec_all", "cpu_us_per_example")
             }
-            input_result["batches_per_sec"] = input_result["examples_per_sec"] / batch_size
+            result["batches_per_sec"] = result["examples_per_sec"] / batch_size
+            ratio = ""
+            if trainer_best:
+                result["ratio_vs_trainer"] = result["examples_per_sec"] / trainer_best
+                ratio = f", {result['ratio_vs_trainer']:.1f}x the fastest trainer contender"
+            label = "input pipeline" if contender.name == "input_pipeline" else "TFRecord stream"
             print(
-                f"input pipeline alone: {input_result['examples_per_sec']:.0f} examples/s "
-                f"({input_result['batches_per_sec']:.0f} batches/s, "
-                f"{input_result['cpu_us_per_example']:.2f} CPU us/example)"
+                f"{label} alone: {result['examples_per_sec']:.0f} examples/s "
+                f"({result['batches_per_sec']:.0f} batches/s, "
+                f"{result['cpu_us_per_example']:.2f} CPU us/example{ratio})"
             )
+            if contender.name == "input_pipeline":
+                input_result = result
+            else:
+                tfrecord_result = result
 
     precision_result = None
     if FLAGS.precision_check:
@@ -1200,6 +1249,7 @@ def main(argv):
         "keras_best": keras_best,
         "summaries_cost": summary_cost,
         "input_pipeline": input_result,
+        "tfrecord_pipeline": tfrecord_result,
         "time_to_first_step_s": {
             row["name"]: row["time_to_first_step_s"] for row in rows if row["kind"] == "trainer"
         },
