@@ -37,10 +37,16 @@ def train(model_dir, **overrides) -> dict:
 
 
 def cli(*flags, timeout=240, env=None) -> subprocess.CompletedProcess:
-    """Runs ``python -m trainer.main FLAGS`` from the repository root."""
+    """Runs ``python -m trainer.main FLAGS`` from the repository root (forked from
+    a process that has TensorFlow imported already: see ``forkserver``)."""
+    import forkserver
+
     full_env = dict(os.environ)
     full_env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     full_env.update(env or {})
+    forked = forkserver.run("trainer.main", flags, full_env, timeout=timeout)
+    if forked is not None:
+        return forked
     return subprocess.run(
         [sys.executable, "-m", "trainer.main", *flags],
         cwd=ROOT,

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 
+import forkserver
 import pytest
 
 from trainer import config as config_lib
@@ -51,6 +52,10 @@ def _run(*args, module="trainer.main", unprivileged=False, memory=0, env=None, t
     reading an endless file fails instead of exhausting the machine.
     """
     drop = "drop" if unprivileged and os.geteuid() == 0 else "keep"
+    if not memory and drop == "keep":
+        forked = forkserver.run(module, args, {**os.environ, **(env or {})}, timeout=timeout)
+        if forked is not None:
+            return forked
     return subprocess.run(
         [sys.executable, "-c", _WRAPPER, str(memory), drop, "-m", module, *args],
         cwd=ROOT,

@@ -394,3 +394,94 @@ def test_a_regression_csv_trains_with_mse(tmp_path):
     served = tf.saved_model.load(result["export_path"]).signatures["serving_default"]
     prediction = served(x=tf.constant([[1.0, 0.0, 0.0]], tf.float32))["predictions"].numpy()
     assert abs(float(prediction[0, 0]) - 2.5) < 0.1
+
+
+def test_npz_files_convert_with_their_splits_or_split_by_the_seed(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(60, 6, 6), dtype=np.uint8)
+    labels = np.arange(60) % 3 + 5  # class ids 5, 6, 7: kept as the labels
+    keras_style = tmp_path / "keras.npz"
+    np.savez(keras_style, x_train=images[:50], y_train=labels[:50], x_test=images[50:],
+             y_test=labels[50:])  # fmt: skip
+    out = str(tmp_path / "a")
+    metadata = convert.convert(options(source="npz", npz_path=str(keras_style), output_dir=out))
+    assert metadata["image_shape"] == [6, 6, 1] and metadata["feature_dtype"] == "uint8"
+    assert metadata["class_names"] == [5, 6, 7]
+    assert [metadata["splits"][s]["examples"] for s in ("train", "eval")] == [50, 10]
+    source = records.RecordSource.open(
+        types.SimpleNamespace(data_dir=out, train_files=None, eval_files=None, shuffle_buffer=8)
+    )
+    x, y = source.sample(50)
+    assert sorted(y.tolist()) == sorted((labels[:50] - 5).tolist())
+    np.testing.assert_array_equal(
+        np.sort(x.reshape(50, -1), 0), np.sort(images[:50].reshape(50, -1), 0)
+    )
+
+    plain = tmp_path / "plain.npz"
+    np.savez_compressed(plain, x=rng.normal(size=(40, 3)), y=rng.normal(size=40))
+    metadata = convert.convert(
+        options(source="npz", npz_path=str(plain), output_dir=str(tmp_path / "b"),
+                task="regression", eval_fraction=0.25)
+    )  # fmt: skip
+    assert metadata["task"] == "regression" and metadata["feature_dtype"] == "float32"
+    assert [metadata["splits"][s]["examples"] for s in ("train", "eval")] == [30, 10]
+    np.savez(tmp_path / "odd.npz", features=np.zeros((3, 2)))
+    with pytest.raises(UsageError, match="needs arrays x_train"):
+        convert.convert(
+            options(
+                source="npz", npz_path=str(tmp_path / "odd.npz"), output_dir=str(tmp_path / "c")
+            )
+        )
+
+
+def test_files_made_elsewhere_train_through_globs(tmp_path):
+    folder = tmp_path / "made-elsewhere"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 120), ("eval", 40)):
+        with tf.io.TFRecordWriter(str(folder / f"{split}.tfrecord")) as writer:
+            for _ in range(n):
+                features = rng.normal(size=4).astype(np.float32)
+                label = int(features[0] > 0) + 2 * int(features[1] > 0)
+                example = tf.train.Example(
+                    features=tf.train.Features(
+                        feature={
+                            "x": tf.train.Feature(float_list=tf.train.FloatList(value=features)),
+                            "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                        }
+                    )
+                )
+                writer.write(example.SerializeToString())
+    result = train(
+        tmp_path / "run", dataset="tfrecord", train_files=str(folder / "train*"),
+        eval_files=str(folder / "eval*"), train_steps=300, batch_size=16, learning_rate=0.01,
+    )  # fmt: skip
+    assert result["eval_examples"] == 40 and result["eval_accuracy"] > 0.8
+    with pytest.raises(UsageError, match="matches no file"):
+        train(tmp_path / "r2", dataset="tfrecord", train_files=str(folder / "nope*"),
+              eval_files=str(folder / "eval*"), train_steps=1)  # fmt: skip
+    (folder / "bad.tfrecord").write_bytes(b"not a tfrecord at all")
+    with pytest.raises(UsageError, match="bad.tfrecord"):
+        train(tmp_path / "r3", dataset="tfrecord", train_files=str(folder / "bad*"),
+              eval_files=str(folder / "eval*"), train_steps=1)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "rows, fragment",
+    [
+        (["a,b,kind", "1,2,x", "3,,y"], "bad.csv line 3, column 'b': empty cell (a missing value)"),
+        (["a,b,kind", "1,2,x", "3,zz,y"], "bad.csv line 3, column 'b': 'zz' is not a number"),
+        (["a,b,label", "1,2,x"], "no 'kind' column in the header row"),
+        (["a,b,kind"], "no data rows, only a header"),
+    ],
+)
+def test_bad_csvs_fail_conversion_naming_the_cell_and_write_nothing(tmp_path, rows, fragment):
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(UsageError) as raised:
+        convert.convert(
+            options(source="csv", csv_path=str(path), label_column="kind", output_dir=str(out))
+        )
+    assert fragment in str(raised.value)
+    assert not out.exists() and not glob.glob(str(tmp_path / ".tmp-convert-*"))

@@ -1,7 +1,8 @@
 """Datasets: readers with checks, train/eval splits, and tf.data pipelines.
 
-Readers return raw features exactly as in the files (pixels 0..255 for MNIST
-and CSV, 0..16 for digits) plus the feature scaling fitted on the training set;
+Readers return raw features exactly as in the files (pixels 0..255 for MNIST,
+0..16 for digits, a CSV's feature columns) plus the feature scaling fitted on
+the training set;
 the model applies that scaling itself (``models.Normalization``), so exported
 models take raw features too.
 

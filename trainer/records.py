@@ -710,7 +710,7 @@ class RecordSource(DataSource):
     def sample(self, count=256):
         import tensorflow as tf
 
-        records = tf.data.TFRecordDataset(self.train.files[:1]).take(count).batch(count)
+        records = tf.data.TFRecordDataset(self.train.files).take(count).batch(count)
         for x, y in records.map(self._parse):
             return x.numpy(), y.numpy()
         return np.zeros((0, *self.input_shape), np.float32), np.zeros((0,), np.int64)
