@@ -38,12 +38,18 @@ _FRESH_ONLY = ("--tf_verbose",)
 
 
 # -- the server (this file run as a script) -------------------------------------------
-def _run_module(args: list[str]) -> int:
-    """What ``python -m <args>`` does, in this (forked) process; returns the exit status."""
+def run_as_python(args: list[str]) -> int:
+    """What ``python <args>`` (``-m module ...`` or ``script.py ...``) does, in this
+    (forked) process; returns the exit status."""
     try:
-        sys.argv = [args[0], *args[1:]]
-        sys.path[0] = os.getcwd()
-        runpy.run_module(args[0], run_name="__main__", alter_sys=True)
+        if args[0] == "-m":
+            sys.argv = [args[1], *args[2:]]
+            sys.path[0] = os.getcwd()
+            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(args)
+            sys.path[0] = os.path.dirname(os.path.abspath(args[0]))
+            runpy.run_path(args[0], run_name="__main__")
     except SystemExit as stop:
         if stop.code is None or isinstance(stop.code, int):
             return stop.code or 0
@@ -69,7 +75,7 @@ def _child(request: dict) -> None:
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        code = _run_module(request["module_args"])
+        code = run_as_python(["-m", *request["module_args"]])
         atexit._run_exitfuncs()  # what the interpreter runs at exit
     finally:
         sys.stdout.flush()

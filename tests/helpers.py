@@ -57,6 +57,29 @@ def cli(*flags, timeout=240, env=None) -> subprocess.CompletedProcess:
     )
 
 
+def latest_step(model_dir) -> int:
+    """The newest ``ckpt-<step>`` in ``model_dir/checkpoints`` (-1 if none)."""
+    import glob
+
+    steps = [
+        int(os.path.basename(p)[len("ckpt-") : -len(".index")])
+        for p in glob.glob(os.path.join(str(model_dir), "checkpoints", "ckpt-*.index"))
+    ]
+    return max(steps, default=-1)
+
+
+def checkpoint_variables(prefix) -> dict:
+    """``{name: array}`` of a checkpoint's variables (bookkeeping left out)."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(prefix))
+    return {
+        key: reader.get_tensor(key)
+        for key in reader.get_variable_to_shape_map()
+        if "save_counter" not in key and not key.startswith("_CHECKPOINTABLE")
+    }
+
+
 def results(model_dir) -> dict:
     with open(os.path.join(str(model_dir), "results.json")) as handle:
         return json.load(handle)

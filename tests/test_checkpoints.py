@@ -15,24 +15,15 @@ import tensorflow as tf
 from trainer import checkpoints as checkpoints_lib
 from trainer.config import UsageError
 
-from helpers import ROOT, assert_one_line_error, cli, results, train
-
-
-def _variables(checkpoint_prefix):
-    reader = tf.train.load_checkpoint(checkpoint_prefix)
-    return {
-        key: reader.get_tensor(key)
-        for key in reader.get_variable_to_shape_map()
-        if "save_counter" not in key and not key.startswith("_CHECKPOINTABLE")
-    }
-
-
-def _latest_step(model_dir):
-    steps = [
-        int(os.path.basename(p)[len("ckpt-") : -len(".index")])
-        for p in glob.glob(os.path.join(model_dir, "checkpoints", "ckpt-*.index"))
-    ]
-    return max(steps, default=-1)
+from helpers import (
+    ROOT,
+    assert_one_line_error,
+    checkpoint_variables,
+    cli,
+    latest_step,
+    results,
+    train,
+)
 
 
 def _snapshot(folder):
@@ -73,18 +64,18 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 120
-    while _latest_step(killed) < target and process.poll() is None and time.time() < deadline:
+    while latest_step(killed) < target and process.poll() is None and time.time() < deadline:
         time.sleep(0.002)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = _latest_step(killed)
+    killed_at = latest_step(killed)
     assert 0 < killed_at < 400, f"the kill should land mid-run (target {target})"
 
     resumed = cli(*flags, f"--model_dir={killed}")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr
-    expected = _variables(str(straight / "checkpoints" / "ckpt-400"))
-    got = _variables(str(killed / "checkpoints" / "ckpt-400"))
+    expected = checkpoint_variables(str(straight / "checkpoints" / "ckpt-400"))
+    got = checkpoint_variables(str(killed / "checkpoints" / "ckpt-400"))
     assert expected.keys() == got.keys() and len(expected) > 10
     # BatchNorm's moving averages are among them, and moved
     averages = [key for key in expected if "moving_mean" in key or "moving_variance" in key]
@@ -111,7 +102,7 @@ def test_sigterm_saves_and_exits_143_then_resume_continues(tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr  # as a shell reports it
     assert "received SIGTERM" in stderr and "Traceback" not in stderr
-    stopped_at = _latest_step(tmp_path)
+    stopped_at = latest_step(tmp_path)
     assert stopped_at > 0 and stopped_at % 50 == 0
     resumed = cli(
         *flags[1:], f"--train_steps={stopped_at + 20}", f"--model_dir={tmp_path}", "--mode=train"

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ROOT, assert_one_line_error, cli, results
+from helpers import ROOT, assert_one_line_error, cli, latest_step, results
 
 SMALL = ["--hidden=32", "--summary_every=0"]
 
@@ -217,14 +217,6 @@ def _worker_folders(model_dir):
     return glob.glob(os.path.join(str(model_dir), "**", ".worker-*"), recursive=True)
 
 
-def _latest_step(model_dir) -> int:
-    steps = [
-        int(os.path.basename(p)[len("ckpt-") : -len(".index")])
-        for p in glob.glob(os.path.join(str(model_dir), "checkpoints", "ckpt-*.index"))
-    ]
-    return max(steps, default=-1)
-
-
 def test_two_workers_train_together_and_the_chief_checkpoint_evaluates(tmp_path, processes):
     run = tmp_path / "run"
     started = _start_workers(
@@ -259,10 +251,10 @@ def test_killing_the_chief_stops_the_other_worker_then_both_resume(tmp_path, pro
     flags = [f"--model_dir={run}", "--mode=train", "--checkpoint_every=50", *SMALL]
     chief, worker = _start_workers(processes, tmp_path, *flags, "--train_steps=1000000")
     deadline = time.time() + 90
-    while _latest_step(run) < 100 and time.time() < deadline:
+    while latest_step(run) < 100 and time.time() < deadline:
         assert chief[0].poll() is None and worker[0].poll() is None, _read(chief[1])
         time.sleep(0.05)
-    assert _latest_step(run) >= 100, _read(chief[1])
+    assert latest_step(run) >= 100, _read(chief[1])
     chief[0].send_signal(signal.SIGKILL)
     killed_at = time.time()
     ((survivor_rc, survivor_log),) = _finish([worker], timeout=60)
@@ -272,7 +264,7 @@ def test_killing_the_chief_stops_the_other_worker_then_both_resume(tmp_path, pro
     assert_one_line_error(result, "--strategy=multi_worker: lost contact with another worker")
     assert survivor_rc == 4 and waited < 30, (survivor_rc, waited)
 
-    latest = _latest_step(run)
+    latest = latest_step(run)
     assert latest >= 100
     target = latest + 60
     resumed = _finish(_start_workers(processes, tmp_path, *flags, f"--train_steps={target}"))
@@ -280,7 +272,7 @@ def test_killing_the_chief_stops_the_other_worker_then_both_resume(tmp_path, pro
         assert returncode == 0, log
         assert f"resuming from {run}/checkpoints/ckpt-{latest} (step {latest})" in log, log
     assert results(run)["global_step"] == target
-    assert _latest_step(run) == target
+    assert latest_step(run) == target
     assert _worker_folders(run) == []
 
 
@@ -369,7 +361,7 @@ def test_a_signal_ends_a_worker_waiting_for_the_others_and_keeps_the_run(
     if signum == signal.SIGTERM:  # a run folder with checkpoints, left as it was
         trained = cli(*flags, "--train_steps=20", "--checkpoint_every=10")
         assert trained.returncode == 0, trained.stderr
-        assert _latest_step(run) == 20
+        assert latest_step(run) == 20
     before = _snapshot(run)
     (chief,) = _start_workers(processes, tmp_path, *flags, "--train_steps=40", only=[0])
     _wait_for_line(chief, WAITING)

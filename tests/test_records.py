@@ -20,7 +20,7 @@ from trainer import convert, records
 from trainer.config import UsageError
 
 from datafiles import write_mnist
-from helpers import ROOT, assert_one_line_error, cli, train
+from helpers import ROOT, assert_one_line_error, checkpoint_variables, cli, latest_step, train
 
 
 def options(**values):
@@ -110,23 +110,6 @@ def test_the_stream_resumes_at_the_position_of_the_step(mnist):
         np.testing.assert_array_equal(a, b)
 
 
-def _latest_step(model_dir):
-    steps = [
-        int(os.path.basename(p)[len("ckpt-") : -len(".index")])
-        for p in glob.glob(os.path.join(model_dir, "checkpoints", "ckpt-*.index"))
-    ]
-    return max(steps, default=-1)
-
-
-def _variables(prefix):
-    reader = tf.train.load_checkpoint(prefix)
-    return {
-        key: reader.get_tensor(key)
-        for key in reader.get_variable_to_shape_map()
-        if "save_counter" not in key and not key.startswith("_CHECKPOINTABLE")
-    }
-
-
 def test_sigkill_during_a_tfrecord_run_then_resume_is_bit_identical(mnist, tmp_path):
     flags = [
         "--mode=train", "--deterministic", "--dataset=tfrecord",
@@ -146,18 +129,18 @@ def test_sigkill_during_a_tfrecord_run_then_resume_is_bit_identical(mnist, tmp_p
     )
     target = random.Random().randrange(40, 260)
     deadline = time.time() + 120
-    while _latest_step(killed) < target and process.poll() is None and time.time() < deadline:
+    while latest_step(killed) < target and process.poll() is None and time.time() < deadline:
         time.sleep(0.002)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert uninterrupted.wait(timeout=120) == 0
-    killed_at = _latest_step(killed)
+    killed_at = latest_step(killed)
     assert 0 < killed_at < 300, f"the kill should land mid-run (target {target})"
     resumed = cli(*flags, f"--model_dir={killed}")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming the TFRecord stream at step" in resumed.stderr
-    expected = _variables(str(straight / "checkpoints" / "ckpt-300"))
-    got = _variables(str(killed / "checkpoints" / "ckpt-300"))
+    expected = checkpoint_variables(str(straight / "checkpoints" / "ckpt-300"))
+    got = checkpoint_variables(str(killed / "checkpoints" / "ckpt-300"))
     assert expected.keys() == got.keys() and len(expected) > 5
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
@@ -184,7 +167,7 @@ def test_a_corrupt_shard_stops_training_in_one_line_and_keeps_checkpoints(mnist,
         "--summary_every=0", f"--model_dir={run}", "--mode=train", "--shuffle_buffer=50",
     )  # fmt: skip
     assert_one_line_error(result, "corrupt")
-    assert _latest_step(run) >= 2  # what was saved before the bad record stays
+    assert latest_step(run) >= 2  # what was saved before the bad record stays
 
 
 @pytest.mark.parametrize(

@@ -18,14 +18,13 @@ import atexit
 import json
 import os
 import re
-import runpy
 import shlex
 import signal
 import subprocess
 import sys
 import time
-import traceback
 
+import forkserver
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,28 +83,6 @@ def _commands(folder: str) -> list[tuple[int, str]]:
 
 
 # -- the runner (this file run as a script, in the fresh folder) -------------------------
-def _run_as_python(args: list[str]) -> int:
-    """What ``python <args>`` does, in this (forked) process; returns the exit status."""
-    try:
-        if args[0] == "-m":
-            sys.argv = [args[1], *args[2:]]
-            sys.path[0] = os.getcwd()
-            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-        else:
-            sys.argv = list(args)
-            sys.path[0] = os.path.dirname(os.path.abspath(args[0]))
-            runpy.run_path(args[0], run_name="__main__")
-    except SystemExit as stop:
-        if stop.code is None or isinstance(stop.code, int):
-            return stop.code or 0
-        print(stop.code, file=sys.stderr)
-        return 1
-    except BaseException:
-        traceback.print_exc()
-        return 1
-    return 0
-
-
 def _forkable(command: str) -> bool:
     """Whether ``command`` is a plain ``python -m module ...`` or ``python script.py ...``."""
     if re.search(r"[|&;<>$`\\(){}*?\[\]~]", command):  # pipes, expansions, globs: bash's
@@ -128,7 +105,7 @@ def _fork(args: list[str], stdout_path: str, stderr_path: str) -> int:
                 target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(target, fd)
                 os.close(target)
-            code = _run_as_python(args)
+            code = forkserver.run_as_python(args)
             atexit._run_exitfuncs()  # what the interpreter runs at exit
         finally:
             sys.stdout.flush()

@@ -122,15 +122,19 @@ def _magic(key: str) -> int:
     return data.IMAGE_MAGIC if key.endswith("images") else data.LABEL_MAGIC
 
 
+def _required_file(path, flag: str, source: str) -> str:
+    if not path:
+        raise UsageError(f"--{flag}: required with --source={source}")
+    if not os.path.isfile(path):
+        raise UsageError(f"--{flag}={path}: no such file")
+    return path
+
+
 # -- CSV -----------------------------------------------------------------------------
 def convert_csv(opts, folder: str) -> dict:
     from trainer import tabular
 
-    path = opts.csv_path
-    if not path:
-        raise UsageError("--csv_path: required with --source=csv")
-    if not os.path.isfile(path):
-        raise UsageError(f"--csv_path={path}: no such file")
+    path = _required_file(opts.csv_path, "csv_path", "csv")
     regression = opts.task == "regression"
     label_column = opts.label_column
     columns = tabular.read_header(path, label_column)
@@ -243,11 +247,7 @@ class _NpyMember:
 
 
 def convert_npz(opts, folder: str) -> dict:
-    path = opts.npz_path
-    if not path:
-        raise UsageError("--npz_path: required with --source=npz")
-    if not os.path.isfile(path):
-        raise UsageError(f"--npz_path={path}: no such file")
+    path = _required_file(opts.npz_path, "npz_path", "npz")
     try:
         archive = zipfile.ZipFile(path)
         names = set(archive.namelist())

@@ -34,7 +34,7 @@ import numpy as np
 from models import choices as model_choices
 from trainer import tabular
 from trainer.config import DATASETS, IN_MEMORY_DATASETS, Config
-from trainer.tabular import DataError  # defined there, re-exported: data.DataError
+from trainer.tabular import DataError, human_bytes  # defined there, re-exported
 
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -116,17 +116,6 @@ class Arrays:
 
 
 # -- memory ----------------------------------------------------------------------
-def human_bytes(count: float) -> str:
-    """``3.1e12`` -> ``"3.1 TB"`` (decimal units)."""
-    if count < 1000:
-        return f"{int(count)} bytes"
-    for unit in ("kB", "MB", "GB", "TB", "PB"):
-        count /= 1000
-        if count < 1000 or unit == "PB":
-            return f"{count:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
 def _read_int(path: str) -> int | None:
     try:
         with open(path) as handle:

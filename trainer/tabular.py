@@ -73,11 +73,14 @@ class Chunk:
 
 
 # -- header ------------------------------------------------------------------------
-def _human_bytes(count: float) -> str:
-    for unit in ("bytes", "kB", "MB", "GB", "TB"):
-        if count < 1000 or unit == "TB":
-            return f"{int(count)} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+def human_bytes(count: float) -> str:
+    """``3.1e12`` -> ``"3.1 TB"`` (decimal units)."""
+    if count < 1000:
+        return f"{int(count)} bytes"
+    for unit in ("kB", "MB", "GB", "TB", "PB"):
         count /= 1000
+        if count < 1000 or unit == "PB":
+            return f"{count:.1f} {unit}"
     raise AssertionError("unreachable")
 
 
@@ -109,7 +112,7 @@ def read_header(path: str, label_column: str = "label") -> list[str]:
     if not raw:
         raise DataError(f"{path}: empty file; expected a header row such as {example}")
     if len(raw) >= _MAX_LINE and not raw.endswith(b"\n"):
-        raise DataError(f"{path} line 1: longer than {_human_bytes(_MAX_LINE)}; not a CSV header")
+        raise DataError(f"{path} line 1: longer than {human_bytes(_MAX_LINE)}; not a CSV header")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -192,7 +195,7 @@ class _Reader:
                     if len(raw) >= _MAX_LINE and not raw.endswith(b"\n"):
                         raise DataError(
                             f"{self.path} line {number}: longer than "
-                            f"{_human_bytes(_MAX_LINE)}; not a CSV row"
+                            f"{human_bytes(_MAX_LINE)}; not a CSV row"
                         )
                     if raw in (b"\n", b"\r\n"):
                         blank += 1
