@@ -43,6 +43,7 @@ from trainer.config import UsageError
 SOURCES = ("mnist", "csv", "npz")
 TASKS = ("classification", "regression")
 _ROWS = 4096  # examples read and written at a time
+MAX_SHARDS = 1024  # files written at once, each an open file
 
 
 def define_flags() -> None:
@@ -54,7 +55,11 @@ def define_flags() -> None:
     flags.DEFINE_string("npz_path", None, "--source=npz: the NumPy .npz file.")
     flags.DEFINE_string("output_dir", None, "New (or empty) folder for the TFRecord files.")
     flags.DEFINE_integer(
-        "num_shards", 4, "Files per split (fewer when a split has fewer examples).", lower_bound=1
+        "num_shards",
+        4,
+        "Files per split (fewer when a split has fewer examples).",
+        lower_bound=1,
+        upper_bound=MAX_SHARDS,
     )
     flags.DEFINE_string("label_column", "label", "--source=csv: the column holding the labels.")
     flags.DEFINE_enum(
@@ -377,6 +382,8 @@ def convert(opts) -> dict:
         raise UsageError(f"--source: required ({', '.join(SOURCES)})")
     if not opts.output_dir:
         raise UsageError("--output_dir: required (a new or empty folder)")
+    if not 1 <= opts.num_shards <= MAX_SHARDS:
+        raise UsageError(f"--num_shards={opts.num_shards}: must be in 1..{MAX_SHARDS}")
     if not 0 < opts.eval_fraction < 1:
         raise UsageError(f"--eval_fraction={opts.eval_fraction}: must be in (0, 1)")
     output_dir = os.path.expanduser(opts.output_dir)
