@@ -29,6 +29,7 @@ _MODULES = (
     "layers",
     "losses",
     "optimizers",
+    "schedules",
     "spec",
     "training",
     "zoo",

@@ -26,6 +26,7 @@ INITIALIZERS = (
 )
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "elu", "softplus", "linear")
 LOSSES = ("cross_entropy", "mse")
+LR_SCHEDULES = ("constant", "piecewise", "exponential", "cosine")
 # Optimizers, with the learning rate each uses when none is given.
 DEFAULT_LEARNING_RATES = {
     "sgd": 0.1,

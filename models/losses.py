@@ -86,11 +86,35 @@ LOSSES: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
 choices.check_registry("loss", LOSSES, choices.LOSSES)
 
 
-def get(name: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """The per-example loss ``(targets, outputs) -> [batch]`` of that name."""
+def smoothed_cross_entropy(smoothing: float):
+    """Cross-entropy against labels smoothed toward uniform: the target of the
+    true class is ``1 - smoothing + smoothing / C``, every other ``smoothing / C``.
+
+    Returns:
+      a per-example loss ``(labels, logits) -> float32 [batch]``.
+    """
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
+
+    def loss(labels, logits):
+        logits = tf.cast(logits, tf.float32)
+        classes = logits.shape[-1]
+        targets = _labels_as_one_hot(labels, classes, tf.float32)
+        targets = targets * (1.0 - smoothing) + smoothing / classes
+        return tf.reduce_logsumexp(logits, axis=-1) - tf.reduce_sum(targets * logits, axis=-1)
+
+    return loss
+
+
+def get(name: str, label_smoothing: float = 0.0) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """The per-example loss ``(targets, outputs) -> [batch]`` of that name
+    (``label_smoothing`` applies to cross-entropy only)."""
     try:
-        return LOSSES[name]
+        loss = LOSSES[name]
     except KeyError:
         raise ValueError(
             f"unknown loss {name!r}; choose one of {', '.join(sorted(LOSSES))}"
         ) from None
+    if label_smoothing and name == "cross_entropy":
+        return smoothed_cross_entropy(label_smoothing)
+    return loss

@@ -27,6 +27,10 @@ class Optimizer(tf.Module):
       clip_norm: if set, gradients are rescaled so their global L2 norm is at
         most this value before the update.
       name: module name.
+
+    Decoupled weight decay (AdamW-style, for every optimizer): after
+    ``set_weight_decay(rate, variables)``, each update first shrinks those
+    variables by ``learning_rate * rate * w``, apart from the gradient step.
     """
 
     slot_names: tuple[str, ...] = ()
@@ -45,6 +49,15 @@ class Optimizer(tf.Module):
             self.iterations = tf.Variable(0, trainable=False, dtype=tf.int64, name="iterations")
         self.slots: dict[str, list[tf.Variable]] = {}
         self._index: dict = {}
+        self.weight_decay = 0.0
+        self._decayed: set = set()
+
+    def set_weight_decay(self, rate: float, variables: Sequence[tf.Variable]) -> None:
+        """Decays ``variables`` (e.g. the kernels, not biases) by ``rate`` per update."""
+        if not rate >= 0:
+            raise ValueError(f"weight decay must be >= 0, got {rate}")
+        self.weight_decay = float(rate)
+        self._decayed = {v.ref() for v in variables} if rate else set()
 
     def build(self, variables: Sequence[tf.Variable]) -> None:
         """Creates the slot variables for ``variables`` (call eagerly, once)."""
@@ -107,11 +120,16 @@ class Optimizer(tf.Module):
         for g, v in zip(self._check_grads(grads, variables), variables, strict=True):
             index = self._index[v.ref()]
             slots = tuple(self.slots[name][index] for name in self.slot_names)
-            strategy.extended.update(v, self._update_one, args=(g, step, *slots), group=False)
+            decay = v.ref() in self._decayed
+            strategy.extended.update(
+                v, self._update_one, args=(g, step, decay, *slots), group=False
+            )
         self.iterations.assign_add(1)
 
-    def _update_one(self, var, grad, step, *slots):
+    def _update_one(self, var, grad, step, decay, *slots):
         slot_map = dict(zip(self.slot_names, slots, strict=True))
+        if decay:  # decoupled from the gradient step, as AdamW does
+            var.assign_sub(self.learning_rate * self.weight_decay * var)
         self._update(tf.cast(grad, var.dtype), var, slot_map, self.learning_rate, step)
 
     def _update(self, grad, var, slots, lr, step):

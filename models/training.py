@@ -112,6 +112,13 @@ class TrainingProgram(tf.Module):
         diagnosed)`` (``diagnosed`` as returned by the diagnostic step, first
         replica) to write them to the default ``tf.summary`` writer; it runs
         under ``tf.summary.record_if`` with a callable, never inside XLA.
+      schedule: a ``models.schedules.Schedule``: before each update the
+        optimizer's ``learning_rate`` is set to ``schedule(global_step + 1)``
+        in-graph (None: the learning rate stays as it is).
+      l2: adds ``l2 / 2 * sum(kernel ** 2)`` over the weighted layers' kernels
+        to the training loss (biases left out).
+      label_smoothing: smooths cross-entropy's targets while training; eval
+        reports the plain cross-entropy.
     """
 
     def __init__(
@@ -126,12 +133,18 @@ class TrainingProgram(tf.Module):
         skip_nonfinite: bool = False,
         diagnose_every: int = 0,
         summary_fn=None,
+        schedule=None,
+        l2: float = 0.0,
+        label_smoothing: float = 0.0,
     ):
         super().__init__(name="training_program")
         self.model = model
         self.optimizer = optimizer
         self.loss_name = loss
         self._loss_fn = losses_lib.get(loss)
+        self._train_loss_fn = losses_lib.get(loss, label_smoothing)
+        self.schedule = schedule
+        self.l2 = float(l2)
         self.classification = loss == "cross_entropy"
         self.global_batch_size = int(global_batch_size)
         self.compute_dtype = tf.as_dtype(compute_dtype)
@@ -146,6 +159,15 @@ class TrainingProgram(tf.Module):
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.train_metrics = RunningMetrics("train_metrics")
             self.eval_metrics = RunningMetrics("eval_metrics")
+            # Eval counts per (true class, predicted class), summed across replicas.
+            classes = int(self.model.output_size) if self.classification else 0
+            self.confusion = tf.Variable(
+                tf.zeros([classes, classes]),
+                trainable=False,
+                name="confusion",
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM,
+            )
             # Steps whose loss or gradients were NaN/Inf: their update is not
             # applied; without skip_nonfinite the loop stops after the first.
             self.nonfinite_count = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -220,8 +242,12 @@ class TrainingProgram(tf.Module):
                 outputs = tf.cast(raw, tf.float32)
             else:
                 outputs = self.forward(x, training=True)
-            per_example = self._loss_fn(y, outputs)
+            per_example = self._train_loss_fn(y, outputs)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+            if self.l2:
+                kernels = [layer.kernel for layer in self.model.weighted_layers]
+                penalty = tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
+                loss += 0.5 * self.l2 * penalty / self.strategy.num_replicas_in_sync
         grads = tape.gradient(loss, variables)
         context = tf.distribute.get_replica_context()
         loss_sum = tf.reduce_sum(per_example)
@@ -306,6 +332,8 @@ class TrainingProgram(tf.Module):
         def body(i):
             x, y = next(iterator)
             step = self.global_step + 1
+            if self.schedule is not None:  # the rate of this update, from the step
+                self.optimizer.learning_rate.assign(self.schedule(step))
             if every:
                 tf.cond(
                     self._is_diagnostic_step(step),
@@ -353,12 +381,25 @@ class TrainingProgram(tf.Module):
     def _replica_eval_step(self, x, y):
         outputs = self.forward(x)
         self.eval_metrics.update(self._loss_fn(y, outputs), self._correct(y, outputs))
+        if self.classification:
+            classes = self.confusion.shape[0]
+            predicted = tf.argmax(outputs, axis=-1, output_type=tf.int64)
+            counts = tf.math.confusion_matrix(
+                tf.cast(y, tf.int64), predicted, num_classes=classes, dtype=tf.float32
+            )
+            self.confusion.assign_add(counts)
 
     def evaluate(self, dataset) -> dict[str, float]:
-        """Mean loss and accuracy over a finite (distributed) dataset."""
+        """Mean loss and accuracy over a finite (distributed) dataset; with
+        classification also ``confusion``: float64 ``[C, C]`` counts of (true
+        class, predicted class)."""
         self.eval_metrics.reset()
+        self.confusion.assign(tf.zeros_like(self.confusion))
         self.evaluate_dataset(dataset)
-        return self.eval_metrics.result()
+        result = self.eval_metrics.result()
+        if self.classification:
+            result["confusion"] = self.confusion.numpy().astype(np.float64)
+        return result
 
     def run_steps(self, iterator, num_steps: int) -> None:
         """Eagerly-callable wrapper: runs ``num_steps`` steps in one compiled call."""

@@ -112,11 +112,12 @@ def _snapshot(folder) -> dict:
 
 
 def _kept(before: dict, folder, rewritten=("results.json",)) -> None:
-    """Every file of ``before`` is still there, byte for byte, except ``rewritten``;
+    """Every file of ``before`` is still there, byte for byte, except ``rewritten``
+    (a name ending in ``/``: everything under that folder);
     a rewritten config.json's earlier bytes are kept in a config.before-step-N.json."""
     after = _snapshot(folder)
     for path, data in before.items():
-        if path in rewritten:
+        if path in rewritten or any(path.startswith(p) for p in rewritten if p.endswith("/")):
             continue
         if path == "config.json" and after.get(path) != data:
             kept = [p for p in after if p.startswith("config.before-step-")]
@@ -463,7 +464,8 @@ def test_resume_with_a_new_learning_rate_is_logged_and_keeps_the_earlier_config(
     assert (run / "config.before-step-20.json").read_bytes() == before["config.json"]
     assert json.loads((run / "config.json").read_text())["learning_rate"] == 0.01
     assert results(run)["global_step"] == 30
-    _kept(before, run, rewritten=("results.json", "checkpoints/checkpoint"))
+    # the best checkpoint is replaced by a better one: that is what it is for
+    _kept(before, run, rewritten=("results.json", "checkpoints/checkpoint", "checkpoints/best/"))
 
 
 # -- checkpoints ---------------------------------------------------------------
@@ -686,7 +688,10 @@ def test_overflowing_learning_rate_stops_with_exit_3_and_saves_nothing(tmp_path,
         assert_one_line_error(result, "at step 2", "last good checkpoint: none")
         assert _checkpoint_steps(folder) == []
     assert _export_versions(folder) == []
-    assert not (folder / "results.json").exists()
+    # results.json says why it stopped, and holds no figure of the broken model
+    stopped = json.loads((folder / "results.json").read_text())
+    assert stopped["stop_reason"] == "non_finite" and stopped["eval_loss"] is None
+    assert "export_path" not in stopped
 
 
 def test_exploding_regression_with_histograms_every_step_never_crashes(tmp_path):

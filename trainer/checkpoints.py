@@ -133,6 +133,47 @@ class Checkpoints:
         logging.info("saved checkpoint %s", path)
         return path
 
+    @property
+    def best_directory(self) -> str:
+        """``checkpoints/best``: the best checkpoint, apart from the rolling ones."""
+        return os.path.join(self.directory, "best")
+
+    def save_best(self, step: int) -> str:
+        """Writes the current state as ``best/best-<step>``, replacing the previous
+        best (``--keep_checkpoints`` rotation never touches it).
+
+        Raises:
+          CheckpointError: it cannot be written (the earlier best stays).
+        """
+        directory = (
+            os.path.join(self.scratch_directory, "best")
+            if self.scratch_directory
+            else (self.best_directory)
+        )
+        try:
+            os.makedirs(directory, exist_ok=True)
+            if not self.scratch_directory:
+                _refuse_links(directory, ("checkpoint", f"best-{step}.*"))
+            manager = tf.train.CheckpointManager(
+                self.checkpoint, directory, max_to_keep=1, checkpoint_name="best"
+            )
+            path = manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as error:
+            raise CheckpointError(
+                f"{directory}: cannot save the best checkpoint of step {step} "
+                f"({one_line(error)}); the earlier best is untouched"
+            ) from None
+        finally:
+            self.remove_scratch()
+        if not self.scratch_directory:
+            logging.info("saved the best checkpoint so far: %s", path)
+        return path
+
+    @property
+    def best(self) -> str | None:
+        """The best checkpoint's prefix, or None."""
+        return tf.train.latest_checkpoint(self.best_directory)
+
     def remove_scratch(self) -> None:
         """Deletes the scratch folder of a non-chief worker, if there is one."""
         if self.scratch_directory:

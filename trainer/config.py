@@ -45,6 +45,9 @@ ACTIVATIONS = model_choices.ACTIVATIONS
 LOSSES = model_choices.LOSSES
 DEFAULT_LEARNING_RATES = model_choices.DEFAULT_LEARNING_RATES
 OPTIMIZERS = model_choices.OPTIMIZERS
+LR_SCHEDULES = model_choices.LR_SCHEDULES
+BEST_METRICS = ("auto", "eval_accuracy", "eval_loss")
+EXPORT_CHOICES = ("best", "last")
 JIT_CHOICES = ("auto", "true", "false")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("float32", "bfloat16")
@@ -65,6 +68,9 @@ CHOICES = {
     "init": INITS,
     "loss": LOSSES,
     "optimizer": OPTIMIZERS,
+    "lr_schedule": LR_SCHEDULES,
+    "best_metric": BEST_METRICS,
+    "export": EXPORT_CHOICES,
     "jit_compile": JIT_CHOICES,
     "device": DEVICES,
     "precision": PRECISIONS,
@@ -89,6 +95,10 @@ INT_RANGES = {
     "input_size": (0, INT32_MAX),
     "num_classes": (0, INT32_MAX),
     "shuffle_buffer": (1, INT32_MAX),
+    "warmup_steps": (0, INT32_MAX),
+    "lr_decay_steps": (1, INT32_MAX),
+    "lr_plateau_patience": (0, INT32_MAX),
+    "early_stopping_patience": (0, INT32_MAX),
 }
 # Float fields: a check and what it says when it fails (NaN and Inf never pass).
 FLOAT_CHECKS = {
@@ -96,6 +106,12 @@ FLOAT_CHECKS = {
     "learning_rate": (lambda v: v > 0, "must be a finite number > 0"),
     "clip_norm": (lambda v: v > 0, "must be a finite number > 0"),
     "worker_timeout": (lambda v: v > 0, "must be a finite number of seconds > 0"),
+    "lr_decay_rate": (lambda v: v > 0, "must be a finite number > 0"),
+    "lr_min_fraction": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "lr_plateau_factor": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "weight_decay": (lambda v: v >= 0, "must be a finite number >= 0"),
+    "l2": (lambda v: v >= 0, "must be a finite number >= 0"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
 }
 # Fields whose value may be None ("choose for me" or "not given").
 OPTIONAL = {
@@ -107,6 +123,9 @@ OPTIONAL = {
     "eval_files",
     "class_names",
     "clip_norm",
+    "lr_decay_steps",
+    "lr_boundaries",
+    "eval_every",
     "epochs",
     "train_steps",
     "steps_per_loop",
@@ -153,6 +172,18 @@ class Config:
     optimizer: str = "adam"
     learning_rate: float = DEFAULT_LEARNING_RATES["adam"]
     clip_norm: float | None = None
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    lr_decay_steps: int | None = None
+    lr_decay_rate: float = 0.1
+    lr_boundaries: str | None = None
+    lr_min_fraction: float = 0.0
+    lr_plateau_patience: int = 0
+    lr_plateau_factor: float = 0.5
+    weight_decay: float = 0.0
+    weight_decay_all: bool = False
+    l2: float = 0.0
+    label_smoothing: float = 0.0
     batch_size: int = 32
     epochs: int | None = DEFAULT_EPOCHS
     train_steps: int | None = None
@@ -164,7 +195,10 @@ class Config:
     cpu_devices: int = 1
     worker_timeout: float = 300.0
     log_every: int | None = None
-    eval_every: int = 0
+    eval_every: int | None = None
+    early_stopping_patience: int = 0
+    best_metric: str = "auto"
+    export: str = "best"
     summary_every: int = 100
     histograms: bool = True
     checkpoint_every: int = 1000
@@ -244,6 +278,16 @@ def field_problem(name: str, value) -> str | None:
         kinds = {type(v) for v in value}
         if kinds not in ({str}, {int}) or len(set(value)) != len(value):
             return "must be distinct labels, all strings or all integers"
+        return None
+    if name == "lr_boundaries":
+        if not isinstance(value, str):
+            return "must be a comma list of steps"
+        try:
+            steps = [int(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            return "must be a comma list of whole steps, e.g. 3000,6000"
+        if not steps or steps != sorted(set(steps)) or steps[0] < 1:
+            return "must be increasing steps >= 1, e.g. 3000,6000"
         return None
     if name == "hidden":
         if not isinstance(value, list | tuple) or not value:
@@ -380,6 +424,18 @@ def resolve(values: dict) -> Config:
         _require(
             os.access(f.model_dir, os.R_OK | os.X_OK),
             f"--model_dir={f.model_dir}: cannot read the folder (permission denied)",
+        )
+    if f.lr_schedule == "piecewise":
+        _require(
+            bool(f.lr_boundaries),
+            "--lr_schedule=piecewise: give --lr_boundaries (steps where the rate is "
+            "multiplied by --lr_decay_rate), e.g. --lr_boundaries=3000,6000",
+        )
+    elif f.lr_boundaries:
+        raise UsageError("--lr_boundaries: applies to --lr_schedule=piecewise only")
+    if f.label_smoothing and f.loss != "cross_entropy":
+        raise UsageError(
+            f"--label_smoothing={f.label_smoothing}: applies to --loss=cross_entropy only"
         )
     if values["epochs"] is None and not values["train_steps"]:
         values["epochs"] = DEFAULT_EPOCHS

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 
+import tensorflow as tf
 from absl import logging
 
 from models.training import MAX_SKIPPED_IN_A_ROW
@@ -32,6 +33,36 @@ class TrainingStopped(Exception):
 
 class NonFiniteError(Exception):
     """NaN or Inf in the loss or gradients; nothing after the last checkpoint was saved."""
+
+
+class EvalTracker(tf.Module):
+    """The best evaluation so far and the counts early stopping and
+    reduce-on-plateau wait on; checkpointed, so a resumed run keeps them.
+
+    ``best_value`` is the best ``--best_metric`` value as "higher is better"
+    (accuracy, or minus the loss); NaN before the first evaluation.
+    """
+
+    def __init__(self):
+        super().__init__(name="eval_tracker")
+        with self.name_scope:
+            self.best_value = tf.Variable(float("nan"), dtype=tf.float64, trainable=False)
+            self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+            self.since_best = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.plateau_wait = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def update(self, value: float, step: int) -> bool:
+        """Records an evaluation (higher is better); returns whether it is the best."""
+        best = float(self.best_value.numpy())
+        if math.isfinite(value) and (not math.isfinite(best) or value > best):
+            self.best_value.assign(value)
+            self.best_step.assign(step)
+            self.since_best.assign(0)
+            self.plateau_wait.assign(0)
+            return True
+        self.since_best.assign_add(1)
+        self.plateau_wait.assign_add(1)
+        return False
 
 
 def _format_duration(seconds: float) -> str:
@@ -58,9 +89,24 @@ class Controller:
       runtime: the resolved ``runtime.Runtime``.
       checkpoints: a ``checkpoints.Checkpoints`` or ``None``.
       steps_per_loop, log_every: resolved cadences (steps).
+      tracker: an ``EvalTracker`` (best evaluation, early stopping and
+        reduce-on-plateau state), or None for none of those.
+      schedule: the run's ``models.schedules.Schedule`` (reduce-on-plateau
+        multiplies its ``scale``).
     """
 
-    def __init__(self, config, program, source, runtime, checkpoints, steps_per_loop, log_every):
+    def __init__(
+        self,
+        config,
+        program,
+        source,
+        runtime,
+        checkpoints,
+        steps_per_loop,
+        log_every,
+        tracker=None,
+        schedule=None,
+    ):
         self.config = config
         self.program = program
         self.source = source
@@ -76,6 +122,7 @@ class Controller:
         self.first_call_examples = 0
         self.last_train = {"loss": math.nan, "accuracy": math.nan}
         self.last_eval: dict = {}
+        self.last_eval_step = -1
         self.writers = summaries_lib.Writers(
             config.model_dir, enabled=config.summary_every > 0 and runtime.is_chief
         )
@@ -85,6 +132,11 @@ class Controller:
         self._last_diagnosed = -1
         self._window_seconds = 0.0
         self._window_steps = 0
+        self.eval_every = resolve_eval_every(config, source.num_train, self.batch_size)
+        self.tracker = tracker
+        self.schedule = schedule
+        self.stop_reason = None
+        self.best_metric = best_metric_of(config, program.classification)
 
     @property
     def step(self) -> int:
@@ -100,7 +152,7 @@ class Controller:
         for every in (
             self.log_every,
             self.config.checkpoint_every,
-            self.config.eval_every,
+            self.eval_every,
             summary_every,
         ):
             if every:
@@ -125,6 +177,15 @@ class Controller:
             logging.info(
                 "already trained to step %d (asked for %d): nothing to train", step, total_steps
             )
+            return
+        if self.stopped_early():
+            logging.info(
+                "this run stopped early at step %d (no improvement since step %d): nothing to "
+                "train; raise --early_stopping_patience to go on",
+                step,
+                int(self.tracker.best_step.numpy()),
+            )
+            self.stop_reason = "early_stop"
             return
         logging.info(
             "training steps %d..%d: batch %d, %d step(s) per compiled call, progress every %d",
@@ -153,11 +214,15 @@ class Controller:
                 self._check_gradients()
                 self._after_steps(step, total_steps)
                 if stop.signal_name:
+                    self.stop_reason = "signal"
                     if not self._saved_at(step):
                         self._save(step)
                     raise TrainingStopped(stop.signal_name, step)
+                if self.stop_reason == "early_stop":
+                    break
         if not self._saved_at(step):
             self._save(step)
+        self.stop_reason = self.stop_reason or "steps_done"
         self.writers.flush()
 
     def _count_time(self, count: int, elapsed: float) -> None:
@@ -219,8 +284,9 @@ class Controller:
             self._log_progress(step, total_steps)
         if self.config.checkpoint_every and step % self.config.checkpoint_every == 0:
             self._save(step)
-        if self.config.eval_every and step % self.config.eval_every == 0 and step < total_steps:
+        if self.eval_every and step % self.eval_every == 0 and step < total_steps:
             self.evaluate()
+            self._after_eval(step)
 
     def _log_progress(self, step: int, total_steps: int) -> None:
         result = self.program.train_metrics.result()
@@ -253,6 +319,58 @@ class Controller:
         self.writers.flush()
         self._window_seconds, self._window_steps = 0.0, 0
 
+    def _after_eval(self, step: int) -> None:
+        """Best checkpoint, reduce-on-plateau and early stopping, after an evaluation."""
+        if self.tracker is None or not self.last_eval:
+            return
+        metric = self.best_metric
+        value = self.last_eval["accuracy" if metric == "eval_accuracy" else "loss"]
+        higher = value if metric == "eval_accuracy" else -value
+        if self.tracker.update(higher, step):
+            if self.checkpoints is not None:
+                self._check_finite_now(step)
+                self.checkpoints.save_best(step)
+            return
+        waited = int(self.tracker.since_best.numpy())
+        patience = self.config.lr_plateau_patience
+        if patience and int(self.tracker.plateau_wait.numpy()) >= patience and self.schedule:
+            self.schedule.scale.assign(self.schedule.scale * self.config.lr_plateau_factor)
+            self.tracker.plateau_wait.assign(0)
+            logging.info(
+                "%s has not improved for %d evaluations: learning rate x%g (now x%g of the "
+                "schedule)", metric, patience, self.config.lr_plateau_factor,
+                float(self.schedule.scale.numpy()),
+            )  # fmt: skip
+        stop_after = self.config.early_stopping_patience
+        if stop_after and waited >= stop_after and self.stop_reason is None:
+            best_step = int(self.tracker.best_step.numpy())
+            logging.info(
+                "early stopping at step %d: %s has not improved for %d evaluations since "
+                "step %d", step, metric, waited, best_step,
+            )  # fmt: skip
+            self.stop_reason = "early_stop"
+
+    def after_final_eval(self, step: int) -> None:
+        """The evaluation at the end of training counts for the best model too."""
+        reason = self.stop_reason
+        self._after_eval(step)
+        self.stop_reason = reason
+
+    def stopped_early(self) -> bool:
+        """Whether the restored state had already stopped early (a finished run)."""
+        patience = self.config.early_stopping_patience
+        return bool(
+            self.tracker is not None
+            and patience
+            and int(self.tracker.best_step.numpy()) >= 0
+            and int(self.tracker.since_best.numpy()) >= patience
+        )
+
+    def _check_finite_now(self, step: int) -> None:
+        check_finite_model(
+            self.program.model, f"step {step}", self.checkpoints.latest, self.sample()
+        )
+
     def examples_per_sec(self) -> float:
         """Training throughput, excluding the first (tracing) call when possible."""
         if self.train_seconds:
@@ -272,6 +390,7 @@ class Controller:
         """Evaluates on the whole eval set; returns ``{"loss", "accuracy", "count"}``."""
         result = self.program.evaluate(self.source.eval_dataset(self.runtime.strategy))
         self.last_eval = result
+        self.last_eval_step = self.step
         line = f"eval at step {self.step}: loss {result['loss']:.4f}"
         if self.program.classification:
             line += f", accuracy {result['accuracy']:.4f}"
@@ -284,6 +403,8 @@ class Controller:
                 "accuracy": result["accuracy"] if self.program.classification else None,
             },
         )
+        if "confusion" in result:
+            self.writers.confusion(self.step, result["confusion"], self.source.class_names)
         self.writers.flush()
         return result
 
@@ -342,6 +463,23 @@ def check_finite_model(model, when: str, latest: str | None = None, sample=None)
             f"magnitude: training diverged); nothing was saved or exported (last good "
             f"checkpoint: {latest or 'none'}); lower --learning_rate or set --clip_norm"
         )
+
+
+def best_metric_of(config, classification: bool) -> str:
+    """``--best_metric``, with ``auto`` resolved: eval accuracy, or eval loss for a regression."""
+    if config.best_metric != "auto":
+        return config.best_metric
+    return "eval_accuracy" if classification else "eval_loss"
+
+
+def resolve_eval_every(config, num_train: int, batch_size: int) -> int:
+    """``--eval_every``, or by default once per epoch with ``--mode=train_and_eval``
+    (0, only at the end, with ``--mode=train``)."""
+    if config.eval_every is not None:
+        return config.eval_every
+    if config.mode != "train_and_eval":
+        return 0
+    return max(1, num_train // batch_size)
 
 
 def total_steps(config, num_train: int) -> int:

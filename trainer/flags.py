@@ -109,6 +109,44 @@ flags.DEFINE_enum("loss", None, config_lib.LOSSES, "Loss; default follows the da
 _enum("optimizer", "Optimizer.")
 flags.DEFINE_float("learning_rate", None, f"Step size; default by optimizer: {_RATES}.")
 flags.DEFINE_float("clip_norm", None, "Clip gradients to this global L2 norm.")
+_enum(
+    "lr_schedule",
+    "Learning rate by step, computed in-graph: constant, piecewise (x --lr_decay_rate after "
+    "each of --lr_boundaries), exponential (x --lr_decay_rate every --lr_decay_steps), "
+    "cosine (to --lr_min_fraction over --lr_decay_steps, default the rest of the run).",
+)
+flags.DEFINE_integer(
+    "warmup_steps", _DEFAULTS.warmup_steps, "Linear warmup of the learning rate (steps)."
+)
+flags.DEFINE_integer("lr_decay_steps", None, "exponential/cosine: the decay's length in steps.")
+flags.DEFINE_float(
+    "lr_decay_rate", _DEFAULTS.lr_decay_rate, "piecewise/exponential: the decay factor."
+)
+flags.DEFINE_string("lr_boundaries", None, "piecewise: comma list of steps, e.g. 3000,6000.")
+flags.DEFINE_float(
+    "lr_min_fraction", _DEFAULTS.lr_min_fraction, "cosine: final rate as a fraction of the peak."
+)
+flags.DEFINE_integer(
+    "lr_plateau_patience",
+    _DEFAULTS.lr_plateau_patience,
+    "Reduce-on-plateau: evaluations without improving --best_metric before the rate is "
+    "multiplied by --lr_plateau_factor (0 = off).",
+)
+flags.DEFINE_float("lr_plateau_factor", _DEFAULTS.lr_plateau_factor, "Reduce-on-plateau factor.")
+flags.DEFINE_float(
+    "weight_decay",
+    _DEFAULTS.weight_decay,
+    "Decoupled weight decay (AdamW-style, any optimizer): w -= lr * decay * w each step.",
+)
+flags.DEFINE_boolean(
+    "weight_decay_all",
+    _DEFAULTS.weight_decay_all,
+    "Decay biases and BatchNorm parameters too (default: kernels only).",
+)
+flags.DEFINE_float("l2", _DEFAULTS.l2, "L2 penalty l2/2 * sum(kernel^2) added to the loss.")
+flags.DEFINE_float(
+    "label_smoothing", _DEFAULTS.label_smoothing, "Label smoothing for cross-entropy (0..1)."
+)
 
 flags.DEFINE_integer(
     "batch_size", _DEFAULTS.batch_size, "Global batch size; >= the training set is full batch."
@@ -133,8 +171,18 @@ flags.DEFINE_float(
 
 flags.DEFINE_integer("log_every", None, "Progress line cadence in steps; default ~10 per run.")
 flags.DEFINE_integer(
-    "eval_every", _DEFAULTS.eval_every, "Evaluate every N steps during training (0: at the end)."
+    "eval_every",
+    None,
+    "Evaluate every N steps during training (default: once per epoch with "
+    "--mode=train_and_eval; 0: only at the end).",
 )
+flags.DEFINE_integer(
+    "early_stopping_patience",
+    _DEFAULTS.early_stopping_patience,
+    "Stop after this many evaluations without improving --best_metric (0 = never).",
+)
+_enum("best_metric", "What makes a checkpoint the best (auto: eval_accuracy, or eval_loss).")
+_enum("export", "Which model training exports: the best checkpoint's, or the last step's.")
 flags.DEFINE_integer(
     "summary_every", _DEFAULTS.summary_every, "TensorBoard cadence in steps (0 = off)."
 )

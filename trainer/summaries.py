@@ -73,6 +73,10 @@ class Writers:
             "loss": config.loss,
             "optimizer": config.optimizer,
             "learning_rate": float(config.learning_rate),
+            "lr_schedule": config.lr_schedule,
+            "warmup_steps": int(config.warmup_steps),
+            "weight_decay": float(config.weight_decay),
+            "label_smoothing": float(config.label_smoothing),
             "batch_size": int(config.batch_size),
             "precision": config.precision,
             "seed": int(config.seed),
@@ -90,10 +94,58 @@ class Writers:
             hp.hparams(values, trial_id=os.path.basename(os.path.abspath(config.model_dir)))
         writer.close()
 
+    def confusion(self, step: int, matrix, class_names=None) -> None:
+        """Writes an eval's confusion matrix as an image and its per-class accuracy.
+
+        Args:
+          matrix: ``[C, C]`` counts of (true class, predicted class).
+          class_names: labels for the per-class scalars (default the ids).
+        """
+        if not self.enabled:
+            return
+        matrix = np.asarray(matrix, np.float64)
+        totals = matrix.sum(axis=1)
+        accuracy = np.divide(
+            np.diag(matrix), totals, out=np.full(len(totals), np.nan), where=totals > 0
+        )
+        names = [str(n) for n in (class_names or range(len(matrix)))]
+        with self.eval.as_default():
+            tf.summary.image(
+                "confusion_matrix",
+                confusion_image(matrix)[None],
+                step=step,
+                description="rows: true class, columns: predicted class; shade: share of the row",
+            )
+            rows = ["| class | accuracy | examples |", "|---|---:|---:|"]
+            rows += [
+                f"| {name} | {value:.4f} | {int(total)} |"
+                for name, value, total in zip(names, accuracy, totals, strict=True)
+            ]
+            tf.summary.text("per_class_accuracy", "\n".join(rows), step=step)
+            if len(names) <= MAX_CLASS_SCALARS:
+                for name, value in zip(names, accuracy, strict=True):
+                    if math.isfinite(value):
+                        tf.summary.scalar(f"per_class_accuracy/{name}", value, step=step)
+
     def flush(self) -> None:
         if self.enabled:
             self.train.flush()
             self.eval.flush()
+
+
+MAX_CLASS_SCALARS = 20  # more classes: the text table and the image only
+
+
+def confusion_image(matrix) -> np.ndarray:
+    """A confusion matrix drawn as a heat map: uint8 RGB ``[H, W, 3]``, each cell a
+    square shaded from white (none of its row) to dark blue (all of it)."""
+    matrix = np.asarray(matrix, np.float64)
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    cell = int(np.clip(256 // max(1, len(matrix)), 2, 32))
+    share = np.kron(share, np.ones((cell, cell)))
+    white, blue = np.array([255.0, 255.0, 255.0]), np.array([8.0, 48.0, 107.0])
+    return (white + share[..., None] * (blue - white)).round().astype(np.uint8)
 
 
 HISTOGRAM_BUCKETS = 30

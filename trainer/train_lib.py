@@ -237,6 +237,38 @@ def check_memory(config: Config, input_shape, num_outputs: int) -> None:
     )
 
 
+def make_schedule(config: Config, total_steps: int, num_train: int, batch: int):
+    """The ``models.schedules.Schedule`` of ``--lr_schedule`` and its flags.
+
+    ``--lr_decay_steps`` defaults to the steps after warmup (cosine) or one
+    epoch (exponential).
+
+    Raises:
+      UsageError: naming the flag, e.g. a warmup longer than the run.
+    """
+    from models import schedules
+
+    decay_steps = config.lr_decay_steps
+    if decay_steps is None:
+        if config.lr_schedule == "cosine":
+            decay_steps = max(1, total_steps - config.warmup_steps)
+        elif config.lr_schedule == "exponential":
+            decay_steps = max(1, num_train // max(1, batch))
+    boundaries = [int(b) for b in (config.lr_boundaries or "").split(",") if b.strip()]
+    try:
+        return schedules.Schedule(
+            config.learning_rate,
+            config.lr_schedule,
+            warmup_steps=config.warmup_steps,
+            decay_steps=decay_steps,
+            decay_rate=config.lr_decay_rate,
+            boundaries=boundaries,
+            min_fraction=config.lr_min_fraction,
+        )
+    except ValueError as error:
+        raise UsageError(f"--lr_schedule={config.lr_schedule}: {error}") from None
+
+
 def _finite_or_none(value):
     return value if isinstance(value, float | int) and math.isfinite(value) else None
 
@@ -292,6 +324,11 @@ class Run:
         self.config = config
         if config.loss == "cross_entropy" and not config.num_classes:
             raise UsageError(f"--loss=cross_entropy: --dataset={config.dataset} is a regression")
+        if config.best_metric == "eval_accuracy" and config.loss != "cross_entropy":
+            raise UsageError(
+                f"--best_metric=eval_accuracy: --loss={config.loss} has no accuracy; "
+                "use --best_metric=eval_loss"
+            )
         batch = data_lib.effective_batch_size(config.batch_size, num_train)
         if batch % self.runtime.num_replicas:
             raise UsageError(
@@ -299,12 +336,23 @@ class Run:
                 f"{self.runtime.num_replicas} replicas"
             )
         num_outputs = config.num_classes or 1
+        from trainer import controller as controller_lib
+
+        self.total_steps = controller_lib.total_steps(config, num_train)
         # multi_worker: creating the variables waits for the other workers (guard_workers).
         with runtime.guard_workers(config, "model"), self.runtime.strategy.scope():
             self.model = build_model(config, input_shape_of(config), num_outputs, normalization)
             self.optimizer = optimizers.get(
                 config.optimizer, config.learning_rate, config.clip_norm
             )
+            decayed = (
+                self.model.trainable_variables
+                if config.weight_decay_all
+                else [layer.kernel for layer in self.model.weighted_layers]
+            )
+            self.optimizer.set_weight_decay(config.weight_decay, decayed)
+            self.schedule = make_schedule(config, self.total_steps, num_train, batch)
+            self.tracker = controller_lib.EvalTracker()
             self.program = TrainingProgram(
                 self.model,
                 self.optimizer,
@@ -318,15 +366,27 @@ class Run:
                 summary_fn=summaries_lib.step_summary_fn(config.histograms)
                 if self.runtime.is_chief
                 else None,
+                schedule=self.schedule,
+                l2=config.l2,
+                label_smoothing=config.label_smoothing,
             )
         logging.info(
-            "model: %s %s, %d parameters; optimizer %s (learning rate %g); loss %s",
+            "model: %s %s, %d parameters; optimizer %s (learning rate %s%s); loss %s%s",
             config.model,
             self.model.describe(),
             self.model.count_params(),
             config.optimizer,
-            config.learning_rate,
+            self.schedule.describe(),
+            f", weight decay {config.weight_decay:g}" if config.weight_decay else "",
             config.loss,
+            "".join(
+                f", {name} {value:g}"
+                for name, value in (
+                    ("L2", config.l2),
+                    ("label smoothing", config.label_smoothing),
+                )
+                if value
+            ),
         )
         folder = checkpoints_lib.checkpoint_dir(config.model_dir)
         # Every worker joins each save; only the chief's files count (see Checkpoints).
@@ -340,6 +400,8 @@ class Run:
             model=self.model,
             optimizer=self.optimizer,
             global_step=self.program.global_step,
+            schedule=self.schedule,
+            tracker=self.tracker,
         )
 
 
@@ -469,19 +531,30 @@ def _previous_results(model_dir: str) -> dict:
     return results if isinstance(results, dict) else {}
 
 
-def _export_if_new(run_: Run, previous: dict, trained: bool) -> str | None:
-    """Exports the trained model unless this very step is already exported."""
+def _export_if_new(run_: Run, previous: dict, trained: bool) -> tuple[str | None, int]:
+    """Exports the model ``--export`` asks for (the best checkpoint's when there is
+    one, else the last step's) unless that very step is already exported.
+
+    Returns:
+      ``(export path or None, the step of the exported weights)``.
+    """
     from trainer import controller as controller_lib
     from trainer import export as export_lib
 
     step = int(run_.program.global_step.numpy())
+    best = run_.checkpoints.best if run_.config.export == "best" else None
+    best_step = int(run_.tracker.best_step.numpy())
+    if best and best_step >= 0 and best_step != step:
+        run_.checkpoints.restore(best, only={"model": run_.model})
+        logging.info("export: the best checkpoint's model (step %d of %d)", best_step, step)
+        step = best_step
     earlier = previous.get("export_path")
     if not trained and previous.get("export_step") == step and earlier and os.path.isdir(earlier):
         logging.info("export: step %d is already exported as %s", step, earlier)
-        return earlier
+        return earlier, step
     sample = run_.source.sample()[0] if run_.source is not None else None
     controller_lib.check_finite_model(run_.model, f"step {step}", run_.checkpoints.latest, sample)
-    return export_lib.export_run(run_) or None
+    return export_lib.export_run(run_) or None, step
 
 
 def _run(config: Config) -> dict:
@@ -518,21 +591,40 @@ def _run(config: Config) -> dict:
     log_every = config.log_every or max(1, steps // 10)
     steps_per_loop = config.steps_per_loop or min(log_every, 1000)
     controller = controller_lib.Controller(
-        config, run_.program, run_.source, run_.runtime, run_.checkpoints, steps_per_loop, log_every
+        config,
+        run_.program,
+        run_.source,
+        run_.runtime,
+        run_.checkpoints,
+        steps_per_loop,
+        log_every,
+        tracker=run_.tracker,
+        schedule=run_.schedule,
     )
-    export_path = None
+    export_path = export_step = None
     trained = False
     if config.mode in ("train", "train_and_eval"):
         start = controller.step
-        controller.train(steps)
+        try:
+            controller.train(steps)
+        except (controller_lib.TrainingStopped, controller_lib.NonFiniteError) as error:
+            reason = "signal" if isinstance(error, controller_lib.TrainingStopped) else "non_finite"
+            controller.stop_reason = reason
+            trained = controller.step != start
+            results = _results(config, run_, controller, steps_per_loop, previous, trained)
+            _write_results(config, run_, results, quiet=True)
+            raise
         trained = controller.step != start
-        if run_.runtime.is_chief:
-            export_path = _export_if_new(run_, previous, trained)
     if config.mode in ("eval", "train_and_eval"):
-        controller.evaluate()
+        if controller.last_eval_step != controller.step:
+            controller.evaluate()
+        if config.mode == "train_and_eval" and trained:
+            controller.after_final_eval(controller.step)
+    if config.mode in ("train", "train_and_eval") and run_.runtime.is_chief:
+        export_path, export_step = _export_if_new(run_, previous, trained)
     results = _results(config, run_, controller, steps_per_loop, previous, trained)
     if export_path:
-        results.update(export_path=export_path, export_step=controller.step)
+        results.update(export_path=export_path, export_step=export_step)
     return _write_results(config, run_, results)
 
 
@@ -573,15 +665,25 @@ def _results(
     results.setdefault("eval_loss", None)
     if controller.program.classification:
         results.setdefault("eval_accuracy", None)
+    best_step = int(run_.tracker.best_step.numpy())
+    if best_step >= 0:
+        best = float(run_.tracker.best_value.numpy())
+        metric = controller.best_metric
+        results.update(best_step=best_step, best_metric=metric)
+        results[f"best_{metric}"] = best if metric == "eval_accuracy" else -best
+    if controller.stop_reason:
+        results["stop_reason"] = controller.stop_reason
     results["traces"] = dict(run_.program.trace_counts)
     results["wall_time_s"] = round(time.time() - run_.started, 3)
     return results
 
 
-def _write_results(config: Config, run_: Run, results: dict) -> dict:
+def _write_results(config: Config, run_: Run, results: dict, quiet: bool = False) -> dict:
     path = os.path.join(config.model_dir, "results.json")
     if run_.runtime.is_chief:
         write_json(path, results)
+    if quiet:
+        return results
     summary = f"done at step {results['global_step']}"
     if results.get("eval_loss") is not None:
         summary += f": eval loss {results['eval_loss']:.4f}"
