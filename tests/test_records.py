@@ -116,6 +116,8 @@ def test_sigkill_during_a_tfrecord_run_then_resume_is_bit_identical(mnist, tmp_p
         f"--data_dir={mnist.converted}", "--hidden=32", "--batch_size=32",
         "--train_steps=300", "--checkpoint_every=20", "--steps_per_loop=5",
         "--shuffle_buffer=100", "--summary_every=0",
+        # the learning rate follows the step: a schedule resumes exactly too
+        "--lr_schedule=cosine", "--warmup_steps=30", "--weight_decay=0.01",
     ]  # fmt: skip
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     process, uninterrupted = (

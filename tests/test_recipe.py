@@ -1,0 +1,169 @@
+"""The training recipe: schedules, weight decay, L2, label smoothing, eval curves,
+the best model and early stopping."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import layers, losses, optimizers, schedules
+from models.training import TrainingProgram
+from trainer import data as data_lib
+from trainer.config import Config
+
+from helpers import train
+
+
+def reference(kind, base, u, warmup=0, decay_steps=1, rate=0.1, boundaries=(), floor=0.0):
+    """The learning rate of update ``u`` (1-based), written out in NumPy."""
+    lr = base * (min(1.0, u / warmup) if warmup else 1.0)
+    t = max(0, u - warmup)
+    if kind == "piecewise":
+        lr *= rate ** sum(u > b for b in boundaries)
+    elif kind == "exponential":
+        lr *= rate ** (t / decay_steps)
+    elif kind == "cosine":
+        lr *= floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * min(t, decay_steps) / decay_steps))
+    return lr
+
+
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        ("constant", {}),
+        ("piecewise", {"boundaries": (30, 70), "rate": 0.5}),
+        ("exponential", {"decay_steps": 25, "rate": 0.3}),
+        ("cosine", {"decay_steps": 80, "floor": 0.1}),
+    ],
+)
+@pytest.mark.parametrize("warmup", [0, 20])
+def test_each_schedule_matches_numpy_at_every_step(kind, options, warmup):
+    schedule = schedules.Schedule(
+        0.01, kind, warmup_steps=warmup, decay_steps=options.get("decay_steps"),
+        decay_rate=options.get("rate", 0.1), boundaries=options.get("boundaries", ()),
+        min_fraction=options.get("floor", 0.0),
+    )  # fmt: skip
+    got = [float(schedule(tf.constant(u, tf.int64))) for u in range(1, 121)]
+    want = [reference(kind, 0.01, u, warmup, **options) for u in range(1, 121)]
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+
+
+def _learning_rates(model_dir) -> dict[int, float]:
+    from tensorboard.backend.event_processing import event_accumulator
+
+    rates = {}
+    for path in glob.glob(os.path.join(str(model_dir), "train", "events.*")):
+        events = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+        events.Reload()
+        for event in events.Tensors("learning_rate"):
+            rates[event.step] = float(tf.make_ndarray(event.tensor_proto))
+    return rates
+
+
+def test_the_applied_learning_rate_follows_the_schedule_across_a_resume(tmp_path):
+    flags = {
+        "lr_schedule": "cosine", "warmup_steps": 10, "learning_rate": 0.01, "log_every": 3,
+        "summary_every": 1000, "histograms": False, "mode": "train", "batch_size": 64,
+    }  # fmt: skip
+    train(tmp_path, train_steps=24, lr_decay_steps=40, **flags)
+    train(tmp_path, train_steps=48, lr_decay_steps=40, **flags)  # resumed from step 24
+    rates = _learning_rates(tmp_path)
+    assert set(range(3, 49, 3)) <= set(rates)
+    for step, rate in rates.items():
+        want = reference("cosine", 0.01, step, warmup=10, decay_steps=40)
+        assert math.isclose(rate, want, rel_tol=1e-5), (step, rate, want)
+
+
+def _dense_program(optimizer, **options):
+    model = layers.Sequential(input_shape=(3,))
+    model.add(layers.Dense(3, 2, activation="linear", init="xavier", seed=0, name="out"))
+    return model, TrainingProgram(model, optimizer, loss="mse", global_batch_size=4, **options)
+
+
+def test_weight_decay_shrinks_kernels_and_leaves_excluded_biases_alone():
+    optimizer = optimizers.get("sgd", 0.1)
+    model, _ = _dense_program(optimizer)
+    layer = model.weighted_layers[0]
+    layer.bias.assign([0.5, -0.5])
+    optimizer.set_weight_decay(0.2, [layer.kernel])
+    kernel = layer.kernel.numpy()
+    zeros = [tf.zeros_like(v) for v in model.trainable_variables]
+    optimizer.apply_gradients(zeros, model.trainable_variables)
+    np.testing.assert_allclose(layer.kernel.numpy(), kernel * (1 - 0.1 * 0.2), rtol=1e-6)
+    np.testing.assert_array_equal(layer.bias.numpy(), [0.5, -0.5])
+
+
+def test_l2_adds_its_gradient_to_the_kernels_only():
+    optimizer = optimizers.get("sgd", 0.1)
+    model, program = _dense_program(optimizer, l2=0.5)
+    layer = model.weighted_layers[0]
+    kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
+    # zero inputs: the data loss has no gradient for the kernel
+    dataset = tf.data.Dataset.from_tensors((tf.zeros([4, 3]), tf.ones([4]))).repeat()
+    program.run_steps(iter(dataset), 1)
+    np.testing.assert_allclose(layer.kernel.numpy(), kernel * (1 - 0.1 * 0.5), rtol=1e-6)
+    assert not np.allclose(layer.bias.numpy(), bias)  # the data gradient still moves it
+
+
+def test_label_smoothing_is_cross_entropy_against_smoothed_targets():
+    logits = tf.constant([[2.0, -1.0, 0.5], [0.0, 0.0, 3.0]])
+    labels = tf.constant([0, 2])
+    plain = losses.get("cross_entropy")(labels, logits).numpy()
+    np.testing.assert_allclose(losses.get("cross_entropy", 0.0)(labels, logits), plain)
+    smoothed = losses.get("cross_entropy", 0.3)(labels, logits).numpy()
+    targets = np.eye(3)[[0, 2]] * 0.7 + 0.1
+    log_p = logits.numpy() - np.log(np.exp(logits.numpy()).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(smoothed, -(targets * log_p).sum(axis=1), rtol=1e-6)
+
+
+def test_weight_decay_makes_the_trained_weights_smaller(tmp_path):
+    common = {"mode": "train", "train_steps": 150, "learning_rate": 0.01, "hidden": (64,)}
+    plain = train(tmp_path / "plain", **common)
+    decayed = train(tmp_path / "decayed", weight_decay=0.3, **common)
+    from helpers import checkpoint_variables
+
+    def kernel_norm(folder):
+        values = checkpoint_variables(folder / "checkpoints" / "ckpt-150")
+        return sum(np.sum(v**2) for k, v in values.items() if "/w/" in k and "optimizer" not in k)
+
+    assert plain["global_step"] == decayed["global_step"] == 150
+    assert kernel_norm(tmp_path / "decayed") < 0.8 * kernel_norm(tmp_path / "plain")
+
+
+def test_early_stopping_exports_the_best_model_and_says_why_it_stopped(tmp_path):
+    result = train(
+        tmp_path, epochs=40, learning_rate=0.01, early_stopping_patience=2,
+        summary_every=1000, histograms=False,
+    )  # fmt: skip
+    per_epoch = 1437 // 32
+    assert result["stop_reason"] == "early_stop"
+    best, stopped = result["best_step"], result["global_step"]
+    assert best % per_epoch == 0 and best < stopped <= best + 2 * per_epoch
+    assert result["export_step"] == best
+    assert os.path.exists(tmp_path / "checkpoints" / "best" / f"best-{best}.index")
+    # the SavedModel is the best checkpoint's model: same eval accuracy
+    arrays = data_lib.load(Config(seed=0))
+    served = tf.saved_model.load(result["export_path"]).signatures["serving_default"]
+    classes = served(x=tf.constant(arrays.x_eval))["classes"].numpy()
+    assert np.mean(classes == arrays.y_eval) == pytest.approx(result["best_eval_accuracy"])
+    assert result["best_eval_accuracy"] >= result["eval_accuracy"]
+    # eval is a curve with a confusion matrix and per-class accuracy
+    from tensorboard.backend.event_processing import event_accumulator
+
+    path = glob.glob(str(tmp_path / "eval" / "events.*"))[0]
+    events = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+    events.Reload()
+    tags = events.Tags()["tensors"]
+    assert len(events.Tensors("accuracy")) >= stopped // per_epoch
+    assert {"confusion_matrix", "per_class_accuracy", "per_class_accuracy/3"} <= set(tags)
+    # run again: it stays stopped
+    again = train(
+        tmp_path, epochs=40, learning_rate=0.01, early_stopping_patience=2,
+        summary_every=1000, histograms=False,
+    )  # fmt: skip
+    assert again["global_step"] == stopped and again["stop_reason"] == "early_stop"
