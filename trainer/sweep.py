@@ -1,0 +1,376 @@
+"""``python -m trainer.sweep``: a grid (or a random sample of it) of training runs.
+
+    python -m trainer.sweep --output_dir=runs/sweep \\
+        --grid="learning_rate=0.001,0.003;init=xavier,he" --parallel=2 -- --epochs=10
+
+Every combination of the ``--grid`` values is one ``python -m trainer.main``
+run in ``<output_dir>/runs/<name>`` (the flags after ``--`` go to every run),
+its log in ``<output_dir>/logs/<name>.log``. ``--random=N`` runs N
+combinations drawn with ``--sweep_seed`` instead of all. Runs go ``--parallel``
+at a time.
+
+Resumable: a run whose ``results.json`` says it finished (``stop_reason``
+``steps_done`` or ``early_stop``) is skipped; any other resumes from its
+checkpoints. ``<output_dir>/sweep.json`` records the grid and the flags; the
+same command continues a stopped sweep, another one is refused. SIGTERM or
+Ctrl-C stops the runs (they save first) and the sweep (exit 128 + signal).
+
+At the end, and after each run, ``results.csv`` and ``results.md`` rank the
+runs by ``--metric`` (default: best eval accuracy, or best eval loss for a
+regression). ``tensorboard --logdir <output_dir>/runs`` compares them in the
+HParams dashboard on their eval metrics.
+
+Exit status: 0 every run finished; 1 some run failed (named in the table); 2
+bad input; 128 + N stopped by signal N.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from absl import app, flags, logging
+
+from trainer import config as config_lib
+from trainer.cli import Interrupted, end_on_signals, fail, no_positional_arguments, parse_flags
+from trainer.config import UsageError
+from trainer.files import write_atomically
+
+FINISHED = ("steps_done", "early_stop")
+METRICS = ("auto", "best_eval_accuracy", "best_eval_loss", "eval_accuracy", "eval_loss")
+MAX_RUNS = 10_000
+
+
+def define_flags() -> None:
+    """The sweep's own flags (the trainer's go after ``--``)."""
+    flags.DEFINE_string("output_dir", None, "Folder of the sweep: runs/, logs/, results.*.")
+    flags.DEFINE_string(
+        "grid",
+        None,
+        'Flag values to combine: "name=v1,v2;name=v1,v2" (trainer flag names, e.g. '
+        '"learning_rate=0.001,0.003;init=xavier,he"; values holding commas are separated '
+        'by |, e.g. "hidden=100|500,500").',
+    )
+    flags.DEFINE_integer("random", 0, "Run this many combinations drawn at random (0: all).")
+    flags.DEFINE_integer("sweep_seed", 0, "Seed of --random's draw.")
+    flags.DEFINE_integer("parallel", 1, "Runs at a time.", lower_bound=1, upper_bound=64)
+    flags.DEFINE_enum("metric", "auto", METRICS, "What ranks the runs.")
+
+
+@dataclasses.dataclass
+class Run:
+    name: str
+    values: dict
+    folder: str
+    log: str
+
+    def results(self) -> dict:
+        try:
+            with open(os.path.join(self.folder, "results.json")) as handle:
+                results = json.load(handle)
+        except (OSError, ValueError):
+            return {}
+        return results if isinstance(results, dict) else {}
+
+    def finished(self) -> bool:
+        return self.results().get("stop_reason") in FINISHED
+
+
+def parse_grid(text: str | None) -> dict[str, list[str]]:
+    """``"a=1,2;b=x"`` -> ``{"a": ["1", "2"], "b": ["x"]}``, checked against the
+    trainer's flags and their values. Values that hold commas (``--hidden``,
+    ``--layers``) are separated by ``|`` instead: ``"hidden=100|500,500"``.
+
+    Raises:
+      UsageError: naming ``--grid`` and the part that is wrong.
+    """
+    if not text or not text.strip():
+        raise UsageError('--grid: required, e.g. --grid="learning_rate=0.001,0.003;init=xavier,he"')
+    grid: dict[str, list[str]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, equals, values = part.partition("=")
+        name = name.strip().lstrip("-")
+        if not equals or not name:
+            raise UsageError(f"--grid: {part!r} is not name=value1,value2")
+        if name in ("model_dir", "mode", "export_dir"):
+            raise UsageError(f"--grid: {name} is set by the sweep, not a setting to vary")
+        if name not in config_lib.FLAG_NAMES:
+            raise UsageError(f"--grid: {name!r} is not a flag of python -m trainer.main")
+        if name in grid:
+            raise UsageError(f"--grid: {name} is given twice")
+        separator = "|" if "|" in values else ","  # "|" when values hold commas
+        listed = [v.strip() for v in values.split(separator) if v.strip()]
+        if not listed:
+            raise UsageError(f"--grid: {name} has no values")
+        for value in listed:
+            if name == "hidden":
+                config_lib.parse_hidden(value)
+            else:
+                problem = config_lib.field_problem(name, _typed(name, value))
+                if problem:
+                    raise UsageError(f"--grid: {name}={value} {problem}")
+        grid[name] = listed
+    if not grid:
+        raise UsageError("--grid: give at least one name=values")
+    return grid
+
+
+def _typed(name: str, text: str):
+    """A grid value as the Config field's type, for checking."""
+    kind = str({f.name: f.type for f in dataclasses.fields(config_lib.Config)}[name])
+    try:
+        if "bool" in kind:
+            return {"true": True, "false": False}.get(text.lower(), text)
+        if "int" in kind and "float" not in kind:
+            return int(text)
+        if "float" in kind:
+            return float(text)
+    except ValueError:
+        return text
+    return text
+
+
+def run_name(index: int, values: dict) -> str:
+    """``03-learning_rate=0.003,init=he``: readable, and safe as a folder name."""
+    text = ",".join(f"{k}={v}" for k, v in values.items())
+    return f"{index:02d}-" + re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text)[:120]
+
+
+def plan(output_dir: str, grid: dict, count: int, seed: int) -> list[Run]:
+    combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    if len(combos) > MAX_RUNS:
+        raise UsageError(f"--grid: {len(combos)} combinations; at most {MAX_RUNS}")
+    if count:
+        if count > len(combos):
+            raise UsageError(f"--random={count}: the grid has only {len(combos)} combinations")
+        picked = sorted(random.Random(seed).sample(range(len(combos)), count))
+        combos = [combos[i] for i in picked]
+    return [
+        Run(
+            name,
+            values,
+            os.path.join(output_dir, "runs", name),
+            os.path.join(output_dir, "logs", name + ".log"),
+        )
+        for index, values in enumerate(combos)
+        for name in [run_name(index, values)]
+    ]
+
+
+def check_manifest(output_dir: str, manifest: dict) -> None:
+    """Writes ``sweep.json``, or checks that an existing one is this sweep's."""
+    path = os.path.join(output_dir, "sweep.json")
+    if os.path.exists(path):
+        try:
+            with open(path) as handle:
+                saved = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise UsageError(
+                f"{path}: unreadable ({error}); remove it or use a new --output_dir"
+            ) from None
+        if saved != manifest:
+            raise UsageError(
+                f"--output_dir={output_dir}: holds another sweep (grid or flags differ from "
+                f"{path}); use a new --output_dir or the same command"
+            )
+        return
+    write_atomically(path, json.dumps(manifest, indent=2) + "\n")
+
+
+def command(run: Run, trainer_flags: list[str]) -> list[str]:
+    values = [f"--{k}={v}" for k, v in run.values.items()]
+    return [
+        sys.executable, "-m", "trainer.main", f"--model_dir={run.folder}", "--mode=train_and_eval",
+        *trainer_flags, *values,
+    ]  # fmt: skip
+
+
+def last_error(log: str) -> str:
+    try:
+        with open(log, errors="replace") as handle:
+            lines = [line.strip() for line in handle if line.startswith("error: ")]
+    except OSError:
+        return ""
+    return lines[-1][len("error: ") :] if lines else ""
+
+
+def rank(runs: list[Run], metric: str) -> tuple[list[dict], str]:
+    """Rows for the table, best first; returns ``(rows, the metric used)``."""
+    rows = []
+    for run in runs:
+        results = run.results()
+        state = results.get("stop_reason") or ("not run" if not results else "stopped")
+        failed = last_error(run.log) if not run.finished() else ""
+        rows.append({"run": run.name, **run.values, "results": results, "state": state,
+                     "error": failed})  # fmt: skip
+    if metric == "auto":
+        has_accuracy = any(r["results"].get("eval_accuracy") is not None for r in rows)
+        metric = "best_eval_accuracy" if has_accuracy else "best_eval_loss"
+    higher = metric.endswith("accuracy")
+
+    def key(row):
+        value = row["results"].get(metric)
+        if value is None:
+            value = row["results"].get(metric.replace("best_", ""))
+        if not isinstance(value, int | float):
+            return (1, 0.0)
+        return (0, -value if higher else value)
+
+    rows.sort(key=key)
+    return rows, metric
+
+
+COLUMNS = (
+    "best_eval_accuracy", "best_eval_loss", "eval_accuracy", "eval_loss", "best_step",
+    "global_step", "stop_reason", "wall_time_s",
+)  # fmt: skip
+
+
+def write_tables(output_dir: str, runs: list[Run], grid: dict, metric: str) -> str:
+    rows, metric = rank(runs, metric)
+    header = ["rank", "run", *grid, *COLUMNS, "error"]
+    table = []
+    for position, row in enumerate(rows, 1):
+        results = row["results"]
+        cells = [position, row["run"], *(row[k] for k in grid)]
+        cells += [_cell(results.get(c)) for c in COLUMNS[:-1]]
+        cells += [_cell(results.get("wall_time_s")), row["error"]]
+        if not results.get("stop_reason"):
+            cells[len(grid) + 2 + COLUMNS.index("stop_reason")] = row["state"]
+        table.append(cells)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(table)
+    write_atomically(os.path.join(output_dir, "results.csv"), buffer.getvalue())
+    lines = [
+        f"# Sweep results, ranked by {metric}",
+        "",
+        "| " + " | ".join(header[:-1]) + " |",
+        "|" + "---|" * (len(header) - 1),
+    ]
+    lines += ["| " + " | ".join(str(c) for c in cells[:-1]) + " |" for cells in table]
+    failed = [cells for cells in table if cells[-1]]
+    if failed:
+        lines += ["", "Failed runs:", ""] + [f"- {c[1]}: {c[-1]}" for c in failed]
+    write_atomically(os.path.join(output_dir, "results.md"), "\n".join(lines) + "\n")
+    return metric
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else value
+
+
+def sweep(output_dir: str, grid: dict, trainer_flags: list[str], options) -> int:
+    """Runs what is missing; returns how many runs failed."""
+    runs = plan(output_dir, grid, options.random, options.sweep_seed)
+    manifest = {"grid": grid, "trainer_flags": trainer_flags, "random": options.random,
+                "sweep_seed": options.sweep_seed}  # fmt: skip
+    os.makedirs(os.path.join(output_dir, "logs"), exist_ok=True)
+    os.makedirs(os.path.join(output_dir, "runs"), exist_ok=True)
+    check_manifest(output_dir, manifest)
+    todo = [run for run in runs if not run.finished()]
+    logging.info(
+        "sweep of %d runs in %s: %d finished before, %d to run, %d at a time",
+        len(runs), output_dir, len(runs) - len(todo), len(todo), options.parallel,
+    )  # fmt: skip
+    failed = 0
+    running: list[tuple[Run, subprocess.Popen]] = []
+    env = dict(os.environ)
+    try:
+        while todo or running:
+            while todo and len(running) < options.parallel:
+                run = todo.pop(0)
+                with open(run.log, "a") as log:
+                    process = subprocess.Popen(
+                        command(run, trainer_flags), stdout=log, stderr=subprocess.STDOUT, env=env
+                    )
+                running.append((run, process))
+                logging.info("started %s", run.name)
+            time.sleep(0.2)
+            for run, process in list(running):
+                code = process.poll()
+                if code is None:
+                    continue
+                running.remove((run, process))
+                if code == 0:
+                    logging.info("finished %s", run.name)
+                else:
+                    failed += 1
+                    error = last_error(run.log) or f"exit status {code}"
+                    logging.warning("%s failed: %s", run.name, error)
+                    if code == 2:  # bad input: every run would fail the same way
+                        raise UsageError(f"run {run.name}: {error}")
+                write_tables(output_dir, runs, grid, options.metric)
+    except BaseException:
+        for _, process in running:  # each saves its checkpoint and stops
+            process.send_signal(signal.SIGTERM)
+        for _, process in running:
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        write_tables(output_dir, runs, grid, options.metric)
+        raise
+    metric = write_tables(output_dir, runs, grid, options.metric)
+    best = rank(runs, metric)[0][0]
+    logging.info(
+        "sweep done: best %s (%s %s); tables %s and %s", best["run"], metric,
+        _cell(best["results"].get(metric)), os.path.join(output_dir, "results.md"),
+        os.path.join(output_dir, "results.csv"),
+    )  # fmt: skip
+    print(f"compare them: tensorboard --logdir {os.path.join(output_dir, 'runs')}")
+    return failed
+
+
+def main(argv) -> None:
+    FLAGS = flags.FLAGS
+    trainer_flags = list(argv[1:])
+    logging.get_absl_handler().use_absl_log_file = False
+    try:
+        for value in trainer_flags:
+            if not value.startswith("--"):
+                no_positional_arguments(["", value])
+            if value.split("=")[0].lstrip("-") in ("model_dir", "mode"):
+                raise UsageError(f"{value}: the sweep sets --model_dir and --mode of each run")
+        if not FLAGS.output_dir:
+            raise UsageError("--output_dir: required (the sweep's folder)")
+        output_dir = os.path.abspath(os.path.expanduser(FLAGS.output_dir))
+        grid = parse_grid(FLAGS.grid)
+        with end_on_signals():
+            failed = sweep(output_dir, grid, trainer_flags, FLAGS)
+    except UsageError as error:
+        fail(error)
+    except Interrupted as interrupted:
+        name = signal.Signals(interrupted.signum).name
+        fail(
+            f"received {name}: the sweep stopped (the running runs saved their checkpoints); "
+            "run the same command again to finish the missing runs",
+            status=128 + interrupted.signum,
+        )
+    except OSError as error:
+        fail(f"--output_dir: cannot write ({error.strerror or error})")
+    if failed:
+        fail(f"{failed} run(s) failed; see results.md", status=1)
+    sys.exit(0)
+
+
+def run_main() -> None:
+    define_flags()
+    app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run_main()
