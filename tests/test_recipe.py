@@ -167,3 +167,44 @@ def test_early_stopping_exports_the_best_model_and_says_why_it_stopped(tmp_path)
         summary_every=1000, histograms=False,
     )  # fmt: skip
     assert again["global_step"] == stopped and again["stop_reason"] == "early_stop"
+
+
+def test_adam_cosine_warmup_and_weight_decay_match_keras_adamw(tmp_path):
+    """784-100-10 on MNIST-format files: this trainer against Keras ``fit`` with the
+    same network, schedule (cosine with linear warmup) and AdamW."""
+    keras = pytest.importorskip("keras")
+    from datafiles import write_mnist
+
+    write_mnist(str(tmp_path / "mnist"), n_train=1200)
+    epochs, batch, rate, warmup, decay = 15, 64, 0.005, 20, 1e-4
+    steps = epochs * (1200 // batch)
+    ours = train(
+        tmp_path / "run", dataset="mnist", data_dir=str(tmp_path / "mnist"), model="notebook_mlp",
+        optimizer="adam", learning_rate=rate, lr_schedule="cosine", warmup_steps=warmup,
+        weight_decay=decay, batch_size=batch, epochs=epochs, export="last",
+    )  # fmt: skip
+
+    arrays = data_lib.load(Config(dataset="mnist", data_dir=str(tmp_path / "mnist")))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Dense(100, activation="sigmoid", kernel_initializer="glorot_normal"),
+            keras.layers.Dense(10),
+        ]
+    )
+    # Keras' warmup starts at initial_learning_rate and reaches warmup_target after
+    # warmup_steps; the cosine then runs over the rest, as --lr_decay_steps defaults.
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, steps - warmup, warmup_target=rate, warmup_steps=warmup
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=decay),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(arrays.x_train, arrays.y_train, batch_size=batch, epochs=epochs, verbose=0)
+    _, keras_accuracy = model.evaluate(arrays.x_eval, arrays.y_eval, verbose=0)
+    print(f"eval accuracy: trainer {ours['eval_accuracy']:.4f}, Keras fit {keras_accuracy:.4f}")
+    assert ours["eval_accuracy"] >= keras_accuracy - 0.01

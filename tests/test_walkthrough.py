@@ -32,6 +32,8 @@ PAGE = os.path.join(ROOT, "docs", "walkthrough.md")
 # What docs/walkthrough.md says the test appends to keep it short.
 SHORTER = {
     "python -m trainer.main": " --train_steps=30 --nohistograms --jit_compile=false",
+    # after the sweep's "--": for each of its runs
+    "python -m trainer.sweep": " --train_steps=30 --nohistograms --jit_compile=false",
     "python scripts/init_study.py": (
         " --steps=20 --depth=3 --width=128 --summary_every=0 --inits=uniform,xavier"
     ),
@@ -208,6 +210,8 @@ def test_every_block_of_the_walkthrough_runs(tmp_path):
     assert "ValueError: layer 3 (misfit) expects 50 inputs" in everything
     assert (tmp_path / "docs" / "img" / "loss_curve.png").stat().st_size > 0
     assert (tmp_path / "runs" / "init_study" / "study.json").exists()
+    assert "# Sweep results, ranked by best_eval_accuracy" in everything
+    assert len(os.listdir(tmp_path / "runs" / "init_sweep" / "runs")) == 8
 
 
 if __name__ == "__main__":

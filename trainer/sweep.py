@@ -209,7 +209,8 @@ def rank(runs: list[Run], metric: str) -> tuple[list[dict], str]:
     rows = []
     for run in runs:
         results = run.results()
-        state = results.get("stop_reason") or ("not run" if not results else "stopped")
+        started = os.path.exists(run.log)
+        state = results.get("stop_reason") or ("not finished" if started else "not run")
         failed = last_error(run.log) if not run.finished() else ""
         rows.append({"run": run.name, **run.values, "results": results, "state": state,
                      "error": failed})  # fmt: skip
@@ -238,15 +239,19 @@ COLUMNS = (
 
 def write_tables(output_dir: str, runs: list[Run], grid: dict, metric: str) -> str:
     rows, metric = rank(runs, metric)
-    header = ["rank", "run", *grid, *COLUMNS, "error"]
+    # The figures some run has (a classification sweep has no best_eval_loss).
+    columns = [c for c in COLUMNS if any(r["results"].get(c) is not None for r in rows)]
+    if "stop_reason" not in columns:
+        columns.append("stop_reason")
+    header = ["rank", "run", *grid, *columns, "error"]
     table = []
     for position, row in enumerate(rows, 1):
         results = row["results"]
         cells = [position, row["run"], *(row[k] for k in grid)]
-        cells += [_cell(results.get(c)) for c in COLUMNS[:-1]]
-        cells += [_cell(results.get("wall_time_s")), row["error"]]
+        cells += [_cell(results.get(c)) for c in columns]
+        cells += [row["error"]]
         if not results.get("stop_reason"):
-            cells[len(grid) + 2 + COLUMNS.index("stop_reason")] = row["state"]
+            cells[len(grid) + 2 + columns.index("stop_reason")] = row["state"]
         table.append(cells)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -284,7 +289,7 @@ def sweep(output_dir: str, grid: dict, trainer_flags: list[str], options) -> int
     todo = [run for run in runs if not run.finished()]
     logging.info(
         "sweep of %d runs in %s: %d finished before, %d to run, %d at a time",
-        len(runs), output_dir, len(runs) - len(todo), len(todo), options.parallel,
+        len(runs), _shown(output_dir), len(runs) - len(todo), len(todo), options.parallel,
     )  # fmt: skip
     failed = 0
     running: list[tuple[Run, subprocess.Popen]] = []
@@ -328,11 +333,18 @@ def sweep(output_dir: str, grid: dict, trainer_flags: list[str], options) -> int
     best = rank(runs, metric)[0][0]
     logging.info(
         "sweep done: best %s (%s %s); tables %s and %s", best["run"], metric,
-        _cell(best["results"].get(metric)), os.path.join(output_dir, "results.md"),
-        os.path.join(output_dir, "results.csv"),
+        _cell(best["results"].get(metric)), _shown(output_dir, "results.md"),
+        _shown(output_dir, "results.csv"),
     )  # fmt: skip
-    print(f"compare them: tensorboard --logdir {os.path.join(output_dir, 'runs')}")
+    print(f"compare them: tensorboard --logdir {_shown(output_dir, 'runs')}")
     return failed
+
+
+def _shown(*parts: str) -> str:
+    """A path for messages: relative to the working folder when inside it."""
+    path = os.path.join(*parts)
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def main(argv) -> None:
