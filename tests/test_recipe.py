@@ -208,3 +208,17 @@ def test_adam_cosine_warmup_and_weight_decay_match_keras_adamw(tmp_path):
     _, keras_accuracy = model.evaluate(arrays.x_eval, arrays.y_eval, verbose=0)
     print(f"eval accuracy: trainer {ours['eval_accuracy']:.4f}, Keras fit {keras_accuracy:.4f}")
     assert ours["eval_accuracy"] >= keras_accuracy - 0.01
+
+
+def test_reduce_on_plateau_lowers_the_applied_rate_after_evaluations_without_progress(tmp_path):
+    result = train(
+        tmp_path, epochs=12, learning_rate=0.01, lr_plateau_patience=1, lr_plateau_factor=0.5,
+        summary_every=1000, histograms=False, log_every=11,
+    )  # fmt: skip
+    rates = _learning_rates(tmp_path)
+    lowest = min(rates.values())
+    assert rates[min(rates)] == pytest.approx(0.01)
+    assert lowest < 0.01 and math.log2(0.01 / lowest) == pytest.approx(
+        round(math.log2(0.01 / lowest))
+    )
+    assert result["stop_reason"] == "steps_done"
