@@ -17,11 +17,13 @@ def config(model_dir, **overrides):
     from trainer.config import Config
 
     # No XLA unless a test asks: compiling costs more than these short runs save.
+    # No evaluation per epoch either (nor the best checkpoints it saves): one at the end.
     values = {
         "model_dir": str(model_dir),
         "hidden": (32,),
         "summary_every": 0,
         "jit_compile": "false",
+        "eval_every": 0,
     }
     values.update(overrides)
     if "train_steps" in overrides and "epochs" not in overrides:
@@ -44,6 +46,8 @@ def cli(*flags, timeout=240, env=None) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     full_env.update(env or {})
+    # As config(): evaluate at the end only, unless the test says otherwise (last wins).
+    flags = ("--eval_every=0", *flags)
     forked = forkserver.run("trainer.main", flags, full_env, timeout=timeout)
     if forked is not None:
         return forked
