@@ -105,6 +105,8 @@ def test_sigterm_saves_and_exits_143_then_resume_continues(tmp_path):
     assert "received SIGTERM" in stderr and "Traceback" not in stderr
     stopped_at = latest_step(tmp_path)
     assert stopped_at > 0 and stopped_at % 50 == 0
+    stopped = results(tmp_path)  # says why it stopped, and where
+    assert stopped["stop_reason"] == "signal" and stopped["global_step"] == stopped_at
     resumed = cli(
         *flags[1:], f"--train_steps={stopped_at + 20}", f"--model_dir={tmp_path}", "--mode=train"
     )

@@ -17,7 +17,7 @@ import pytest
 
 from helpers import ROOT, assert_one_line_error, cli, latest_step, results
 
-SMALL = ["--hidden=32", "--summary_every=0"]
+SMALL = ["--hidden=32", "--summary_every=0", "--eval_every=0"]
 
 # Logical CPU devices must be configured before TensorFlow starts its runtime,
 # hence a fresh interpreter.

@@ -137,7 +137,7 @@ def test_weight_decay_makes_the_trained_weights_smaller(tmp_path):
 
 def test_early_stopping_exports_the_best_model_and_says_why_it_stopped(tmp_path):
     result = train(
-        tmp_path, epochs=40, learning_rate=0.01, early_stopping_patience=2,
+        tmp_path, epochs=40, learning_rate=0.01, early_stopping_patience=2, eval_every=None,
         summary_every=1000, histograms=False,
     )  # fmt: skip
     per_epoch = 1437 // 32
@@ -163,7 +163,7 @@ def test_early_stopping_exports_the_best_model_and_says_why_it_stopped(tmp_path)
     assert {"confusion_matrix", "per_class_accuracy", "per_class_accuracy/3"} <= set(tags)
     # run again: it stays stopped
     again = train(
-        tmp_path, epochs=40, learning_rate=0.01, early_stopping_patience=2,
+        tmp_path, epochs=40, learning_rate=0.01, early_stopping_patience=2, eval_every=None,
         summary_every=1000, histograms=False,
     )  # fmt: skip
     assert again["global_step"] == stopped and again["stop_reason"] == "early_stop"
@@ -213,6 +213,7 @@ def test_adam_cosine_warmup_and_weight_decay_match_keras_adamw(tmp_path):
 def test_reduce_on_plateau_lowers_the_applied_rate_after_evaluations_without_progress(tmp_path):
     result = train(
         tmp_path, epochs=12, learning_rate=0.01, lr_plateau_patience=1, lr_plateau_factor=0.5,
+        eval_every=None,
         summary_every=1000, histograms=False, log_every=11,
     )  # fmt: skip
     rates = _learning_rates(tmp_path)

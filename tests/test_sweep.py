@@ -18,7 +18,14 @@ from trainer.config import UsageError
 from helpers import ROOT
 
 GRID = "learning_rate=0.003,0.03;init=zeros,xavier"
-FLAGS = ["--", "--train_steps=45", "--summary_every=0", "--hidden=16", "--optimizer=sgd"]
+FLAGS = [
+    "--",
+    "--train_steps=30",
+    "--summary_every=0",
+    "--eval_every=0",
+    "--hidden=16",
+    "--optimizer=sgd",
+]
 
 
 def _sweep(output_dir, *extra, **popen):
