@@ -60,7 +60,7 @@ def _blocks():
     return re.findall(r"```(bash|python)\n(.*?)```", text, flags=re.S)
 
 
-SWEEP_SAMPLE = " --random=2"  # inserted before the sweep's "--"
+SWEEP_SAMPLE = " --random=1"  # inserted before the sweep's "--"
 
 
 def _shorten(command: str) -> str:
@@ -216,7 +216,7 @@ def test_every_block_of_the_walkthrough_runs(tmp_path):
     assert (tmp_path / "docs" / "img" / "loss_curve.png").stat().st_size > 0
     assert (tmp_path / "runs" / "init_study" / "study.json").exists()
     assert "# Sweep results, ranked by best_eval_accuracy" in everything
-    assert len(os.listdir(tmp_path / "runs" / "init_sweep" / "runs")) == 2  # --random=2
+    assert len(os.listdir(tmp_path / "runs" / "init_sweep" / "runs")) == 1  # --random=1
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 
 Every combination of the ``--grid`` values is one ``python -m trainer.main``
 run in ``<output_dir>/runs/<name>`` (the flags after ``--`` go to every run),
-its log in ``<output_dir>/logs/<name>.log``. ``--random=N`` runs N
+its log in ``<output_dir>/logs/<name>.log``; each is a fork of this process, which
+imports TensorFlow once (``--nofork``: a fresh interpreter each). ``--random=N`` runs N
 combinations drawn with ``--sweep_seed`` instead of all. Runs go ``--parallel``
 at a time.
 
@@ -65,6 +66,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("sweep_seed", 0, "Seed of --random's draw.")
     flags.DEFINE_integer("parallel", 1, "Runs at a time.", lower_bound=1, upper_bound=64)
     flags.DEFINE_enum("metric", "auto", METRICS, "What ranks the runs.")
+    flags.DEFINE_boolean(
+        "fork",
+        hasattr(os, "fork"),
+        "Start each run as a fork of this process, which imports TensorFlow once (saves "
+        "its ~5 CPU seconds per run); --nofork starts a fresh interpreter per run.",
+    )
 
 
 @dataclasses.dataclass
@@ -195,6 +202,70 @@ def command(run: Run, trainer_flags: list[str]) -> list[str]:
     ]  # fmt: skip
 
 
+class _ForkedRun:
+    """A run forked from the sweep (TensorFlow imported, its runtime not started),
+    with the part of ``subprocess.Popen``'s interface the sweep uses."""
+
+    def __init__(self, argv: list[str], log: str):
+        import runpy
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child becomes `python -m trainer.main ...`; never returns
+            code = 1
+            try:
+                target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                os.dup2(target, 1)
+                os.dup2(target, 2)
+                os.close(target)
+                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                sys.argv = ["trainer.main", *argv]
+                runpy.run_module("trainer.main", run_name="__main__", alter_sys=True)
+                code = 0
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("trainer.main", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+
+def _start(run: Run, trainer_flags: list[str], fork: bool):
+    if fork:
+        return _ForkedRun(command(run, trainer_flags)[3:], run.log)
+    with open(run.log, "a") as log:
+        return subprocess.Popen(command(run, trainer_flags), stdout=log, stderr=subprocess.STDOUT)
+
+
 def last_error(log: str) -> str:
     try:
         with open(log, errors="replace") as handle:
@@ -292,17 +363,18 @@ def sweep(output_dir: str, grid: dict, trainer_flags: list[str], options) -> int
         len(runs), _shown(output_dir), len(runs) - len(todo), len(todo), options.parallel,
     )  # fmt: skip
     failed = 0
-    running: list[tuple[Run, subprocess.Popen]] = []
-    env = dict(os.environ)
+    running: list = []
+    fork = bool(getattr(options, "fork", False)) and todo
+    if fork:
+        from trainer import runtime
+
+        # Imported once here; each forked run starts TensorFlow's runtime itself.
+        runtime.import_tensorflow()
     try:
         while todo or running:
             while todo and len(running) < options.parallel:
                 run = todo.pop(0)
-                with open(run.log, "a") as log:
-                    process = subprocess.Popen(
-                        command(run, trainer_flags), stdout=log, stderr=subprocess.STDOUT, env=env
-                    )
-                running.append((run, process))
+                running.append((run, _start(run, trainer_flags, fork)))
                 logging.info("started %s", run.name)
             time.sleep(0.2)
             for run, process in list(running):
