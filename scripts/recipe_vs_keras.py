@@ -22,13 +22,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 from absl import app, flags
 
-flags.DEFINE_string("data_dir", None, "MNIST IDX files (default: digits as MNIST files).")
-flags.DEFINE_integer("epochs", 15, "Epochs for both.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 64, "Batch size for both.", lower_bound=1)
-flags.DEFINE_float("learning_rate", 0.005, "Peak learning rate.")
-flags.DEFINE_integer("warmup_steps", 20, "Linear warmup steps.")
-flags.DEFINE_float("weight_decay", 1e-4, "Decoupled weight decay.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (initial weights and order).")
+
+def define_flags() -> None:
+    """Defined only when run as a program (tests import ``keras_accuracy``)."""
+    flags.DEFINE_string("data_dir", None, "MNIST IDX files (default: digits as MNIST files).")
+    flags.DEFINE_integer("epochs", 15, "Epochs for both.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 64, "Batch size for both.", lower_bound=1)
+    flags.DEFINE_float("learning_rate", 0.005, "Peak learning rate.")
+    flags.DEFINE_integer("warmup_steps", 20, "Linear warmup steps.")
+    flags.DEFINE_float("weight_decay", 1e-4, "Decoupled weight decay.")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (initial weights and order).")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -54,13 +59,40 @@ def digits_as_mnist(folder: str) -> None:
             handle.write(header + array.tobytes())
 
 
+def keras_accuracy(arrays, seed, epochs, batch_size, rate, warmup_steps, weight_decay):
+    """Keras ``fit``'s eval accuracy for 784-100-10 sigmoid with the same recipe:
+    ``CosineDecay`` over the steps after a linear warmup, and ``AdamW``."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Dense(100, activation="sigmoid", kernel_initializer="glorot_normal"),
+            keras.layers.Dense(10),
+        ]
+    )
+    steps = epochs * (len(arrays.x_train) // batch_size)
+    # Keras' warmup starts at initial_learning_rate (0 here) and reaches warmup_target
+    # after warmup_steps; the cosine runs over the rest, as --lr_decay_steps defaults.
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, steps - warmup_steps, warmup_target=rate, warmup_steps=warmup_steps
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(arrays.x_train, arrays.y_train, batch_size=batch_size, epochs=epochs, verbose=0)
+    return model.evaluate(arrays.x_eval, arrays.y_eval, verbose=0)[1]
+
+
 def main(argv) -> None:
     del argv
     from trainer import runtime
 
     runtime.import_tensorflow()
-    import keras
-
     from trainer import data, train_lib
     from trainer.config import Config
 
@@ -70,7 +102,6 @@ def main(argv) -> None:
         digits_as_mnist(folder)
     base = Config(dataset="mnist", data_dir=folder)
     arrays = data.load(base)
-    steps = FLAGS.epochs * (len(arrays.x_train) // FLAGS.batch_size)
     ours, theirs = [], []
     for seed in map(int, FLAGS.seeds):
         config = dataclasses.replace(
@@ -81,31 +112,12 @@ def main(argv) -> None:
             eval_every=0, export="last", jit_compile="false",
         )  # fmt: skip
         ours.append(train_lib.run(config)["eval_accuracy"])
-        keras.utils.set_random_seed(seed)
-        model = keras.Sequential(
-            [
-                keras.Input((784,)),
-                keras.layers.Rescaling(1 / 255.0),
-                keras.layers.Dense(100, activation="sigmoid", kernel_initializer="glorot_normal"),
-                keras.layers.Dense(10),
-            ]
-        )
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0,
-            steps - FLAGS.warmup_steps,
-            warmup_target=FLAGS.learning_rate,
-            warmup_steps=FLAGS.warmup_steps,
-        )
-        model.compile(
-            optimizer=keras.optimizers.AdamW(schedule, weight_decay=FLAGS.weight_decay),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
-        model.fit(
-            arrays.x_train, arrays.y_train, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
-            verbose=0,
+        theirs.append(
+            keras_accuracy(
+                arrays, seed, FLAGS.epochs, FLAGS.batch_size, FLAGS.learning_rate,
+                FLAGS.warmup_steps, FLAGS.weight_decay,
+            )
         )  # fmt: skip
-        theirs.append(model.evaluate(arrays.x_eval, arrays.y_eval, verbose=0)[1])
         print(f"seed {seed}: trainer {ours[-1]:.4f}, Keras fit {theirs[-1]:.4f}", flush=True)
     print(f"mean eval accuracy: trainer {np.mean(ours):.4f}, Keras fit {np.mean(theirs):.4f}")
     sys.stdout.flush()
@@ -113,4 +125,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -4,6 +4,7 @@ the best model and early stopping."""
 from __future__ import annotations
 
 import glob
+import importlib.util
 import math
 import os
 
@@ -16,7 +17,7 @@ from models.training import TrainingProgram
 from trainer import data as data_lib
 from trainer.config import Config
 
-from helpers import train
+from helpers import ROOT, train
 
 
 def reference(kind, base, u, warmup=0, decay_steps=1, rate=0.1, boundaries=(), floor=0.0):
@@ -172,12 +173,11 @@ def test_early_stopping_exports_the_best_model_and_says_why_it_stopped(tmp_path)
 def test_adam_cosine_warmup_and_weight_decay_match_keras_adamw(tmp_path):
     """784-100-10 on MNIST-format files: this trainer against Keras ``fit`` with the
     same network, schedule (cosine with linear warmup) and AdamW."""
-    keras = pytest.importorskip("keras")
+    pytest.importorskip("keras")
     from datafiles import write_mnist
 
     write_mnist(str(tmp_path / "mnist"), n_train=1200)
     epochs, batch, rate, warmup, decay = 15, 64, 0.005, 20, 1e-4
-    steps = epochs * (1200 // batch)
     ours = train(
         tmp_path / "run", dataset="mnist", data_dir=str(tmp_path / "mnist"), model="notebook_mlp",
         optimizer="adam", learning_rate=rate, lr_schedule="cosine", warmup_steps=warmup,
@@ -185,27 +185,12 @@ def test_adam_cosine_warmup_and_weight_decay_match_keras_adamw(tmp_path):
     )  # fmt: skip
 
     arrays = data_lib.load(Config(dataset="mnist", data_dir=str(tmp_path / "mnist")))
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((784,)),
-            keras.layers.Rescaling(1 / 255.0),
-            keras.layers.Dense(100, activation="sigmoid", kernel_initializer="glorot_normal"),
-            keras.layers.Dense(10),
-        ]
+    spec = importlib.util.spec_from_file_location(
+        "recipe_vs_keras", os.path.join(ROOT, "scripts", "recipe_vs_keras.py")
     )
-    # Keras' warmup starts at initial_learning_rate and reaches warmup_target after
-    # warmup_steps; the cosine then runs over the rest, as --lr_decay_steps defaults.
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, steps - warmup, warmup_target=rate, warmup_steps=warmup
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=decay),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(arrays.x_train, arrays.y_train, batch_size=batch, epochs=epochs, verbose=0)
-    _, keras_accuracy = model.evaluate(arrays.x_eval, arrays.y_eval, verbose=0)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    keras_accuracy = script.keras_accuracy(arrays, 0, epochs, batch, rate, warmup, decay)
     print(f"eval accuracy: trainer {ours['eval_accuracy']:.4f}, Keras fit {keras_accuracy:.4f}")
     assert ours["eval_accuracy"] >= keras_accuracy - 0.01
 
