@@ -470,3 +470,15 @@ def test_bad_csvs_fail_conversion_naming_the_cell_and_write_nothing(tmp_path, ro
         )
     assert fragment in str(raised.value)
     assert not out.exists() and not glob.glob(str(tmp_path / ".tmp-convert-*"))
+
+
+def test_a_label_outside_0_to_9_fails_conversion_as_it_fails_training(mnist, tmp_path):
+    raw = _copy(mnist.raw, tmp_path / "raw")
+    labels = glob.glob(os.path.join(raw, "t10k-labels*"))[0]
+    with open(labels, "r+b") as handle:  # the eval split's 6th label (header: 8 bytes)
+        handle.seek(8 + 5)
+        handle.write(bytes([12]))
+    out = tmp_path / "out"
+    with pytest.raises(UsageError, match=r"label 12 outside 0\.\.9 \(label 5 of \d+"):
+        convert.convert(options(data_dir=raw, output_dir=str(out)))
+    assert not out.exists()

@@ -367,6 +367,7 @@ class Controller:
         )
 
     def _check_finite_now(self, step: int) -> None:
+        """What every save (rolling or best) checks first: finite weights and outputs."""
         check_finite_model(
             self.program.model, f"step {step}", self.checkpoints.latest, self.sample()
         )
@@ -381,9 +382,7 @@ class Controller:
 
     def _save(self, step: int) -> None:
         if self.checkpoints is not None:
-            check_finite_model(
-                self.program.model, f"step {step}", self.checkpoints.latest, self.sample()
-            )
+            self._check_finite_now(step)
             self.checkpoints.save(step)
 
     def evaluate(self) -> dict:

@@ -89,12 +89,10 @@ def convert_mnist(opts, folder: str) -> dict:
     paths = {key: data._find(data_dir, stem) for key, stem in data.MNIST_FILES.items()}
     dims = {key: data.idx_dims(path, _magic(key)) for key, path in paths.items()}
     for split in ("train", "eval"):
-        images, labels = dims[f"{split}_images"], dims[f"{split}_labels"]
-        if images[0] != labels[0]:
-            raise UsageError(
-                f"{paths[f'{split}_labels']}: holds {labels[0]} labels but "
-                f"{paths[f'{split}_images']} holds {images[0]} images"
-            )
+        data.check_mnist_counts(
+            paths[f"{split}_images"], dims[f"{split}_images"][0],
+            paths[f"{split}_labels"], dims[f"{split}_labels"][0],
+        )  # fmt: skip
     if dims["train_images"][1:] != dims["eval_images"][1:]:
         raise UsageError(f"{paths['eval_images']}: images differ in size from the training ones")
     shape = list(dims["train_images"][1:])
@@ -105,17 +103,13 @@ def convert_mnist(opts, folder: str) -> dict:
         start = 0
         images = data.iter_idx(paths[f"{split}_images"], data.IMAGE_MAGIC, _ROWS)
         labels = data.iter_idx(paths[f"{split}_labels"], data.LABEL_MAGIC, _ROWS)
+        total = dims[f"{split}_labels"][0]
         for x, y in zip(images, labels, strict=True):
-            bad = np.flatnonzero(y > 9)
-            if bad.size:
-                raise UsageError(
-                    f"{paths[f'{split}_labels']}: label {int(y[bad[0]])} of item "
-                    f"{start + int(bad[0])} is not a digit 0..9"
-                )
+            data.check_mnist_labels(y, paths[f"{split}_labels"], start, total)
             writer.write(split, x, y.astype(np.int64), np.arange(start, start + len(x)))
             start += len(x)
     return writer.metadata(
-        source="mnist", feature_shape=[size], image_shape=[*shape, 1][:3],
+        source="mnist", feature_shape=[size], image_shape=list(data._image_shape(shape)),
         feature_dtype="uint8", task="classification", num_classes=10, class_names=None,
         pixels=True,
     )  # fmt: skip

@@ -451,18 +451,27 @@ def _mnist_pair(data_dir: str, images_stem: str, labels_stem: str):
     labels_path = _find(data_dir, labels_stem)
     images = read_idx(images_path, IMAGE_MAGIC, bytes_per_value=5)  # uint8 + float32
     labels = read_idx(labels_path, LABEL_MAGIC, bytes_per_value=9)  # uint8 + int64
-    if len(images) != len(labels):
-        raise DataError(
-            f"{images_path}: {len(images)} images but {labels_path} has {len(labels)} labels"
-        )
+    check_mnist_counts(images_path, len(images), labels_path, len(labels))
+    check_mnist_labels(labels, labels_path, 0, len(labels))
+    x = images.reshape(len(images), -1).astype(np.float32)
+    return x, labels.astype(np.int64), images_path, tuple(images.shape[1:])
+
+
+def check_mnist_counts(images_path: str, images: int, labels_path: str, labels: int) -> None:
+    """Raises ``DataError`` unless an IDX pair holds as many images as labels."""
+    if images != labels:
+        raise DataError(f"{images_path}: {images} images but {labels_path} has {labels} labels")
+
+
+def check_mnist_labels(labels: np.ndarray, path: str, first: int, total: int) -> None:
+    """Raises ``DataError`` naming the first label outside 0..9 of ``labels``, the
+    items ``first..`` of the ``total`` in the IDX file at ``path``."""
     bad = np.flatnonzero(labels > 9)
     if bad.size:
         raise DataError(
-            f"{labels_path}: label {int(labels[bad[0]])} outside 0..9 "
-            f"(label {bad[0]} of {len(labels)}, counting from 0)"
+            f"{path}: label {int(labels[bad[0]])} outside 0..9 "
+            f"(label {first + int(bad[0])} of {total}, counting from 0)"
         )
-    x = images.reshape(len(images), -1).astype(np.float32)
-    return x, labels.astype(np.int64), images_path, tuple(images.shape[1:])
 
 
 def load_mnist(config: Config) -> Arrays:

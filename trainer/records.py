@@ -53,7 +53,7 @@ import numpy as np
 from absl import logging
 
 from trainer.config import Config
-from trainer.data import DataError, check_memory, human_bytes
+from trainer.data import DataError
 from trainer.sources import DataSource
 
 METADATA = "metadata.json"
@@ -780,22 +780,3 @@ def _fingerprint(splits: dict, metadata: dict) -> str:
                 digest.update(str(os.path.getsize(path)).encode())
     digest.update(json.dumps(metadata.get("normalization", metadata), sort_keys=True).encode())
     return digest.hexdigest()
-
-
-def estimated_memory(source: RecordSource) -> str:
-    """What the stream holds at most, for the log."""
-    record = source.input_size * np.dtype(source.feature_dtype).itemsize + 32
-    return human_bytes(source.shuffle_buffer * record)
-
-
-__all__ = [
-    "FORMAT",
-    "METADATA",
-    "RecordSource",
-    "ShardedWriter",
-    "check_memory",
-    "output_folder",
-    "read_metadata",
-    "shard_name",
-    "write_metadata",
-]

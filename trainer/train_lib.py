@@ -244,7 +244,8 @@ def make_schedule(config: Config, total_steps: int, num_train: int, batch: int):
     epoch (exponential).
 
     Raises:
-      UsageError: naming the flag, e.g. a warmup longer than the run.
+      UsageError: naming ``--lr_schedule`` and what the schedule refused
+        (e.g. boundaries that do not increase).
     """
     from models import schedules
 
