@@ -23,14 +23,12 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import runpy
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Arguments that make a command's start-up its subject: never forked.
@@ -39,26 +37,10 @@ _FRESH_ONLY = ("--tf_verbose",)
 
 # -- the server (this file run as a script) -------------------------------------------
 def run_as_python(args: list[str]) -> int:
-    """What ``python <args>`` (``-m module ...`` or ``script.py ...``) does, in this
-    (forked) process; returns the exit status."""
-    try:
-        if args[0] == "-m":
-            sys.argv = [args[1], *args[2:]]
-            sys.path[0] = os.getcwd()
-            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-        else:
-            sys.argv = list(args)
-            sys.path[0] = os.path.dirname(os.path.abspath(args[0]))
-            runpy.run_path(args[0], run_name="__main__")
-    except SystemExit as stop:
-        if stop.code is None or isinstance(stop.code, int):
-            return stop.code or 0
-        print(stop.code, file=sys.stderr)
-        return 1
-    except BaseException:
-        traceback.print_exc()
-        return 1
-    return 0
+    """``trainer.cli.run_as_python``: what ``python <args>`` does, in this process."""
+    from trainer.cli import run_as_python as run
+
+    return run(args)
 
 
 def _child(request: dict) -> None:

@@ -65,6 +65,32 @@ def exit_now(status: int = 0):
     os._exit(status)
 
 
+def run_as_python(args: list[str]) -> int:
+    """What ``python <args>`` (``-m module ...`` or ``script.py ...``) does, in this
+    process (a forked child, typically); returns the exit status it would have."""
+    import runpy
+    import traceback
+
+    try:
+        if args[0] == "-m":
+            sys.argv = [args[1], *args[2:]]
+            sys.path[0] = os.getcwd()
+            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(args)
+            sys.path[0] = os.path.dirname(os.path.abspath(args[0]))
+            runpy.run_path(args[0], run_name="__main__")
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
+        print(stop.code, file=sys.stderr)
+        return 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
 def parse_flags(argv):
     """``app.run``'s ``flags_parser``: a flag error becomes one line, exit status 2."""
     _check_flagfiles(argv[1:])

@@ -43,7 +43,14 @@ import time
 from absl import app, flags, logging
 
 from trainer import config as config_lib
-from trainer.cli import Interrupted, end_on_signals, fail, no_positional_arguments, parse_flags
+from trainer.cli import (
+    Interrupted,
+    end_on_signals,
+    fail,
+    no_positional_arguments,
+    parse_flags,
+    run_as_python,
+)
 from trainer.config import UsageError
 from trainer.files import write_atomically
 
@@ -207,8 +214,6 @@ class _ForkedRun:
     with the part of ``subprocess.Popen``'s interface the sweep uses."""
 
     def __init__(self, argv: list[str], log: str):
-        import runpy
-
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -222,15 +227,7 @@ class _ForkedRun:
                 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
-                sys.argv = ["trainer.main", *argv]
-                runpy.run_module("trainer.main", run_name="__main__", alter_sys=True)
-                code = 0
-            except SystemExit as stop:
-                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-            except BaseException:
-                import traceback
-
-                traceback.print_exc()
+                code = run_as_python(["-m", "trainer.main", *argv])
             finally:
                 os._exit(code)
         self.pid = pid
