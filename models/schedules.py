@@ -97,9 +97,10 @@ class Schedule(tf.Module):
         return rate
 
     def describe(self) -> str:
-        """One line for the log, e.g. ``cosine from 0.001 over 900 steps, warmup 100``."""
+        """One line for the log, e.g. ``0.01`` (constant) or ``cosine from 0.001 to 0
+        over 900 steps, linear warmup over 100 steps``."""
         text = {
-            "constant": f"constant {self.base:g}",
+            "constant": f"{self.base:g}",
             "piecewise": f"piecewise from {self.base:g}, x{self.decay_rate:g} after steps "
             + ",".join(map(str, self.boundaries)),
             "exponential": f"exponential from {self.base:g}, x{self.decay_rate:g} every "
