@@ -279,7 +279,10 @@ class Dense(_KernelLayer):
     def preactivation(self, x: tf.Tensor) -> tf.Tensor:
         """``x @ w + b``; ``x`` is ``[batch, input_size]``, result ``[batch, output_size]``."""
         self._check_built()
-        return tf.matmul(x, tf.cast(self.w, x.dtype)) + tf.cast(self.b, x.dtype)
+        # bias_add, not "+": its gradient is one BiasAddGrad op rather than a
+        # broadcasting Sum/Reshape chain, and the MatMul + BiasAdd pair is what
+        # TensorFlow's CPU graph rewriter fuses into one kernel.
+        return tf.nn.bias_add(tf.matmul(x, tf.cast(self.w, x.dtype)), tf.cast(self.b, x.dtype))
 
     def forward(self, x, training=False):
         pre = self.preactivation(x)
@@ -374,9 +377,10 @@ class Conv2D(_KernelLayer):
 
     def forward(self, x, training=False):
         self._check_built()
-        pre = tf.nn.conv2d(
-            x, tf.cast(self.w, x.dtype), self.strides, self.padding.upper()
-        ) + tf.cast(self.b, x.dtype)
+        pre = tf.nn.bias_add(  # as Dense: one BiasAddGrad, and Conv2D + BiasAdd fuse
+            tf.nn.conv2d(x, tf.cast(self.w, x.dtype), self.strides, self.padding.upper()),
+            tf.cast(self.b, x.dtype),
+        )
         return pre, self._activation(pre)
 
     def describe(self) -> str:

@@ -28,12 +28,20 @@ def cross_entropy_per_example(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor
       logits: unnormalized scores ``[batch, C]``.
 
     Returns:
-      float32 ``[batch]``: ``logsumexp(logits) - sum(labels * logits)``.
+      float32 ``[batch]``: ``logsumexp(logits) - sum(labels * logits)``,
+      computed by TensorFlow's fused kernels (one op forward, its gradient
+      ``softmax - labels`` from the same op), which subtract the row maximum
+      first. Integer labels must lie in ``[0, C)``: out of range, the CPU
+      kernel fails with "Received a label value of ... outside the valid range".
     """
     logits = tf.cast(logits, tf.float32)
-    targets = _labels_as_one_hot(labels, logits.shape[-1], tf.float32)
-    log_normalizer = tf.reduce_logsumexp(logits, axis=-1)
-    return log_normalizer - tf.reduce_sum(targets * logits, axis=-1)
+    if labels.shape.rank == 1:
+        if labels.dtype not in (tf.int32, tf.int64):
+            labels = tf.cast(labels, tf.int64)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    return tf.nn.softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.float32), logits=logits
+    )
 
 
 def mse_per_example(targets: tf.Tensor, predictions: tf.Tensor) -> tf.Tensor:
@@ -101,7 +109,7 @@ def smoothed_cross_entropy(smoothing: float):
         classes = logits.shape[-1]
         targets = _labels_as_one_hot(labels, classes, tf.float32)
         targets = targets * (1.0 - smoothing) + smoothing / classes
-        return tf.reduce_logsumexp(logits, axis=-1) - tf.reduce_sum(targets * logits, axis=-1)
+        return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
 
     return loss
 
