@@ -37,52 +37,66 @@ from models import optimizers as optimizers_lib
 MAX_SKIPPED_IN_A_ROW = 10
 
 
-def all_finite(tensors) -> tf.Tensor:
-    """A scalar bool: whether every element of every tensor is finite (no NaN/Inf)."""
-    return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
+def finite_sum_check(tensors) -> tf.Tensor:
+    """Whether every element is finite, paid for with one ``reduce_sum`` per tensor.
 
-
-def _metric_variable(name: str, dtype=tf.float32) -> tf.Variable:
-    # Summed across replicas when read, updated locally by each replica.
-    return tf.Variable(
-        tf.zeros([], dtype),
-        trainable=False,
-        name=name,
-        synchronization=tf.VariableSynchronization.ON_READ,
-        aggregation=tf.VariableAggregation.SUM,
-    )
+    A NaN or an Inf anywhere makes the total non-finite (NaN + x is NaN, Inf + x
+    is Inf or NaN), so a finite total proves every element finite. Finite values
+    whose sum passes float32's range (about 3.4e38, e.g. 1.6 million values
+    averaging 2e32) also count as non-finite: for gradients and weights that
+    large the run has diverged (the squared global norm this check replaced
+    overflowed from about 1e19 per element). Returns a scalar bool.
+    """
+    total = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in tensors])
+    return tf.math.is_finite(total)
 
 
 class RunningMetrics(tf.Module):
-    """Sums of loss, correct predictions and examples since the last reset."""
+    """Sums of loss, correct predictions and examples since the last reset.
+
+    The three sums live in one ``[3]`` variable, so a step adds to them with a
+    single ``assign_add``.
+    """
 
     def __init__(self, name: str):
         super().__init__(name=name)
         with self.name_scope:
-            self.loss_sum = _metric_variable("loss_sum")
-            self.correct_sum = _metric_variable("correct_sum")
-            self.count = _metric_variable("count")
+            # [loss_sum, correct_sum, count]
+            self.sums = tf.Variable(
+                tf.zeros([3]),
+                trainable=False,
+                name="sums",
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM,
+            )
 
-    def update(self, per_example_loss, correct):
-        self.loss_sum.assign_add(tf.reduce_sum(per_example_loss))
-        self.correct_sum.assign_add(tf.reduce_sum(correct))
-        self.count.assign_add(tf.cast(tf.shape(per_example_loss)[0], tf.float32))
+    def update(self, per_example_loss, correct, keep=None):
+        """Adds a batch: ``per_example_loss`` and ``correct`` are ``[batch]``.
+
+        ``keep`` (a scalar bool tensor, optional): when false the batch adds
+        nothing (a skipped, non-finite step), decided in-graph without a
+        conditional.
+        """
+        count = per_example_loss.shape[0]  # static when batches are (drop_remainder)
+        if count is None:
+            count = tf.cast(tf.shape(per_example_loss)[0], tf.float32)
+        batch = tf.stack(
+            [tf.reduce_sum(per_example_loss), tf.reduce_sum(correct), tf.cast(count, tf.float32)]
+        )
+        if keep is not None:  # where, not multiply: 0 * NaN would be NaN
+            batch = tf.where(keep, batch, tf.zeros_like(batch))
+        self.sums.assign_add(batch)
         return tf.constant(True)
 
     def reset(self):
-        for v in (self.loss_sum, self.correct_sum, self.count):
-            v.assign(tf.zeros_like(v))
+        self.sums.assign(tf.zeros_like(self.sums))
 
     def result(self) -> dict[str, float]:
         """``{"loss", "accuracy", "count"}`` as Python floats (nan when empty)."""
-        count = float(self.count.numpy())
+        loss_sum, correct_sum, count = (float(v) for v in self.sums.numpy())
         if count == 0:
             return {"loss": math.nan, "accuracy": math.nan, "count": 0.0}
-        return {
-            "loss": float(self.loss_sum.numpy()) / count,
-            "accuracy": float(self.correct_sum.numpy()) / count,
-            "count": count,
-        }
+        return {"loss": loss_sum / count, "accuracy": correct_sum / count, "count": count}
 
 
 class TrainingProgram(tf.Module):
@@ -105,13 +119,16 @@ class TrainingProgram(tf.Module):
         instead of stopping the loop after the first; ``MAX_SKIPPED_IN_A_ROW``
         skipped steps in a row stop it all the same (a skipped step leaves the
         weights as they are, so a run that skips every step has diverged).
+      check_finite: the NaN/Inf guard (default on). ``False`` applies every
+        update unchecked; it exists to measure what the guard costs
+        (``scripts/benchmark.py``), not for training.
       diagnose_every: on step 1 and every this many steps (0 = never) the step also computes
         per-layer diagnostics (``models.diagnostics``), kept in
         ``layer_stats`` for the caller.
       summary_fn: called in-graph on those steps as ``summary_fn(model, step,
         diagnosed)`` (``diagnosed`` as returned by the diagnostic step, first
         replica) to write them to the default ``tf.summary`` writer; it runs
-        under ``tf.summary.record_if`` with a callable, never inside XLA.
+        in its own compiled call (``diagnostic_loop``), never inside XLA.
       schedule: a ``models.schedules.Schedule``: before each update the
         optimizer's ``learning_rate`` is set to ``schedule(global_step + 1)``
         in-graph (None: the learning rate stays as it is).
@@ -131,6 +148,7 @@ class TrainingProgram(tf.Module):
         jit_compile: bool = False,
         strategy: tf.distribute.Strategy | None = None,
         skip_nonfinite: bool = False,
+        check_finite: bool = True,
         diagnose_every: int = 0,
         summary_fn=None,
         schedule=None,
@@ -151,6 +169,7 @@ class TrainingProgram(tf.Module):
         self.jit_compile = bool(jit_compile)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.skip_nonfinite = bool(skip_nonfinite)
+        self.check_finite = bool(check_finite)
         self.diagnose_every = int(diagnose_every)
         self.summary_fn = summary_fn
         self.trace_counts: collections.Counter = collections.Counter()
@@ -178,6 +197,8 @@ class TrainingProgram(tf.Module):
             # overflowing float32; -1 while all weights are finite. The loop
             # always stops there, with or without skip_nonfinite.
             self.nonfinite_weights_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+            # False from the update that left a weight non-finite; stops the loop.
+            self.weights_finite = tf.Variable(True, trainable=False)
             layers = len(self.model.weighted_layers)
             # The latest diagnostic step's per-layer figures, for the caller.
             self.layer_stats = {
@@ -196,6 +217,9 @@ class TrainingProgram(tf.Module):
             self._step_fn = tf.function(self._step_fn, jit_compile=True)
             self._diagnostic_step_fn = tf.function(self._diagnostic_step_fn, jit_compile=True)
         self.train_loop = tf.function(self._train_loop, autograph=False)
+        self.diagnostic_loop = tf.function(
+            functools.partial(self._train_loop, diagnose=True), autograph=False
+        )
         self.evaluate_dataset = tf.function(self._evaluate_dataset)
 
     # -- the step ---------------------------------------------------------
@@ -243,30 +267,33 @@ class TrainingProgram(tf.Module):
             else:
                 outputs = self.forward(x, training=True)
             per_example = self._train_loss_fn(y, outputs)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+            # The mean over the *global* batch (what tf.nn.compute_average_loss
+            # computes, without its shape checks and DivNoNan ops).
+            loss_sum = tf.reduce_sum(per_example)
+            loss = loss_sum * (1.0 / self.global_batch_size)
             if self.l2:
                 kernels = [layer.kernel for layer in self.model.weighted_layers]
                 penalty = tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
                 loss += 0.5 * self.l2 * penalty / self.strategy.num_replicas_in_sync
         grads = tape.gradient(loss, variables)
         context = tf.distribute.get_replica_context()
-        loss_sum = tf.reduce_sum(per_example)
         if self.strategy.num_replicas_in_sync > 1:
             grads, loss_sum = context.all_reduce(tf.distribute.ReduceOp.SUM, (grads, loss_sum))
         # Replicas hold identical summed gradients here, so clipping and the
         # finiteness check agree everywhere.
-        grads, norm = self.optimizer.clip(grads)
-        finite = tf.logical_and(tf.math.is_finite(norm), tf.math.is_finite(loss_sum))
+        if self.optimizer.clip_norm is not None:
+            # The norm is computed anyway: an Inf/NaN gradient makes it non-finite.
+            grads, norm = self.optimizer.clip(grads)
+            finite = tf.math.is_finite(norm + loss_sum)
+        elif self.check_finite:
+            finite = finite_sum_check([loss_sum, *grads])
+        if not self.check_finite:  # only to measure what the guard costs
+            finite = tf.constant(True)
         if diagnose:
             before = [tf.identity(v.read_value()) for v in variables]
         with tf.control_dependencies(before if diagnose else []):
             context.merge_call(self._apply_cross_replica, args=(grads, finite))
-        correct = self._correct(y, outputs)
-        tf.cond(
-            finite,
-            lambda: self.train_metrics.update(per_example, correct),
-            lambda: tf.constant(False),
-        )
+        self.train_metrics.update(per_example, self._correct(y, outputs), keep=finite)
         if not diagnose:
             return None
         after = [tf.identity(v.read_value()) for v in variables]
@@ -274,18 +301,22 @@ class TrainingProgram(tf.Module):
         return {"stats": stats, "grads": grads, "weights": after, "records": records}
 
     def _apply_cross_replica(self, strategy, grads, finite):
+        """Applies the update when ``finite``; keeps the guard's counters.
+
+        One conditional per step, around the update; the skipped-step
+        counters live in its branches. The weights' check after it is a
+        branch-free flag (``weights_finite``) that stops the loop; the step it
+        names is set once per call, after the loop.
+        """
+        variables = self.model.trainable_variables
+        if not self.check_finite:
+            self.optimizer.apply_clipped(grads, variables, strategy)
+            return
         finite = strategy.experimental_local_results(finite)[0]
 
         def apply():
-            variables = self.model.trainable_variables
             self.optimizer.apply_clipped(grads, variables, strategy)
             self.skipped_in_a_row.assign(0)
-            # Checked after the update: finite gradients can still overflow a weight.
-            tf.cond(
-                all_finite(variables),
-                lambda: tf.constant(True),
-                lambda: self._mark_nonfinite_weights(),
-            )
             return tf.constant(True)
 
         def skip():
@@ -296,11 +327,9 @@ class TrainingProgram(tf.Module):
             return tf.constant(False)
 
         tf.cond(finite, apply, skip)
-
-    def _mark_nonfinite_weights(self):
-        step = self.nonfinite_weights_step
-        step.assign(tf.where(step < 0, self.global_step + 1, step))
-        return tf.constant(False)
+        # Read after the update (automatic control dependencies order the reads
+        # after the conditional): finite gradients can still overflow a weight.
+        self.weights_finite.assign(finite_sum_check(variables))
 
     def reset_nonfinite(self) -> None:
         """Forgets skipped steps once reported (the count in a row is kept)."""
@@ -308,56 +337,51 @@ class TrainingProgram(tf.Module):
         self.first_nonfinite_step.assign(-1)
 
     # -- the loops ----------------------------------------------------------
-    def _train_loop(self, iterator, num_steps):
+    def _train_loop(self, iterator, num_steps, diagnose: bool = False):
         """Runs ``num_steps`` (a scalar int tensor) training steps in-graph.
 
-        Written with explicit ``tf.while_loop``/``tf.cond`` and traced without
-        AutoGraph: converting the step's Python code was most of the tracing
-        time of a deep network.
+        Written with an explicit ``tf.while_loop`` and traced without AutoGraph:
+        converting the step's Python code was most of the tracing time of a
+        deep network. The plain loop (``train_loop``) holds no diagnostic
+        branch; diagnostic steps run as their own compiled call
+        (``diagnostic_loop``, one step), so neither pays for the other, neither
+        in tracing (the first step with summaries traces only the diagnostic
+        function) nor per step (no conditional in the loop body).
         """
-        self.trace_counts["train_loop"] += 1
+        self.trace_counts["diagnostic_loop" if diagnose else "train_loop"] += 1
         if not isinstance(num_steps, tf.Tensor):
             raise TypeError("num_steps must be a tensor; a Python int would retrace per value")
-        every = self.diagnose_every
-
-        def plain_step(x, y):
-            self.strategy.run(self._step_fn, args=(x, y))
-            return tf.constant(0)
-
-        def diagnostic_step(x, y, step):
-            diagnosed = self.strategy.run(self._diagnostic_step_fn, args=(x, y))
-            self._record_diagnostics(step, diagnosed)
-            return tf.constant(0)
 
         def body(i):
             x, y = next(iterator)
             step = self.global_step + 1
             if self.schedule is not None:  # the rate of this update, from the step
                 self.optimizer.learning_rate.assign(self.schedule(step))
-            if every:
-                tf.cond(
-                    self._is_diagnostic_step(step),
-                    lambda: diagnostic_step(x, y, step),
-                    lambda: plain_step(x, y),
-                )
+            if diagnose:
+                diagnosed = self.strategy.run(self._diagnostic_step_fn, args=(x, y))
+                self._record_diagnostics(step, diagnosed)
             else:
-                plain_step(x, y)
+                self.strategy.run(self._step_fn, args=(x, y))
             self.global_step.assign_add(1)
             return (i + 1,)
 
         def keep_going(i):
-            going = tf.logical_and(
-                i < tf.cast(num_steps, tf.int32), self.nonfinite_weights_step < 0
-            )
+            going = tf.logical_and(i < tf.cast(num_steps, tf.int32), self.weights_finite)
             if self.skip_nonfinite:
                 return tf.logical_and(going, self.skipped_in_a_row < MAX_SKIPPED_IN_A_ROW)
             return tf.logical_and(going, tf.equal(self.nonfinite_count, 0))
 
         tf.while_loop(keep_going, body, (tf.constant(0),))
+        # The loop stopped right after the update that left a weight non-finite.
+        marked = self.nonfinite_weights_step
+        broke = tf.logical_and(marked < 0, tf.logical_not(self.weights_finite))
+        marked.assign(tf.where(broke, self.global_step, marked))
 
-    def _is_diagnostic_step(self, step):
-        """Every ``diagnose_every`` steps, and the first step (gradients at init)."""
-        return tf.logical_or(tf.equal(step % self.diagnose_every, 0), tf.equal(step, 1))
+    def _next_diagnostic_step(self, step: int) -> int:
+        """The first diagnostic step after ``step`` (step 1, then every ``diagnose_every``)."""
+        if step < 1:
+            return 1
+        return (step // self.diagnose_every + 1) * self.diagnose_every
 
     def _record_diagnostics(self, step, diagnosed):
         """Keeps a diagnostic step's figures and writes its summaries (cross-replica)."""
@@ -369,8 +393,11 @@ class TrainingProgram(tf.Module):
         self.diagnosed_step.assign(step)
         if self.summary_fn is None:
             return
-        # In-graph gate; the callable is evaluated where each summary op is made.
-        with tf.summary.record_if(lambda: self._is_diagnostic_step(step)):
+        # Only diagnostic steps run this function, so every one records: a
+        # constant gate, which lets each summary op be written without the
+        # tf.cond that an in-graph predicate costs per write (most of this
+        # function's ops and of its tracing time when it had them).
+        with tf.summary.record_if(True):
             self.summary_fn(self.model, step, first)
 
     def _evaluate_dataset(self, dataset):
@@ -402,8 +429,31 @@ class TrainingProgram(tf.Module):
         return result
 
     def run_steps(self, iterator, num_steps: int) -> None:
-        """Eagerly-callable wrapper: runs ``num_steps`` steps in one compiled call."""
-        self.train_loop(iterator, tf.constant(num_steps, tf.int32))
+        """Eagerly-callable wrapper: runs ``num_steps`` steps in compiled calls.
+
+        One call of ``train_loop`` without diagnostics; with ``diagnose_every``,
+        the plain stretches between diagnostic steps are ``train_loop`` calls
+        and each diagnostic step a ``diagnostic_loop`` call. Stops early, as the
+        loop does, at a non-finite step.
+        """
+        if not self.diagnose_every:
+            self.train_loop(iterator, tf.constant(num_steps, tf.int32))
+            return
+        step = int(self.global_step.numpy())
+        end = step + num_steps
+        while step < end:
+            diagnostic = self._next_diagnostic_step(step)
+            plain = min(diagnostic - 1, end) - step
+            if plain > 0:
+                self.train_loop(iterator, tf.constant(plain, tf.int32))
+            if diagnostic <= end:
+                if plain > 0 and int(self.global_step.numpy()) != diagnostic - 1:
+                    return  # the loop stopped early (non-finite)
+                self.diagnostic_loop(iterator, tf.constant(1, tf.int32))
+            reached = int(self.global_step.numpy())
+            if reached != min(diagnostic, end):
+                return
+            step = reached
 
 
 def fit(

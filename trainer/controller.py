@@ -251,9 +251,9 @@ class Controller:
         weights_step = int(self.program.nonfinite_weights_step.numpy())
         if weights_step >= 0:
             raise NonFiniteError(
-                f"the update of step {weights_step} left non-finite weights (NaN/Inf: it "
-                f"overflowed float32); training stopped without saving (last good checkpoint: "
-                f"{latest or 'none'}); lower --learning_rate or set --clip_norm"
+                f"the update of step {weights_step} left non-finite weights (NaN/Inf, or "
+                f"summing past float32's range); training stopped without saving (last good "
+                f"checkpoint: {latest or 'none'}); lower --learning_rate or set --clip_norm"
             )
         bad = int(self.program.nonfinite_count.numpy())
         if not bad:
