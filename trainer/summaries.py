@@ -160,10 +160,21 @@ def histogram_tensor(values: tf.Tensor, buckets: int = HISTOGRAM_BUCKETS) -> tf.
     """TensorBoard's histogram data for ``values`` (any shape): ``[buckets, 3]``.
 
     Rows are ``(left edge, right edge, count)`` over equal-width buckets from
-    the minimum to the maximum of the *finite* values, with one fused
-    ``tf.histogram_fixed_width`` and no control flow (``tf.summary.histogram``
-    builds conditionals per call, which made tracing a deep network's
-    diagnostic step several seconds slower).
+    the minimum to the maximum of the *finite* values. ``histogram_tensors``
+    of one tensor; see there.
+    """
+    return histogram_tensors([values], buckets)[0]
+
+
+def histogram_tensors(tensors, buckets: int = HISTOGRAM_BUCKETS) -> tf.Tensor:
+    """TensorBoard's histogram data for each of ``tensors`` (any shapes): ``[T, buckets, 3]``.
+
+    Per tensor: its finite minimum and maximum, one fused
+    ``tf.histogram_fixed_width`` and a count of the non-finite values; the
+    arithmetic on the ranges and the bucket edges is done once for all tensors
+    on ``[T]`` vectors, with no control flow (``tf.summary.histogram`` builds
+    conditionals per call; a deep network's diagnostic step writes dozens of
+    histograms, and their ops were most of its tracing time).
 
     Never fails, whatever the values: NaN and Inf are left out of the counts
     (``tf.histogram_fixed_width`` misbehaves on them); a constant tensor, or a
@@ -171,11 +182,16 @@ def histogram_tensor(values: tf.Tensor, buckets: int = HISTOGRAM_BUCKETS) -> tf.
     narrow bucket at its value; a range wider than float32 can hold (say
     -3e38..3e38) is binned at half scale; no finite value gives zero counts.
     """
-    data = tf.reshape(tf.cast(values, tf.float32), [-1])
-    finite = tf.math.is_finite(data)
     big = tf.float32.max
-    low = tf.reduce_min(tf.where(finite, data, big))
-    high = tf.reduce_max(tf.where(finite, data, -big))
+    flat, finite, lows, highs = [], [], [], []
+    for values in tensors:
+        data = tf.reshape(tf.cast(values, tf.float32), [-1])
+        ok = tf.math.is_finite(data)
+        flat.append(data)
+        finite.append(ok)
+        lows.append(tf.reduce_min(tf.where(ok, data, big)))
+        highs.append(tf.reduce_max(tf.where(ok, data, -big)))
+    low, high = tf.stack(lows), tf.stack(highs)  # [T]
     any_finite = low <= high
     low = tf.where(any_finite, low, 0.0)
     high = tf.where(any_finite, high, 0.0)
@@ -187,29 +203,42 @@ def histogram_tensor(values: tf.Tensor, buckets: int = HISTOGRAM_BUCKETS) -> tf.
     narrow = (high - low) <= tf.maximum(tf.abs(center), 1.0) * (buckets * 2.0**-20)
     low = tf.where(narrow, center - half, low)
     high = tf.where(narrow, center + half, high)
-    # Non-finite values are binned at `low` (bucket 0), then taken out again.
-    scaled = tf.where(finite, data * 0.5, low)
-    counts = tf.histogram_fixed_width(scaled, tf.stack([low, high]), nbins=buckets)
-    bad = tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int32))
-    counts = counts - tf.one_hot(0, buckets, on_value=bad, off_value=0, dtype=tf.int32)
-    edges = tf.linspace(
-        tf.cast(low, tf.float64) * 2.0, tf.cast(high, tf.float64) * 2.0, buckets + 1
-    )
-    return tf.stack([edges[:-1], edges[1:], tf.cast(counts, tf.float64)], axis=1)
+    # Unstacked in one op each (indexing would add a slice and its constants per tensor).
+    ranges = tf.unstack(tf.stack([low, high], axis=1))  # T x [2]
+    lows = tf.unstack(low)
+    counts, bad = [], []
+    for data, ok, left, bounds in zip(flat, finite, lows, ranges, strict=True):
+        # Non-finite values are binned at `low` (bucket 0), then taken out again.
+        scaled = tf.where(ok, data * 0.5, left)
+        counts.append(tf.histogram_fixed_width(scaled, bounds, nbins=buckets))
+        bad.append(tf.size(data, tf.int32) - tf.math.count_nonzero(ok, dtype=tf.int32))
+    first_bucket = tf.one_hot(0, buckets, on_value=1, off_value=0, dtype=tf.int32)  # [buckets]
+    counts = tf.stack(counts) - tf.stack(bad)[:, None] * first_bucket  # [T, buckets]
+    # Edges at full scale, in float64: low + (high - low) * k / buckets.
+    fractions = tf.constant([k / buckets for k in range(buckets + 1)], tf.float64)
+    low64 = tf.cast(low, tf.float64)[:, None] * 2.0
+    high64 = tf.cast(high, tf.float64)[:, None] * 2.0
+    edges = low64 + (high64 - low64) * fractions  # [T, buckets + 1]
+    return tf.stack([edges[:, :-1], edges[:, 1:], tf.cast(counts, tf.float64)], axis=2)
 
 
 # In-graph summaries are written with tf.summary.write and an explicit tag:
 # tf.summary.scalar/histogram would prefix the tag with the enclosing graph
 # name scopes (e.g. "while/cond/") inside the compiled loop.
-def _histogram(tag: str, values, step) -> None:
+def _histograms(tagged: list, step) -> None:
+    """Writes ``[(tag, values)]`` as histograms, computed together (``histogram_tensors``)."""
     from tensorboard.plugins.histogram import metadata
 
-    tf.summary.write(
-        tag,
-        histogram_tensor(values),
-        step=step,
-        metadata=metadata.create_summary_metadata(display_name=tag, description=""),
-    )
+    if not tagged:
+        return
+    data = tf.unstack(histogram_tensors([values for _, values in tagged]))
+    for (tag, _), histogram in zip(tagged, data, strict=True):
+        tf.summary.write(
+            tag,
+            histogram,
+            step=step,
+            metadata=metadata.create_summary_metadata(display_name=tag, description=""),
+        )
 
 
 def _scalar(tag: str, value, step) -> None:
@@ -234,21 +263,21 @@ def step_summary_fn(histograms: bool):
     from models import diagnostics
 
     def write(model, step, diagnosed):
-        stats = diagnosed["stats"]
-        for position, (layer_name, _) in enumerate(diagnostics.layer_variables(model)):
-            for figure, values in stats.items():
-                _scalar(f"{figure}/{layer_name}", values[position], step)
+        names = [layer_name for layer_name, _ in diagnostics.layer_variables(model)]
+        for figure, values in diagnosed["stats"].items():
+            for layer_name, value in zip(names, tf.unstack(values), strict=True):
+                _scalar(f"{figure}/{layer_name}", value, step)
         if not histograms:
             return
+        tagged = []
         for variable, grad, value in zip(
             model.trainable_variables, diagnosed["grads"], diagnosed["weights"], strict=True
         ):
             name = variable.name.split(":")[0]
-            _histogram(f"weights/{name}", value, step)
-            _histogram(f"gradients/{name}", grad, step)
+            tagged += [(f"weights/{name}", value), (f"gradients/{name}", grad)]
         for layer, (pre, post) in zip(model.weighted_layers, diagnosed["records"], strict=True):
-            _histogram(f"preactivations/{layer.name}", pre, step)
-            _histogram(f"activations/{layer.name}", post, step)
+            tagged += [(f"preactivations/{layer.name}", pre), (f"activations/{layer.name}", post)]
+        _histograms(tagged, step)
 
     return write
 
