@@ -142,6 +142,12 @@ flags.DEFINE_integer(
     "Also time the trainer writing TensorBoard summaries every N steps (0: skip).",
     lower_bound=0,
 )
+flags.DEFINE_bool(
+    "guard_ab",
+    True,
+    "Also time the trainer's default contender with its NaN/Inf guard off (A/B: what the "
+    "guard costs).",
+)
 flags.DEFINE_string("json", None, "Write all results to this JSON file.")
 flags.DEFINE_string(
     "tfrecord_dir",
@@ -587,16 +593,28 @@ class TrainerContender(Contender):
     kind = "trainer"
 
     def __init__(
-        self, tf, ctx, steps: int, steps_per_loop: int, jit: bool, precision: str, summaries=0
+        self,
+        tf,
+        ctx,
+        steps: int,
+        steps_per_loop: int,
+        jit: bool,
+        precision: str,
+        summaries=0,
+        guard: bool = True,
     ):
         steps_per_loop = min(steps_per_loop, steps)
         name = f"trainer_spl{steps_per_loop}_xla-{'on' if jit else 'off'}_{precision}"
         if summaries:
             name += f"_summaries{summaries}"
+        if not guard:
+            name += "_noguard"
         settings = {"steps_per_loop": steps_per_loop, "jit_compile": jit}
         settings["summary_every"] = summaries
+        settings["guard"] = guard
         super().__init__(name, precision, settings)
         self.summaries = summaries
+        self.guard = guard
         self.tf, self.ctx = tf, ctx
         self.steps_per_loop = steps_per_loop
         self.calls = max(1, round(steps / steps_per_loop))
@@ -630,6 +648,7 @@ class TrainerContender(Contender):
                 jit_compile=self.jit,
                 diagnose_every=self.summaries,
                 summary_fn=summary_fn,
+                check_finite=self.guard,
             )
             self.program.run_steps(self.iterator, 1)
             self.program.global_step.numpy()
@@ -806,6 +825,7 @@ def make_contenders(tf, ctx, groups, steps, precisions, steps_per_loop, xla, ker
             for jit in xla:
                 for spl in steps_per_loop:
                     contenders.append(TrainerContender(tf, ctx, steps, spl, jit, precision))
+    default = default_settings(ctx, steps, steps_per_loop)
     if "trainer" in groups and FLAGS.summary_every:
         # The cost of TensorBoard summaries at their cadence: compare with the
         # same contender without them.
@@ -814,6 +834,20 @@ def make_contenders(tf, ctx, groups, steps, precisions, steps_per_loop, xla, ker
                 tf, ctx, steps, max(steps_per_loop), False, precisions[0], FLAGS.summary_every
             )
         )
+    if "trainer" in groups and FLAGS.guard_ab:
+        # What the NaN/Inf guard costs: the default contender, and the same without it.
+        for guard in (True, False):
+            contenders.append(
+                TrainerContender(
+                    tf,
+                    ctx,
+                    steps,
+                    default["steps_per_loop"],
+                    default["jit_compile"],
+                    "float32",
+                    guard=guard,
+                )
+            )
     for precision in precisions:
         if "keras" in groups:
             for jit in keras_jit:
@@ -823,6 +857,51 @@ def make_contenders(tf, ctx, groups, steps, precisions, steps_per_loop, xla, ker
     for contender in contenders:
         unique.setdefault(contender.name, contender)
     return list(unique.values())
+
+
+def default_settings(ctx, steps: int, steps_per_loop: list[int]) -> dict:
+    """What ``python -m trainer.main`` runs by default, as contender settings:
+    float32, the largest steps per call timed (a 1,000-step run makes calls of
+    100), XLA as ``--jit_compile=auto`` decides for this network and device."""
+    from trainer import runtime
+
+    device = "gpu" if "GPU" in ctx["device"].upper() else "cpu"
+    return {
+        "steps_per_loop": min(max(steps_per_loop), steps),
+        "jit_compile": runtime.auto_jit(device, ctx["convolutions"]),
+        "precision": "float32",
+    }
+
+
+def mark_default(rows: list[dict], default: dict) -> None:
+    """Sets ``"default": true`` on the trainer row that runs the default settings
+    (summaries off, guard on), false on every other row."""
+    for row in rows:
+        row["default"] = bool(
+            row["kind"] == "trainer"
+            and row["precision"] == default["precision"]
+            and row.get("steps_per_loop") == default["steps_per_loop"]
+            and row.get("jit_compile") == default["jit_compile"]
+            and not row.get("summary_every")
+            and row.get("guard", True)
+        )
+
+
+def guard_cost(rows) -> dict | None:
+    """Throughput lost to the NaN/Inf guard: 1 - (with / without), wall and CPU time."""
+    by_name = {row["name"]: row for row in rows}
+    for row in rows:
+        if row["kind"] == "trainer" and row.get("guard") is False:
+            base = row["name"].rsplit("_noguard", 1)[0]
+            if base in by_name:
+                with_guard = by_name[base]
+                return {
+                    "with": base,
+                    "without": row["name"],
+                    "throughput_cost": 1 - with_guard["examples_per_sec"] / row["examples_per_sec"],
+                    "cpu_cost": with_guard["cpu_us_per_example"] / row["cpu_us_per_example"] - 1,
+                }
+    return None
 
 
 def summaries_cost(rows) -> dict | None:
@@ -1114,6 +1193,7 @@ def main(argv):
     params = model_info["params"]
     x, y = synthetic_data(FLAGS.examples, network.input_shape, model_info["classes"], FLAGS.seed)
 
+    from models import layers as layers_lib
     from trainer import data
 
     batch_size = data.effective_batch_size(FLAGS.batch_size, len(x))
@@ -1128,6 +1208,7 @@ def main(argv):
         "examples": FLAGS.examples,
         "params": params,
         "flops_per_example": model_info["flops_per_example"],
+        "convolutions": any(isinstance(layer, layers_lib.Conv2D) for layer in network.layers),
         "steps_per_loop": steps_per_loop,
         "dataset": lambda: data.train_dataset(x, y, batch_size, FLAGS.seed),
     }
@@ -1164,8 +1245,20 @@ def main(argv):
     flops = model_info["flops_per_example"]
     rows = [summarize(c, batch_size, flops, peaks) for c in contenders if c.kind != "input"]
     keras_best = add_keras_ratios(rows)
+    default = default_settings(ctx, FLAGS.steps, steps_per_loop)
+    mark_default(rows, default)
     print()
     print_table(rows)
+    for row in rows:
+        if row["default"]:
+            print(f"the trainer's default settings: {row['name']}")
+    guard = guard_cost(rows)
+    if guard:
+        print(
+            f"the NaN/Inf guard costs {100 * guard['throughput_cost']:.1f}% of throughput, "
+            f"{100 * guard['cpu_cost']:.1f}% more CPU per example "
+            f"({guard['with']} vs {guard['without']})"
+        )
     summary_cost = summaries_cost(rows)
     if summary_cost:
         print(
@@ -1248,6 +1341,7 @@ def main(argv):
         "contenders": rows,
         "keras_best": keras_best,
         "summaries_cost": summary_cost,
+        "guard_cost": guard,
         "input_pipeline": input_result,
         "tfrecord_pipeline": tfrecord_result,
         "time_to_first_step_s": {

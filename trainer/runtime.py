@@ -189,16 +189,23 @@ def resolve_jit(config: Config, device: str, num_replicas: int, strategy_name: s
     if config.deterministic:
         logging.info("XLA: off (auto: --deterministic)")
         return False
+    convolutions = _has_convolutions(config)
+    on = auto_jit(device, convolutions)
     if device == "gpu":
         logging.info("XLA: on (auto: GPU)")
-        return True
-    if _has_convolutions(config):
-        # Measured on LeNet (docs/benchmarks.md): XLA takes 26-35% off the CPU time
-        # per example of a convolutional network, float32 and bfloat16 alike.
+    elif convolutions:
         logging.info("XLA: on (auto: convolutions, measured faster with XLA on CPU)")
-        return True
-    logging.info("XLA: off (auto: measured slower than graph mode on CPU for dense networks)")
-    return False
+    else:
+        logging.info("XLA: off (auto: measured slower than graph mode on CPU for dense networks)")
+    return on
+
+
+def auto_jit(device: str, convolutions: bool) -> bool:
+    """``--jit_compile=auto``'s choice on one device: XLA on GPUs, and on CPUs for
+    networks with convolutions (measured on LeNet in docs/benchmarks.md: XLA takes
+    26-35% off the CPU time per example, float32 and bfloat16 alike); off on
+    CPUs for dense networks, where it measured slower."""
+    return device == "gpu" or convolutions
 
 
 def _has_convolutions(config: Config) -> bool:
