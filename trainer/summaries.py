@@ -222,33 +222,69 @@ def histogram_tensors(tensors, buckets: int = HISTOGRAM_BUCKETS) -> tf.Tensor:
     return tf.stack([edges[:, :-1], edges[:, 1:], tf.cast(counts, tf.float64)], axis=2)
 
 
-# In-graph summaries are written with tf.summary.write and an explicit tag:
-# tf.summary.scalar/histogram would prefix the tag with the enclosing graph
-# name scopes (e.g. "while/cond/") inside the compiled loop.
-def _histograms(tagged: list, step) -> None:
-    """Writes ``[(tag, values)]`` as histograms, computed together (``histogram_tensors``)."""
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def write_summaries(entries: list, step) -> None:
+    """Writes ``[(tag, tensor, plugin metadata)]`` in-graph as one event at ``step``.
+
+    One ``Summary`` protobuf holding every value is assembled in-graph: per
+    value a constant prefix (its tag, its metadata and the field headers, all
+    known when tracing) and ``tf.io.serialize_tensor`` of the tensor, joined by
+    one ``tf.strings.join`` and written by one ``write_raw_pb``. That is two
+    ops per value; ``tf.summary.write`` costs about eight (a device copy, its
+    constants, the conditional on ``record_if``), and the diagnostic step
+    writes dozens. Tags are used as given (``tf.summary.scalar`` would prefix
+    them with the enclosing name scopes, e.g. ``while/``). Tensors need static
+    shapes (their serialized length goes into the prefix).
+    """
+    if not entries:
+        return
+    parts = []
+    for tag, tensor, metadata in entries:
+        tensor = tf.convert_to_tensor(tensor)
+        with tf.init_scope():  # eagerly: the serialized length of this shape and dtype
+            length = len(tf.io.serialize_tensor(tf.zeros(tensor.shape, tensor.dtype)).numpy())
+        head = _field(1, tag.encode()) + _field(9, metadata.SerializeToString())
+        head += _varint(8 << 3 | 2) + _varint(length)  # Value.tensor, then its bytes
+        value_length = len(head) + length
+        parts.append(tf.constant(_varint(1 << 3 | 2) + _varint(value_length) + head))
+        parts.append(tf.io.serialize_tensor(tensor))
+    tf.summary.experimental.write_raw_pb(tf.strings.join(parts), step=step)
+
+
+def _histograms(tagged: list) -> list:
+    """``[(tag, values)]`` as histogram entries for ``write_summaries``, computed
+    together (``histogram_tensors``)."""
     from tensorboard.plugins.histogram import metadata
 
     if not tagged:
-        return
+        return []
     data = tf.unstack(histogram_tensors([values for _, values in tagged]))
-    for (tag, _), histogram in zip(tagged, data, strict=True):
-        tf.summary.write(
-            tag,
-            histogram,
-            step=step,
-            metadata=metadata.create_summary_metadata(display_name=tag, description=""),
-        )
+    return [
+        (tag, histogram, metadata.create_summary_metadata(display_name=tag, description=""))
+        for (tag, _), histogram in zip(tagged, data, strict=True)
+    ]
 
 
-def _scalar(tag: str, value, step) -> None:
+def _scalar(tag: str, value) -> tuple:
     from tensorboard.plugins.scalar import metadata
 
-    tf.summary.write(
+    return (
         tag,
         tf.cast(value, tf.float32),
-        step=step,
-        metadata=metadata.create_summary_metadata(display_name=tag, description=""),
+        metadata.create_summary_metadata(display_name=tag, description=""),
     )
 
 
@@ -264,10 +300,13 @@ def step_summary_fn(histograms: bool):
 
     def write(model, step, diagnosed):
         names = [layer_name for layer_name, _ in diagnostics.layer_variables(model)]
-        for figure, values in diagnosed["stats"].items():
-            for layer_name, value in zip(names, tf.unstack(values), strict=True):
-                _scalar(f"{figure}/{layer_name}", value, step)
+        entries = [
+            _scalar(f"{figure}/{layer_name}", value)
+            for figure, values in diagnosed["stats"].items()
+            for layer_name, value in zip(names, tf.unstack(values), strict=True)
+        ]
         if not histograms:
+            write_summaries(entries, step)
             return
         tagged = []
         for variable, grad, value in zip(
@@ -277,7 +316,7 @@ def step_summary_fn(histograms: bool):
             tagged += [(f"weights/{name}", value), (f"gradients/{name}", grad)]
         for layer, (pre, post) in zip(model.weighted_layers, diagnosed["records"], strict=True):
             tagged += [(f"preactivations/{layer.name}", pre), (f"activations/{layer.name}", post)]
-        _histograms(tagged, step)
+        write_summaries(entries + _histograms(tagged), step)
 
     return write
 
