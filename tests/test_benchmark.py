@@ -102,6 +102,18 @@ def check_summaries_cost_is_measured_against_the_same_settings(data, stdout):
     assert "TensorBoard summaries every 2 steps cost" in stdout
 
 
+def check_default_row_and_guard_cost(data, stdout):
+    # The tiny MLP on CPU: default = float32, the largest steps per call, XLA off (auto).
+    defaults = [row["name"] for row in data["contenders"] if row["default"]]
+    assert defaults == ["trainer_spl4_xla-off_float32"]
+    cost = data["guard_cost"]
+    assert cost["with"] == "trainer_spl4_xla-off_float32"
+    assert cost["without"] == "trainer_spl4_xla-off_float32_noguard"
+    assert math.isfinite(cost["throughput_cost"]) and math.isfinite(cost["cpu_cost"])
+    assert "the NaN/Inf guard costs" in stdout
+    assert "the trainer's default settings: trainer_spl4_xla-off_float32" in stdout
+
+
 def check_peaks_model_and_machine(data, _):
     for precision in ("float32", "bfloat16"):
         assert _positive(data["peaks"][precision]["gflops"])
@@ -150,6 +162,7 @@ def check_devices_without_gpu(data, stdout):
 CHECKS = (
     check_every_contender_reports_speed_and_ratios,
     check_summaries_cost_is_measured_against_the_same_settings,
+    check_default_row_and_guard_cost,
     check_peaks_model_and_machine,
     check_time_to_first_step,
     check_precision_check,
