@@ -482,3 +482,25 @@ def test_a_label_outside_0_to_9_fails_conversion_as_it_fails_training(mnist, tmp
     with pytest.raises(UsageError, match=r"label 12 outside 0\.\.9 \(label 5 of \d+"):
         convert.convert(options(data_dir=raw, output_dir=str(out)))
     assert not out.exists()
+
+
+def test_a_record_label_outside_the_metadata_classes_stops_in_one_line(tmp_path):
+    data = tmp_path / "data"
+    with records.output_folder(str(data)) as folder:
+        writer = records.DatasetWriter(folder, {"train": 64, "eval": 8}, 2, "float32", False, 2)
+        # labels 0..4 in files whose metadata says 3 classes
+        writer.write("train", np.ones((64, 2), np.float32), np.arange(64) % 5, np.arange(64))
+        writer.write("eval", np.zeros((8, 2), np.float32), np.arange(8) % 3, np.arange(8))
+        records.write_metadata(
+            folder,
+            writer.metadata(
+                feature_shape=[2], image_shape=None, feature_dtype="float32",
+                task="classification", num_classes=3, class_names=None,
+            ),
+        )  # fmt: skip
+    result = cli(
+        "--dataset=tfrecord", f"--data_dir={data}", "--hidden=4", "--batch_size=16",
+        "--train_steps=8", "--summary_every=0", f"--model_dir={tmp_path / 'run'}",
+        "--mode=train", "--shuffle_buffer=8",
+    )  # fmt: skip
+    assert_one_line_error(result, "outside the 3 classes")

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import stat
 import time
 
@@ -446,7 +447,7 @@ def _input_problem(config: Config, error: Exception) -> Exception:
     from trainer.records import _read_problem
 
     text = cli.one_line(error, limit=200)
-    input_ops = ("ParseExample", "DecodeRaw", "Feature", "record")
+    input_ops = ("ParseExample", "DecodeRaw", "Feature", "record", "label value")
     if isinstance(error, tf.errors.InvalidArgumentError) and not any(w in text for w in input_ops):
         return error
     latest = tf.train.latest_checkpoint(checkpoints_lib.checkpoint_dir(config.model_dir))
@@ -455,9 +456,19 @@ def _input_problem(config: Config, error: Exception) -> Exception:
         if config.data_dir
         else f"--train_files={config.train_files}"
     )
+    kept = f"kept the checkpoints up to {os.path.basename(latest) if latest else 'none'}"
+    label = re.search(
+        r"label value of (-?\d+) which is outside the valid range of \[0, (\d+)\)", text
+    )
+    if label:  # the fused cross-entropy kernel checks every label it is given
+        return DataError(
+            f"{where}: a record has label {label.group(1)}, outside the {label.group(2)} "
+            f"classes of the dataset's metadata (0..{int(label.group(2)) - 1}); {kept}; "
+            "convert the data again"
+        )
     return DataError(
-        f"{where}: a record could not be read: {_read_problem(error)}; kept the checkpoints "
-        f"up to {os.path.basename(latest) if latest else 'none'}; convert the data again"
+        f"{where}: a record could not be read: {_read_problem(error)}; {kept}; "
+        "convert the data again"
     )
 
 
