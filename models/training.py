@@ -5,14 +5,17 @@ Shape of the computation (after Orbit and Keras' trainer):
 * ``train_step(x, y)``: one forward pass, ``tf.GradientTape`` backward pass and
   optimizer update for a batch; optionally XLA-compiled (``jit_compile``), and
   the only XLA-compiled piece.
-* ``train_loop(iterator, num_steps)``: a plain ``tf.function`` running
-  ``for _ in tf.range(num_steps)`` around the step. ``num_steps`` must be a
-  tensor, so a whole run traces the loop once.
+* ``train_loop(iterator, num_steps)``: a plain ``tf.function`` running a
+  ``tf.while_loop`` of ``num_steps`` steps. ``num_steps`` must be a tensor, so a
+  whole run traces the loop once.
+* ``diagnostic_loop(iterator, 1)``: the same loop around the diagnostic step
+  (per-layer statistics and TensorBoard summaries); ``run_steps`` splits its
+  calls at diagnostic steps, so the plain loop carries no diagnostic branch.
 * ``evaluate(dataset)``: a compiled pass over a finite dataset.
 
 The same code runs under any ``tf.distribute`` strategy: the step runs per
 replica through ``strategy.run``, the loss is averaged over the *global* batch
-with ``tf.nn.compute_average_loss``, gradients are summed across replicas and
+(summed, times ``1 / global_batch_size``), gradients are summed across replicas and
 the update is applied in cross-replica context (``merge_call`` +
 ``extended.update``), since ``assign_sub`` on mirrored variables inside a
 replica context fails.
