@@ -205,9 +205,8 @@ def histogram_tensors(tensors, buckets: int = HISTOGRAM_BUCKETS) -> tf.Tensor:
     high = tf.where(narrow, center + half, high)
     # Unstacked in one op each (indexing would add a slice and its constants per tensor).
     ranges = tf.unstack(tf.stack([low, high], axis=1))  # T x [2]
-    lows = tf.unstack(low)
     counts, bad = [], []
-    for data, ok, left, bounds in zip(flat, finite, lows, ranges, strict=True):
+    for data, ok, left, bounds in zip(flat, finite, tf.unstack(low), ranges, strict=True):
         # Non-finite values are binned at `low` (bucket 0), then taken out again.
         scaled = tf.where(ok, data * 0.5, left)
         counts.append(tf.histogram_fixed_width(scaled, bounds, nbins=buckets))
@@ -220,20 +219,6 @@ def histogram_tensors(tensors, buckets: int = HISTOGRAM_BUCKETS) -> tf.Tensor:
     high64 = tf.cast(high, tf.float64)[:, None] * 2.0
     edges = low64 + (high64 - low64) * fractions  # [T, buckets + 1]
     return tf.stack([edges[:, :-1], edges[:, 1:], tf.cast(counts, tf.float64)], axis=2)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
 def write_summaries(entries: list, step) -> None:
@@ -249,17 +234,25 @@ def write_summaries(entries: list, step) -> None:
     them with the enclosing name scopes, e.g. ``while/``). Tensors need static
     shapes (their serialized length goes into the prefix).
     """
+    # The protobuf encoder the TFRecord writer uses (field tags 0x0A: Summary.value
+    # and Value.tag, 0x42: Value.tensor, 0x4A: Value.metadata).
+    from trainer.records import _field, _varint
+
     if not entries:
         return
+    lengths = {}  # serialized length per (shape, dtype), found once each
     parts = []
     for tag, tensor, metadata in entries:
         tensor = tf.convert_to_tensor(tensor)
-        with tf.init_scope():  # eagerly: the serialized length of this shape and dtype
-            length = len(tf.io.serialize_tensor(tf.zeros(tensor.shape, tensor.dtype)).numpy())
-        head = _field(1, tag.encode()) + _field(9, metadata.SerializeToString())
-        head += _varint(8 << 3 | 2) + _varint(length)  # Value.tensor, then its bytes
-        value_length = len(head) + length
-        parts.append(tf.constant(_varint(1 << 3 | 2) + _varint(value_length) + head))
+        key = (tuple(tensor.shape), tensor.dtype)
+        if key not in lengths:
+            with tf.init_scope():  # eagerly, while tracing
+                zeros = tf.zeros(tensor.shape, tensor.dtype)
+                lengths[key] = len(tf.io.serialize_tensor(zeros).numpy())
+        length = lengths[key]
+        head = _field(0x0A, tag.encode()) + _field(0x4A, metadata.SerializeToString())
+        head += b"\x42" + _varint(length)  # Value.tensor's header; its bytes follow
+        parts.append(tf.constant(b"\x0a" + _varint(len(head) + length) + head))
         parts.append(tf.io.serialize_tensor(tensor))
     tf.summary.experimental.write_raw_pb(tf.strings.join(parts), step=step)
 
