@@ -89,7 +89,6 @@ class RunningMetrics(tf.Module):
         if keep is not None:  # where, not multiply: 0 * NaN would be NaN
             batch = tf.where(keep, batch, tf.zeros_like(batch))
         self.sums.assign_add(batch)
-        return tf.constant(True)
 
     def reset(self):
         self.sums.assign(tf.zeros_like(self.sums))
@@ -380,7 +379,7 @@ class TrainingProgram(tf.Module):
         broke = tf.logical_and(marked < 0, tf.logical_not(self.weights_finite))
         marked.assign(tf.where(broke, self.global_step, marked))
 
-    def _next_diagnostic_step(self, step: int) -> int:
+    def next_diagnostic_step(self, step: int) -> int:
         """The first diagnostic step after ``step`` (step 1, then every ``diagnose_every``)."""
         if step < 1:
             return 1
@@ -445,18 +444,16 @@ class TrainingProgram(tf.Module):
         step = int(self.global_step.numpy())
         end = step + num_steps
         while step < end:
-            diagnostic = self._next_diagnostic_step(step)
-            plain = min(diagnostic - 1, end) - step
-            if plain > 0:
-                self.train_loop(iterator, tf.constant(plain, tf.int32))
-            if diagnostic <= end:
-                if plain > 0 and int(self.global_step.numpy()) != diagnostic - 1:
-                    return  # the loop stopped early (non-finite)
+            diagnostic = self.next_diagnostic_step(step)
+            target = min(diagnostic - 1, end)
+            if target > step:
+                self.train_loop(iterator, tf.constant(target - step, tf.int32))
+            else:  # the next step is the diagnostic one
+                target = diagnostic
                 self.diagnostic_loop(iterator, tf.constant(1, tf.int32))
-            reached = int(self.global_step.numpy())
-            if reached != min(diagnostic, end):
-                return
-            step = reached
+            step = int(self.global_step.numpy())
+            if step != target:
+                return  # the loop stopped early, at a non-finite step
 
 
 def fit(

@@ -146,17 +146,11 @@ class Controller:
         """Where the next compiled call ends: at the next log, checkpoint, eval or
         diagnostic step (so the figures read after a call are of its last step)."""
         boundary = min(total, step + self.steps_per_loop)
-        summary_every = self.config.summary_every
-        if summary_every and step == 0:
-            boundary = 1  # the first diagnostic step: gradients at initialization
-        for every in (
-            self.log_every,
-            self.config.checkpoint_every,
-            self.eval_every,
-            summary_every,
-        ):
+        for every in (self.log_every, self.config.checkpoint_every, self.eval_every):
             if every:
                 boundary = min(boundary, (step // every + 1) * every)
+        if self.program.diagnose_every:  # step 1 (gradients at initialization), then every N
+            boundary = min(boundary, self.program.next_diagnostic_step(step))
         return boundary
 
     def _make_iterator(self, start_step: int):
