@@ -258,23 +258,29 @@ with open(out, "w") as handle:
 """
 
 
-def test_two_workers_read_their_own_shards_and_see_each_example_once(tmp_path):
-    from test_distributed import _free_port
-
-    data = tmp_path / "data"
-    with records.output_folder(str(data)) as folder:
-        ids = np.arange(64)
-        writer = records.DatasetWriter(folder, {"train": 64, "eval": 8}, 4, "float32", False, 2)
-        # examples that carry their own id as their features
-        writer.write("train", np.stack([ids, ids], 1).astype(np.float32), ids % 3, ids)
+def _write_three_class_records(folder, x_train, y_train, shards):
+    """A converted dataset of 2 features and (per its metadata) 3 classes: the 64
+    given training examples (ids 0..63) and 8 eval examples, in ``shards`` shards."""
+    with records.output_folder(str(folder)) as out:
+        writer = records.DatasetWriter(out, {"train": 64, "eval": 8}, shards, "float32", False, 2)
+        writer.write("train", x_train, y_train, np.arange(64))
         writer.write("eval", np.zeros((8, 2), np.float32), np.arange(8) % 3, np.arange(8))
         records.write_metadata(
-            folder,
+            out,
             writer.metadata(
                 feature_shape=[2], image_shape=None, feature_dtype="float32",
                 task="classification", num_classes=3, class_names=None,
             ),
         )  # fmt: skip
+
+
+def test_two_workers_read_their_own_shards_and_see_each_example_once(tmp_path):
+    from test_distributed import _free_port
+
+    data = tmp_path / "data"
+    ids = np.arange(64)
+    # examples that carry their own id as their features
+    _write_three_class_records(data, np.stack([ids, ids], 1).astype(np.float32), ids % 3, 4)
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
@@ -486,18 +492,8 @@ def test_a_label_outside_0_to_9_fails_conversion_as_it_fails_training(mnist, tmp
 
 def test_a_record_label_outside_the_metadata_classes_stops_in_one_line(tmp_path):
     data = tmp_path / "data"
-    with records.output_folder(str(data)) as folder:
-        writer = records.DatasetWriter(folder, {"train": 64, "eval": 8}, 2, "float32", False, 2)
-        # labels 0..4 in files whose metadata says 3 classes
-        writer.write("train", np.ones((64, 2), np.float32), np.arange(64) % 5, np.arange(64))
-        writer.write("eval", np.zeros((8, 2), np.float32), np.arange(8) % 3, np.arange(8))
-        records.write_metadata(
-            folder,
-            writer.metadata(
-                feature_shape=[2], image_shape=None, feature_dtype="float32",
-                task="classification", num_classes=3, class_names=None,
-            ),
-        )  # fmt: skip
+    # labels 0..4 in files whose metadata says 3 classes
+    _write_three_class_records(data, np.ones((64, 2), np.float32), np.arange(64) % 5, 2)
     result = cli(
         "--dataset=tfrecord", f"--data_dir={data}", "--hidden=4", "--batch_size=16",
         "--train_steps=8", "--summary_every=0", f"--model_dir={tmp_path / 'run'}",
