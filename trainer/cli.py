@@ -142,6 +142,13 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+def fail_interrupted(interrupted: Interrupted, consequence: str):
+    """Ends the program for a signal: ``error: received SIGTERM: <consequence>``,
+    exit status 128 + the signal's number, as a shell reports it."""
+    name = signal.Signals(interrupted.signum).name
+    fail(f"received {name}: {consequence}", status=128 + interrupted.signum)
+
+
 @contextlib.contextmanager
 def end_on_signals():
     """While active, SIGTERM and SIGINT raise ``Interrupted`` in the main thread.

@@ -28,7 +28,6 @@ column where there is one), 128 + N stopped by signal N.
 from __future__ import annotations
 
 import os
-import signal
 import time
 import zipfile
 
@@ -36,7 +35,14 @@ import numpy as np
 from absl import app, flags, logging
 
 from trainer import records
-from trainer.cli import Interrupted, end_on_signals, exit_now, fail, no_positional_arguments
+from trainer.cli import (
+    Interrupted,
+    end_on_signals,
+    exit_now,
+    fail,
+    fail_interrupted,
+    no_positional_arguments,
+)
 from trainer.cli import parse_flags as _parse_flags
 from trainer.config import UsageError
 
@@ -412,11 +418,7 @@ def main(argv) -> None:
     except UsageError as error:
         fail(error)
     except Interrupted as interrupted:
-        name = signal.Signals(interrupted.signum).name
-        fail(
-            f"received {name}: stopped; nothing was written to --output_dir",
-            128 + interrupted.signum,
-        )
+        fail_interrupted(interrupted, "stopped; nothing was written to --output_dir")
     except MemoryError:
         fail("out of memory while converting")
     except OSError as error:

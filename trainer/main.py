@@ -11,8 +11,6 @@ what training had done; 1 anything unexpected, still in one line.
 
 from __future__ import annotations
 
-import signal
-
 from absl import app, flags, logging
 
 from trainer import config as config_lib
@@ -22,6 +20,7 @@ from trainer.cli import (
     end_on_signals,
     exit_now,
     fail,
+    fail_interrupted,
     no_positional_arguments,
     one_line,
     parse_flags,
@@ -59,11 +58,9 @@ def _main() -> None:
     except config_lib.UsageError as error:
         fail(error)
     except Interrupted as interrupted:
-        name = signal.Signals(interrupted.signum).name
-        fail(
-            f"received {name}: stopped; everything saved before is kept "
-            "(run the same command again to continue)",
-            status=128 + interrupted.signum,
+        fail_interrupted(
+            interrupted,
+            "stopped; everything saved before is kept (run the same command again to continue)",
         )
     except KeyboardInterrupt:
         fail("interrupted", status=130)

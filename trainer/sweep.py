@@ -47,6 +47,7 @@ from trainer.cli import (
     Interrupted,
     end_on_signals,
     fail,
+    fail_interrupted,
     no_positional_arguments,
     parse_flags,
     run_as_python,
@@ -435,11 +436,10 @@ def main(argv) -> None:
     except UsageError as error:
         fail(error)
     except Interrupted as interrupted:
-        name = signal.Signals(interrupted.signum).name
-        fail(
-            f"received {name}: the sweep stopped (the running runs saved their checkpoints); "
+        fail_interrupted(
+            interrupted,
+            "the sweep stopped (the running runs saved their checkpoints); "
             "run the same command again to finish the missing runs",
-            status=128 + interrupted.signum,
         )
     except OSError as error:
         fail(f"--output_dir: cannot write ({error.strerror or error})")
