@@ -10,6 +10,7 @@ skipped (and, when training continues, moved aside into ``corrupt/``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import glob
@@ -110,22 +111,29 @@ class Checkpoints:
         """The step of the checkpoint this process restored or saved last (None if none)."""
         return self._current_step
 
+    @contextlib.contextmanager
+    def _saving(self, directory: str, what: str, kept: str):
+        """Around a save: its errors become one ``CheckpointError`` naming
+        ``directory`` and ``what``, and the scratch folder goes either way."""
+        try:
+            yield
+        except (OSError, tf.errors.OpError) as error:
+            raise CheckpointError(
+                f"{directory}: cannot save {what} ({one_line(error)}); {kept}"
+            ) from None
+        finally:
+            self.remove_scratch()
+
     def save(self, step: int) -> str:
         """Writes ``ckpt-<step>``; raises ``CheckpointError`` if it cannot."""
         directory = self.scratch_directory or self.directory
-        try:
+        what = f"the checkpoint of step {step}"
+        with self._saving(directory, what, "earlier checkpoints are untouched"):
             if self.scratch_directory:
                 os.makedirs(self.scratch_directory, exist_ok=True)
             else:
                 _refuse_links(self.directory, ("checkpoint", f"ckpt-{step}.*"))
             path = self.manager.save(checkpoint_number=step)
-        except (OSError, tf.errors.OpError) as error:
-            raise CheckpointError(
-                f"{directory}: cannot save the checkpoint of step {step} "
-                f"({one_line(error)}); earlier checkpoints are untouched"
-            ) from None
-        finally:
-            self.remove_scratch()
         self._current_step = step
         if self.scratch_directory:
             logging.info("joined the save of checkpoint %s (the chief writes it)", self.latest)
@@ -148,9 +156,10 @@ class Checkpoints:
         directory = (
             os.path.join(self.scratch_directory, "best")
             if self.scratch_directory
-            else (self.best_directory)
+            else self.best_directory
         )
-        try:
+        what = f"the best checkpoint of step {step}"
+        with self._saving(directory, what, "the earlier best is untouched"):
             os.makedirs(directory, exist_ok=True)
             if not self.scratch_directory:
                 _refuse_links(directory, ("checkpoint", f"best-{step}.*"))
@@ -158,13 +167,6 @@ class Checkpoints:
                 self.checkpoint, directory, max_to_keep=1, checkpoint_name="best"
             )
             path = manager.save(checkpoint_number=step)
-        except (OSError, tf.errors.OpError) as error:
-            raise CheckpointError(
-                f"{directory}: cannot save the best checkpoint of step {step} "
-                f"({one_line(error)}); the earlier best is untouched"
-            ) from None
-        finally:
-            self.remove_scratch()
         if not self.scratch_directory:
             logging.info("saved the best checkpoint so far: %s", path)
         return path
