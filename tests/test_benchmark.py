@@ -225,3 +225,18 @@ def test_bad_flag_is_one_line():
     assert completed.returncode != 0
     assert "Traceback" not in completed.stderr
     assert "--steps_per_loop" in completed.stderr
+
+
+def test_step_ops_counts_the_guard_and_the_diagnostic_step():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "step_ops.py"), "--preset=tiny"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    counts = {}
+    for line in completed.stdout.splitlines():
+        label, _, rest = line.partition(": ")
+        counts[label.removeprefix("tiny ")] = int(rest.split(" ops")[0])
+    guarded, unguarded = counts["step with the guard"], counts["step without the guard"]
+    assert 0 < unguarded < guarded < counts["diagnostic step"]
