@@ -490,13 +490,15 @@ def test_a_label_outside_0_to_9_fails_conversion_as_it_fails_training(mnist, tmp
     assert not out.exists()
 
 
-def test_a_record_label_outside_the_metadata_classes_stops_in_one_line(tmp_path):
+@pytest.mark.parametrize("bad", [3, 4, -1])
+def test_a_record_label_outside_the_metadata_classes_stops_in_one_line(tmp_path, bad):
     data = tmp_path / "data"
-    # labels 0..4 in files whose metadata says 3 classes
-    _write_three_class_records(data, np.ones((64, 2), np.float32), np.arange(64) % 5, 2)
+    labels = np.arange(64) % 3
+    labels[5::7] = bad  # in files whose metadata says 3 classes
+    _write_three_class_records(data, np.ones((64, 2), np.float32), labels, 2)
     result = cli(
         "--dataset=tfrecord", f"--data_dir={data}", "--hidden=4", "--batch_size=16",
         "--train_steps=8", "--summary_every=0", f"--model_dir={tmp_path / 'run'}",
         "--mode=train", "--shuffle_buffer=8",
     )  # fmt: skip
-    assert_one_line_error(result, "outside the 3 classes")
+    assert_one_line_error(result, f"a record has label {bad}, outside the 3 classes")
