@@ -17,11 +17,20 @@ update: TensorFlow's fused kernel puts epsilon inside the square root.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import tensorflow as tf
 
 from models import choices
+
+
+def largest_norm(tensors) -> tf.Tensor:
+    """max over ``tensors`` of their L2 norm, a float32 scalar: >= every element's
+    magnitude. One ``L2Loss`` op (sum of squares / 2) per tensor; Inf once a
+    tensor's squares overflow float32, NaN if an element is NaN."""
+    halves = [tf.nn.l2_loss(tf.cast(t, tf.float32)) for t in tensors]
+    return tf.sqrt(2.0 * tf.reduce_max(tf.stack(halves)))
 
 
 class Optimizer(tf.Module):
@@ -131,6 +140,39 @@ class Optimizer(tf.Module):
             )
         self.iterations.assign_add(1)
 
+    # -- bounds for the NaN/Inf guard (models.training) --------------------------
+    # The guard learns that no weight overflowed from a few scalars instead of
+    # reading every weight after every update: a bound on each update's largest
+    # element, derived from a bound on the largest gradient element.
+    bound_slot: str | None = None  # the slot whose largest element step_bound tracks
+
+    def step_bound(self, grad_bound, slot_bound, step):
+        """Bounds one update elementwise, before it is applied.
+
+        Args:
+          grad_bound: float32 scalar >= max |g| over every gradient element.
+          slot_bound: float32 scalar >= max |s| over ``bound_slot`` before the
+            update (ignored by optimizers without one).
+          step: the update's number t (float32, ``iterations + 1``).
+
+        Returns:
+          ``(largest, slot_bound)``: >= max |w_new - w| of the gradient step
+          (weight decay apart, see ``decay_factor``), and the slot's bound after it.
+        """
+        del step
+        return self.learning_rate * grad_bound, slot_bound
+
+    def decay_factor(self) -> tf.Tensor:
+        """>= |w_after| / |w_before| of the weight decay step."""
+        return tf.maximum(1.0, tf.abs(1.0 - self.learning_rate * self.weight_decay))
+
+    def slot_norm(self) -> tf.Tensor:
+        """The largest L2 norm over ``bound_slot``'s variables (>= its largest
+        element; Inf if the squares overflow), 0 without such a slot."""
+        if self.bound_slot is None:
+            return tf.constant(0.0)
+        return largest_norm(self.slots[self.bound_slot])
+
     def _update_one(self, var, grad, step, decay, *slots):
         slot_map = dict(zip(self.slot_names, slots, strict=True))
         if decay:  # decoupled from the gradient step, as AdamW does
@@ -163,6 +205,15 @@ class Momentum(Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
 
+    bound_slot = "momentum"
+
+    def step_bound(self, grad_bound, slot_bound, step):
+        # |a_new| <= mu |a| + |g|; the step is lr |a_new| (Nesterov: lr (|g| + mu |a_new|)).
+        accum = self.momentum * slot_bound + grad_bound
+        if self.nesterov:
+            return self.learning_rate * (grad_bound + self.momentum * accum), accum
+        return self.learning_rate * accum, accum
+
     def _update(self, grad, var, slots, lr, step):
         # accum = mu * accum + g; w -= lr * accum (Nesterov: lr * (g + mu * accum)).
         tf.raw_ops.ResourceApplyMomentum(
@@ -184,6 +235,15 @@ class RMSprop(Optimizer):
         super().__init__(learning_rate, clip_norm, name)
         self.rho = float(rho)
         self.epsilon = float(epsilon)
+
+    def step_bound(self, grad_bound, slot_bound, step):
+        # sqrt(s) + eps >= eps, so |g| / (sqrt(s) + eps) <= |g| / eps; and since
+        # s_new >= (1 - rho) g^2, also <= 1 / sqrt(1 - rho) wherever g^2 is a normal
+        # float32 (|g| > 1e-15), the rest adding at most 1e-15 / eps.
+        ratio = grad_bound / self.epsilon
+        if 1.0 - self.rho > 1e-7:
+            ratio = tf.minimum(ratio, 1.0001 / math.sqrt(1.0 - self.rho) + 1e-15 / self.epsilon)
+        return self.learning_rate * ratio, slot_bound
 
     def _update(self, grad, var, slots, lr, step):
         rms = slots["rms"]
@@ -210,6 +270,26 @@ class Adam(Optimizer):
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
+        # m and v sum the same gradients (from zero), so by Cauchy-Schwarz
+        # |m| / sqrt(v) <= (1 - b1) / sqrt((1 - b2) (1 - b1^2 / b2)) when b1^2 < b2
+        # (7.27 for the defaults); float32's underflow of tiny terms of v adds at
+        # most 2e-15 / eps. Otherwise step_bound tracks max |m| (bound_slot).
+        self._ratio_bound = None
+        self.bound_slot = "m"
+        if self.beta_1**2 < self.beta_2:
+            ratio = (1 - self.beta_1) / math.sqrt(
+                (1 - self.beta_2) * (1 - self.beta_1**2 / self.beta_2)
+            )
+            self._ratio_bound = 1.01 * ratio + 2e-15 / self.epsilon
+            self.bound_slot = None
+
+    def step_bound(self, grad_bound, slot_bound, step):
+        corrected = tf.sqrt(1.0 - tf.pow(self.beta_2, step)) / (1.0 - tf.pow(self.beta_1, step))
+        if self._ratio_bound is None:
+            # |m_new| <= b1 |m| + (1 - b1) |g|, and m / (sqrt(v) + eps) <= |m| / eps.
+            m = self.beta_1 * slot_bound + (1.0 - self.beta_1) * grad_bound
+            return self.learning_rate * corrected * m / self.epsilon, m
+        return self.learning_rate * corrected * self._ratio_bound, slot_bound
 
     def _update(self, grad, var, slots, lr, step):
         # The fused kernel computes lr * sqrt(1 - b2^t) / (1 - b1^t) from the powers.

@@ -46,12 +46,28 @@ def finite_sum_check(tensors) -> tf.Tensor:
     A NaN or an Inf anywhere makes the total non-finite (NaN + x is NaN, Inf + x
     is Inf or NaN), so a finite total proves every element finite. Finite values
     whose sum passes float32's range (about 3.4e38, e.g. 1.6 million values
-    averaging 2e32) also count as non-finite: for gradients and weights that
-    large the run has diverged (the squared global norm this check replaced
-    overflowed from about 1e19 per element). Returns a scalar bool.
+    averaging 2e32) also count as non-finite: for weights that large the run
+    has diverged. The guard reads the weights with it once per compiled call,
+    and after a step whose bound says nothing (``TrainingProgram``). Returns a
+    scalar bool.
     """
     total = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in tensors])
     return tf.math.is_finite(total)
+
+
+def gradient_check(loss_sum, grads) -> tuple[tf.Tensor, tf.Tensor]:
+    """The guard's check of one step: ``(finite, grad_bound)``, float32 scalars.
+
+    One ``L2Loss`` (sum of squares / 2) per gradient, added up: NaN or Inf in
+    the loss or any gradient makes the total non-finite, and so do finite
+    gradients whose squares pass float32's range (elements from about 1.8e19):
+    a run with such gradients has diverged. ``grad_bound``, the gradients'
+    global L2 norm, is >= every element's magnitude, for the weights' bound
+    (``TrainingProgram._apply_cross_replica``).
+    """
+    total = tf.add_n([tf.nn.l2_loss(tf.cast(g, tf.float32)) for g in grads])
+    grad_bound = tf.sqrt(2.0 * total)
+    return tf.math.is_finite(loss_sum + grad_bound), grad_bound
 
 
 class RunningMetrics(tf.Module):
@@ -201,6 +217,14 @@ class TrainingProgram(tf.Module):
             self.nonfinite_weights_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
             # False from the update that left a weight non-finite; stops the loop.
             self.weights_finite = tf.Variable(True, trainable=False)
+            # Upper bounds on max |w| over the trainable weights and on the
+            # optimizer's bound_slot: read at the start of every call, grown
+            # by _apply_cross_replica at every update.
+            self.weight_bound = tf.Variable(np.inf, trainable=False, dtype=tf.float32)
+            self.slot_bound = tf.Variable(np.inf, trainable=False, dtype=tf.float32)
+            parameters = sum(v.shape.num_elements() for v in self.model.trainable_variables)
+            # Below this bound, |sum of all weights| < 1e38 < float32's range.
+            self._weight_bound_limit = 1e38 / max(parameters, 1)
             layers = len(self.model.weighted_layers)
             # The latest diagnostic step's per-layer figures, for the caller.
             self.layer_stats = {
@@ -287,14 +311,15 @@ class TrainingProgram(tf.Module):
             # The norm is computed anyway: an Inf/NaN gradient makes it non-finite.
             grads, norm = self.optimizer.clip(grads)
             finite = tf.math.is_finite(norm + loss_sum)
+            grad_bound = tf.minimum(norm, self.optimizer.clip_norm) * (1.0 + 1e-5)
         elif self.check_finite:
-            finite = finite_sum_check([loss_sum, *grads])
+            finite, grad_bound = gradient_check(loss_sum, grads)
         if not self.check_finite:  # only to measure what the guard costs
-            finite = tf.constant(True)
+            finite, grad_bound = tf.constant(True), tf.constant(np.inf)
         if diagnose:
             before = [tf.identity(v.read_value()) for v in variables]
         with tf.control_dependencies(before if diagnose else []):
-            context.merge_call(self._apply_cross_replica, args=(grads, finite))
+            context.merge_call(self._apply_cross_replica, args=(grads, finite, grad_bound))
         self.train_metrics.update(per_example, self._correct(y, outputs), keep=finite)
         if not diagnose:
             return None
@@ -302,19 +327,29 @@ class TrainingProgram(tf.Module):
         stats = diagnostics_lib.layer_statistics(self.model, grads, before, after, records)
         return {"stats": stats, "grads": grads, "weights": after, "records": records}
 
-    def _apply_cross_replica(self, strategy, grads, finite):
-        """Applies the update when ``finite``; keeps the guard's counters.
+    def _apply_cross_replica(self, strategy, grads, finite, grad_bound):
+        """Applies the update when ``finite``; keeps the guard's counters and bounds.
 
         One conditional per step, around the update; the skipped-step
-        counters live in its branches. The weights' check after it is a
-        branch-free flag (``weights_finite``) that stops the loop; the step it
-        names is set once per call, after the loop.
+        counters live in its branches. The weights are not read after the
+        update: ``weight_bound`` (>= max |w|) grows by the optimizer's bound on
+        the update (``Optimizer.step_bound``, from ``grad_bound`` >= max |g|),
+        and the loop (``_train_loop``) stops once it nears float32's range,
+        where the weights are checked.
         """
         variables = self.model.trainable_variables
         if not self.check_finite:
             self.optimizer.apply_clipped(grads, variables, strategy)
             return
         finite = strategy.experimental_local_results(finite)[0]
+        grad_bound = strategy.experimental_local_results(grad_bound)[0]
+        # The bounds of this update, from the step number and rate it will use
+        # (read before the conditional changes them).
+        step = tf.cast(self.optimizer.iterations + 1, tf.float32)
+        largest, slot_bound = self.optimizer.step_bound(grad_bound, self.slot_bound, step)
+        weight_bound = self.weight_bound + largest
+        if self.optimizer.weight_decay:
+            weight_bound = self.weight_bound * self.optimizer.decay_factor() + largest
 
         def apply():
             self.optimizer.apply_clipped(grads, variables, strategy)
@@ -329,9 +364,16 @@ class TrainingProgram(tf.Module):
             return tf.constant(False)
 
         tf.cond(finite, apply, skip)
-        # Read after the update (automatic control dependencies order the reads
-        # after the conditional): finite gradients can still overflow a weight.
-        self.weights_finite.assign(finite_sum_check(variables))
+        # (1 + 1e-5): room for float32's rounding in the update and in this sum.
+        self.weight_bound.assign(tf.where(finite, weight_bound * (1.0 + 1e-5), self.weight_bound))
+        if self.optimizer.bound_slot is not None:
+            self.slot_bound.assign(tf.where(finite, slot_bound * (1.0 + 1e-5), self.slot_bound))
+
+    def _read_bounds(self):
+        """Sets the bounds from the weights and slots themselves (once per call:
+        they may have been restored or assigned since the last one)."""
+        self.weight_bound.assign(optimizers_lib.largest_norm(self.model.trainable_variables))
+        self.slot_bound.assign(self.optimizer.slot_norm())
 
     def reset_nonfinite(self) -> None:
         """Forgets skipped steps once reported (the count in a row is kept)."""
@@ -368,16 +410,39 @@ class TrainingProgram(tf.Module):
             return (i + 1,)
 
         def keep_going(i):
-            going = tf.logical_and(i < tf.cast(num_steps, tf.int32), self.weights_finite)
+            going = i < tf.cast(num_steps, tf.int32)
+            if self.check_finite:
+                # A step is taken while the weights provably stay finite; the
+                # first one also when the previous call found them finite (so
+                # every call makes progress, even with weights too large to bound).
+                trusted = tf.logical_or(
+                    self.weight_bound < self._weight_bound_limit,
+                    tf.logical_and(i == 0, self.weights_finite),
+                )
+                going = tf.logical_and(going, trusted)
             if self.skip_nonfinite:
                 return tf.logical_and(going, self.skipped_in_a_row < MAX_SKIPPED_IN_A_ROW)
             return tf.logical_and(going, tf.equal(self.nonfinite_count, 0))
 
+        if self.check_finite:
+            self._read_bounds()
         tf.while_loop(keep_going, body, (tf.constant(0),))
-        # The loop stopped right after the update that left a weight non-finite.
+        if not self.check_finite:
+            return tf.constant(False)
+        # The weights are read once per call. The loop stopped right after the
+        # update that left one non-finite, if any did: the bound then passed its limit.
+        weights_finite = finite_sum_check(self.model.trainable_variables)
+        self.weights_finite.assign(weights_finite)
         marked = self.nonfinite_weights_step
-        broke = tf.logical_and(marked < 0, tf.logical_not(self.weights_finite))
+        broke = tf.logical_and(marked < 0, tf.logical_not(weights_finite))
         marked.assign(tf.where(broke, self.global_step, marked))
+        # Whether the guard stopped the loop (not the bound alone: the caller
+        # goes on with another call, which reads the bound from the weights).
+        if self.skip_nonfinite:
+            halted = self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW
+        else:
+            halted = self.nonfinite_count > 0
+        return tf.logical_or(halted, tf.logical_not(weights_finite))
 
     def next_diagnostic_step(self, step: int) -> int:
         """The first diagnostic step after ``step`` (step 1, then every ``diagnose_every``)."""
@@ -433,27 +498,26 @@ class TrainingProgram(tf.Module):
     def run_steps(self, iterator, num_steps: int) -> None:
         """Eagerly-callable wrapper: runs ``num_steps`` steps in compiled calls.
 
-        One call of ``train_loop`` without diagnostics; with ``diagnose_every``,
-        the plain stretches between diagnostic steps are ``train_loop`` calls
-        and each diagnostic step a ``diagnostic_loop`` call. Stops early, as the
-        loop does, at a non-finite step.
+        Without ``diagnose_every`` one call of ``train_loop``; with it, the
+        plain stretches between diagnostic steps are ``train_loop`` calls and
+        each diagnostic step a ``diagnostic_loop`` call. A call that ended
+        before its last step only because the weights' bound neared float32's
+        range is followed by another; the guard's stop (a non-finite step)
+        ends them all.
         """
-        if not self.diagnose_every:
-            self.train_loop(iterator, tf.constant(num_steps, tf.int32))
-            return
         step = int(self.global_step.numpy())
         end = step + num_steps
         while step < end:
-            diagnostic = self.next_diagnostic_step(step)
-            target = min(diagnostic - 1, end)
-            if target > step:
-                self.train_loop(iterator, tf.constant(target - step, tf.int32))
-            else:  # the next step is the diagnostic one
-                target = diagnostic
-                self.diagnostic_loop(iterator, tf.constant(1, tf.int32))
+            target = end
+            loop = self.train_loop
+            if self.diagnose_every:
+                diagnostic = self.next_diagnostic_step(step)
+                target = min(diagnostic - 1, end)
+                if target <= step:  # the next step is the diagnostic one
+                    target, loop = diagnostic, self.diagnostic_loop
+            if bool(loop(iterator, tf.constant(target - step, tf.int32))):
+                return
             step = int(self.global_step.numpy())
-            if step != target:
-                return  # the loop stopped early, at a non-finite step
 
 
 def fit(

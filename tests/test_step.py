@@ -125,3 +125,77 @@ def test_write_summaries_writes_every_value_in_one_event(tmp_path):
     np.testing.assert_array_equal(tf.make_ndarray(values["weights/w"].tensor), histogram)
     assert values["loss/a"].metadata.plugin_data.plugin_name == "scalars"
     assert values["weights/w"].metadata.plugin_data.plugin_name == "histograms"
+
+
+@pytest.mark.parametrize(
+    "name, weight_decay, clip_norm",
+    [
+        ("sgd", 0.0, None),
+        ("momentum", 0.0, None),
+        ("nesterov", 0.0, None),
+        ("rmsprop", 0.0, None),
+        ("adam", 0.0, None),
+        ("sgd", 0.5, None),
+        ("momentum", 0.1, 0.5),
+        ("adam", 0.1, 0.5),
+    ],
+)
+def test_the_guards_bounds_hold_for_every_optimizer(name, weight_decay, clip_norm):
+    # The guard never reads the weights inside a call: it trusts weight_bound >= max |w|
+    # (and slot_bound >= max |slot|), grown from each update's bound. Check both after
+    # every call, against the weights and slots themselves.
+    model = models.Sequential(input_shape=[4])
+    model.add(models.Dense(None, 6, "tanh", init="xavier", seed=1, name="hidden"))
+    model.add(models.Dense(None, 3, "linear", init="xavier", seed=2, name="output"))
+    optimizer = models.optimizers.get(name, 0.05, clip_norm=clip_norm)
+    optimizer.set_weight_decay(weight_decay, [layer.kernel for layer in model.weighted_layers])
+    program = TrainingProgram(model, optimizer, global_batch_size=8)
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices(
+        (rng.normal(size=(64, 4)).astype(np.float32) * 3, rng.integers(0, 3, 64))
+    )
+    iterator = iter(data.repeat().batch(8))
+    for call in range(1, 4):
+        stopped = program.train_loop(iterator, tf.constant(6))
+        assert not bool(stopped)
+        assert int(program.global_step.numpy()) == 6 * call  # no call cut short
+        largest = max(np.abs(v.numpy()).max() for v in model.trainable_variables)
+        bound = float(program.weight_bound.numpy())
+        assert largest <= bound < 1e6, (largest, bound)
+        if optimizer.bound_slot is not None:
+            slot = max(np.abs(v.numpy()).max() for v in optimizer.slots[optimizer.bound_slot])
+            assert 0 < slot <= float(program.slot_bound.numpy()) < 1e9
+
+
+def test_weights_overflowing_at_a_later_step_stop_the_loop_at_that_step():
+    # Finite loss and gradients throughout; the rate jumps at step 5 and that update
+    # overflows the weights. The loop, trusting the bound for steps 1-4, stops at 5.
+    model = models.Sequential()
+    model.add(models.Dense(4, 3, "linear", init="xavier", seed=0, name="output"))
+    program = TrainingProgram(
+        model,
+        models.optimizers.get("sgd", 0.1),
+        global_batch_size=8,
+        schedule=lambda step: tf.where(step >= 5, tf.constant(3e38), tf.constant(0.01)),
+    )
+    labels = tf.constant([0, 1] * 4, tf.int64)  # no rate fits both: gradients stay ~1e3
+    data = tf.data.Dataset.from_tensors((tf.fill([8, 4], 1000.0), labels))
+    program.run_steps(iter(data.repeat()), 10)
+    assert int(program.global_step.numpy()) == 5
+    assert int(program.nonfinite_weights_step.numpy()) == 5
+    assert int(program.nonfinite_count.numpy()) == 0  # loss and gradients were finite
+    assert not bool(finite_sum_check(model.trainable_variables))  # step 5's update applied
+
+
+def test_weights_too_large_to_bound_still_train_one_checked_step_per_call():
+    # Finite weights near float32's range: the bound says nothing, so every step is
+    # followed by the weights' own check, and training goes on while they stay finite.
+    model = models.Sequential()
+    model.add(models.Dense(4, 3, "linear", init="zeros", name="output"))
+    model.layers[0].bias.assign([1e37, -1e37, 0.0])  # logits differ by 2e37
+    program = TrainingProgram(model, models.optimizers.get("sgd", 0.1), global_batch_size=8)
+    data = tf.data.Dataset.from_tensors((tf.ones([8, 4]), tf.zeros([8], tf.int64)))
+    program.run_steps(iter(data.repeat()), 4)
+    assert int(program.global_step.numpy()) == 4
+    assert int(program.nonfinite_weights_step.numpy()) == -1
+    assert float(program.weight_bound.numpy()) >= 1e37
