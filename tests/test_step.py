@@ -199,3 +199,17 @@ def test_weights_too_large_to_bound_still_train_one_checked_step_per_call():
     assert int(program.global_step.numpy()) == 4
     assert int(program.nonfinite_weights_step.numpy()) == -1
     assert float(program.weight_bound.numpy()) >= 1e37
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 2e19])
+def test_the_gradient_check_finds_nan_inf_and_squares_past_float32(bad):
+    from models.training import gradient_check
+
+    grads = [tf.fill([3, 4], 0.5), tf.constant([-2.0, 1.0, 0.0])]
+    finite, bound = gradient_check(tf.constant(3.0), grads)
+    assert bool(finite) and 2.0 <= float(bound) < 3.0  # >= max |g|: the norm, 2.65
+    values = np.array([-2.0, bad, 0.0], np.float32)
+    finite, _ = gradient_check(tf.constant(3.0), [grads[0], tf.constant(values)])
+    assert not bool(finite)
+    if not np.isfinite(bad):  # the loss too
+        assert not bool(gradient_check(tf.constant(np.float32(bad)), grads)[0])
