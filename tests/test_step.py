@@ -167,15 +167,18 @@ def test_the_guards_bounds_hold_for_every_optimizer(name, weight_decay, clip_nor
             assert 0 < slot <= float(program.slot_bound.numpy()) < 1e9
 
 
-def test_weights_overflowing_at_a_later_step_stop_the_loop_at_that_step():
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_weights_overflowing_at_a_later_step_stop_the_loop_at_that_step(jit):
     # Finite loss and gradients throughout; the rate jumps at step 5 and that update
-    # overflows the weights. The loop, trusting the bound for steps 1-4, stops at 5.
+    # overflows the weights. The loop, trusting the bound for steps 1-4 (under XLA
+    # reading the weights after every update), stops at 5.
     model = models.Sequential()
     model.add(models.Dense(4, 3, "linear", init="xavier", seed=0, name="output"))
     program = TrainingProgram(
         model,
         models.optimizers.get("sgd", 0.1),
         global_batch_size=8,
+        jit_compile=jit,
         schedule=lambda step: tf.where(step >= 5, tf.constant(3e38), tf.constant(0.01)),
     )
     labels = tf.constant([0, 1] * 4, tf.int64)  # no rate fits both: gradients stay ~1e3
