@@ -448,6 +448,7 @@ def machine_info(tf, device: str) -> dict:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "tf32_enabled": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
+        "onednn": runtime.onednn_enabled(),
         "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
@@ -1221,7 +1222,8 @@ def main(argv):
     info = machine_info(tf, device)
     print(
         f"machine: {info['cpu']} x{info['cpu_count']}, GPUs {info['gpus'] or 'none'}, "
-        f"TF {info['tensorflow']}, Keras {info['keras']}, load {info['loadavg_start']}"
+        f"TF {info['tensorflow']}, Keras {info['keras']}, "
+        f"oneDNN {'on' if info['onednn'] else 'off'}, load {info['loadavg_start']}"
     )
 
     meter = PeakMeter(tf, device, FLAGS.matmul_size)

@@ -30,6 +30,7 @@ def test_readmes_first_command_prints_what_readme_shows(tmp_path):
     # README's first command, run as README says (from a folder; runs/ relative to it).
     env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
     result = subprocess.run(
         [sys.executable, "-m", "trainer.main", "--model_dir=runs/digits"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
@@ -46,6 +47,7 @@ def test_readmes_first_command_prints_what_readme_shows(tmp_path):
     # README's sample lines, in order, with the same words and step counts; the
     # measured figures agree to within float rounding across CPUs.
     printed = [line.split("] ", 1)[1] for line in result.stderr.splitlines() if "] " in line]
+    assert "CPU kernels: oneDNN (TF_ENABLE_ONEDNN_OPTS=1; 0 for TensorFlow's own)" in printed
     shown = _readme_sample_lines()
     assert len(shown) >= 4
     position = 0
@@ -59,7 +61,7 @@ def test_readmes_first_command_prints_what_readme_shows(tmp_path):
             run_figures = [float(v) for v in re.findall(r"\d\.\d{4}", got)]
             assert np.allclose(readme_figures, run_figures, atol=0.01), (line, got)
     assert "ETA" in result.stderr and "XLA: off" in result.stderr
-    for chatter in ("oneDNN", "cuda", "absl::InitializeLog"):
+    for chatter in ("oneDNN custom operations", "cuda", "absl::InitializeLog"):
         assert chatter not in result.stderr
 
 
@@ -143,7 +145,8 @@ def test_tf_verbose_shows_tensorflow_start_up_messages(tmp_path):
         f"--model_dir={tmp_path / 'r'}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert any(marker in result.stderr for marker in ("oneDNN", "cuda", "InitializeLog"))
+    markers = ("oneDNN custom operations", "cuda", "InitializeLog")
+    assert any(marker in result.stderr for marker in markers)
 
 
 def test_flagfile_and_eval_mode(tmp_path):
@@ -158,3 +161,19 @@ def test_flagfile_and_eval_mode(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     assert results(run)["eval_accuracy"] > 0.5
     assert "unresolved" not in evaluated.stderr.lower()
+
+
+@pytest.mark.parametrize("setting, enabled", [(None, True), ("0", False), ("1", True)])
+def test_onednn_kernels_are_on_unless_the_environment_says_0(setting, enabled):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    code = (
+        "from trainer import runtime; runtime.import_tensorflow(); print(runtime.onednn_enabled())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(enabled)

@@ -23,6 +23,13 @@ from absl import logging
 
 from trainer.config import Config, UsageError
 
+# TensorFlow's oneDNN CPU kernels (matmul, convolution and their fusions).
+# TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX;
+# on a 2-core AVX2 CPU they measured faster too (docs/benchmarks.md: the deep
+# 784-500x6-10 network 7-13% at batch 128, 784-100-10 10-20% at batch 512), so
+# the trainer turns them on unless the environment already says 0 or 1.
+ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+
 
 def import_tensorflow(verbose: bool = False):
     """Imports TensorFlow, hiding its C++ start-up chatter unless ``verbose``.
@@ -30,8 +37,11 @@ def import_tensorflow(verbose: bool = False):
     ``TF_CPP_MIN_LOG_LEVEL`` must be set before the import; the few lines
     printed before absl's C++ logging starts (oneDNN, CUDA probing) ignore it,
     so standard error is also muted at the file-descriptor level during the
-    import only.
+    import only. oneDNN's CPU kernels are on unless ``TF_ENABLE_ONEDNN_OPTS``
+    says otherwise (``ONEDNN_VARIABLE``); it too is read at the import.
     """
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault(ONEDNN_VARIABLE, "1")
     if "tensorflow" in sys.modules or verbose:
         import tensorflow as tf
 
@@ -218,6 +228,23 @@ def _has_convolutions(config: Config) -> bool:
     return any(item.layer == "Conv2D" for item in specs)
 
 
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def log_cpu_kernels() -> None:
+    setting = os.environ.get(ONEDNN_VARIABLE)
+    if onednn_enabled():
+        logging.info(
+            "CPU kernels: oneDNN (%s=%s; 0 for TensorFlow's own)", ONEDNN_VARIABLE, setting
+        )
+    else:
+        logging.info("CPU kernels: TensorFlow's own (%s=%s)", ONEDNN_VARIABLE, setting)
+
+
 def seed_everything(config: Config) -> None:
     """Seeds Python-side and TensorFlow randomness; enables op determinism."""
     import numpy as np
@@ -245,6 +272,7 @@ def setup(config: Config) -> Runtime:
             "ignore", "To make it possible to preserve tf.data options", UserWarning
         )
     jit = resolve_jit(config, device, num_replicas, config.strategy)
+    log_cpu_kernels()
     dtype = tf.bfloat16 if config.precision == "bfloat16" else tf.float32
     is_chief, num_workers, task = True, 1, ""
     if config.strategy == "multi_worker":
