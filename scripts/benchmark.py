@@ -888,19 +888,36 @@ def mark_default(rows: list[dict], default: dict) -> None:
         )
 
 
+def paired_ratio(row: dict, reference: dict, key: str = "examples_per_sec_all") -> float:
+    """The median over rounds of ``row``'s figure / ``reference``'s in the same round.
+
+    Both were timed in every round, one after the other, so a round's ratio sees
+    one machine load; its median is steadier than the ratio of two medians when
+    neighbours come and go.
+    """
+    ours, theirs = row[key], reference[key]
+    if not ours or len(ours) != len(theirs):
+        return math.nan
+    return _median([a / b for a, b in zip(ours, theirs)])
+
+
 def guard_cost(rows) -> dict | None:
-    """Throughput lost to the NaN/Inf guard: 1 - (with / without), wall and CPU time."""
+    """Throughput lost to the NaN/Inf guard: 1 - (with / without), wall and CPU time,
+    as the ratio of medians and paired per round (``paired_ratio``)."""
     by_name = {row["name"]: row for row in rows}
     for row in rows:
         if row["kind"] == "trainer" and row.get("guard") is False:
             base = row["name"].rsplit("_noguard", 1)[0]
             if base in by_name:
                 with_guard = by_name[base]
+                cpu = "cpu_us_per_example_all"
                 return {
                     "with": base,
                     "without": row["name"],
                     "throughput_cost": 1 - with_guard["examples_per_sec"] / row["examples_per_sec"],
                     "cpu_cost": with_guard["cpu_us_per_example"] / row["cpu_us_per_example"] - 1,
+                    "paired_throughput_cost": 1 - paired_ratio(with_guard, row),
+                    "paired_cpu_cost": paired_ratio(with_guard, row, cpu) - 1,
                 }
     return None
 
@@ -954,6 +971,7 @@ def summarize(contender, batch_size: int, flops_per_example: float, peaks: dict)
         "examples_per_sec": eps,
         "examples_per_sec_all": rates,
         "cpu_us_per_example": _median(cpu_us),
+        "cpu_us_per_example_all": cpu_us,
         "gflops": gflops,
         "peak_fraction": gflops / peak if peak else math.nan,
         "time_to_first_step_s": contender.time_to_first_step_s,
@@ -975,6 +993,7 @@ def add_keras_ratios(rows: list[dict]) -> dict:
         row["ratio_vs_keras"] = (
             row["examples_per_sec"] / reference["examples_per_sec"] if reference else None
         )
+        row["ratio_vs_keras_paired"] = paired_ratio(row, reference) if reference else None
     return {precision: row["name"] for precision, row in best.items()}
 
 
@@ -1117,7 +1136,7 @@ def _fmt(value, spec):
 def print_table(rows: list[dict]) -> None:
     header = (
         f"{'contender':<32} {'examples/s':>11} {'min..max':>17} {'CPU us/ex':>9} "
-        f"{'GFLOP/s':>8} {'% peak':>7} {'x keras':>8} {'1st step s':>10}"
+        f"{'GFLOP/s':>8} {'% peak':>7} {'x keras':>8} {'paired':>7} {'1st step s':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -1128,6 +1147,7 @@ def print_table(rows: list[dict]) -> None:
             f"{row['name']:<32} {_fmt(row['examples_per_sec'], '11.0f')} {spread:>17} "
             f"{_fmt(row['cpu_us_per_example'], '9.2f')} {_fmt(row['gflops'], '8.2f')} "
             f"{_fmt(100 * row['peak_fraction'], '7.1f')} {_fmt(row['ratio_vs_keras'], '8.2f')} "
+            f"{_fmt(row['ratio_vs_keras_paired'], '7.2f')} "
             f"{_fmt(row['time_to_first_step_s'], '10.2f')}"
         )
 
@@ -1257,7 +1277,8 @@ def main(argv):
     guard = guard_cost(rows)
     if guard:
         print(
-            f"the NaN/Inf guard costs {100 * guard['throughput_cost']:.1f}% of throughput, "
+            f"the NaN/Inf guard costs {100 * guard['throughput_cost']:.1f}% of throughput "
+            f"({100 * guard['paired_throughput_cost']:.1f}% paired per round), "
             f"{100 * guard['cpu_cost']:.1f}% more CPU per example "
             f"({guard['with']} vs {guard['without']})"
         )

@@ -79,9 +79,11 @@ def check_every_contender_reports_speed_and_ratios(data, stdout):
             "gflops",
             "peak_fraction",
             "ratio_vs_keras",
+            "ratio_vs_keras_paired",
         ):
             assert _positive(row[field]), (row["name"], field, row[field])
         assert len(row["examples_per_sec_all"]) == 2  # one figure per repeat
+        assert len(row["cpu_us_per_example_all"]) == 2
         assert row["kind"] in ("eager", "trainer", "keras")
         assert row["precision"] in ("float32", "bfloat16")
     for row in rows:
@@ -89,6 +91,8 @@ def check_every_contender_reports_speed_and_ratios(data, stdout):
             assert row["traces"] == 1, row  # the timed loop never retraced
     keras_rows = [row for row in rows if row["kind"] == "keras"]
     assert max(row["ratio_vs_keras"] for row in keras_rows) == pytest.approx(1.0)
+    best = next(row for row in keras_rows if row["ratio_vs_keras"] == 1.0)
+    assert best["ratio_vs_keras_paired"] == pytest.approx(1.0)  # against itself, every round
     assert data["keras_best"]["float32"] == "keras_spe4_jit-off_float32"
     assert "examples/s" in stdout and "x keras" in stdout
 
@@ -110,7 +114,8 @@ def check_default_row_and_guard_cost(data, stdout):
     assert cost["with"] == "trainer_spl4_xla-off_float32"
     assert cost["without"] == "trainer_spl4_xla-off_float32_noguard"
     assert math.isfinite(cost["throughput_cost"]) and math.isfinite(cost["cpu_cost"])
-    assert "the NaN/Inf guard costs" in stdout
+    assert math.isfinite(cost["paired_throughput_cost"]) and math.isfinite(cost["paired_cpu_cost"])
+    assert "the NaN/Inf guard costs" in stdout and "paired per round" in stdout
     assert "the trainer's default settings: trainer_spl4_xla-off_float32" in stdout
 
 
@@ -125,6 +130,7 @@ def check_peaks_model_and_machine(data, _):
     assert data["model"]["activation"] == "sigmoid"
     assert data["machine"]["device"] == "/CPU:0"
     assert data["machine"]["tensorflow"] and data["machine"]["cpu_count"]
+    assert isinstance(data["machine"]["onednn"], bool)
     assert data["command"].startswith("python scripts/benchmark.py --preset=tiny")
     assert data["config"]["batch_size"] == 32
     assert _positive(data["input_pipeline"]["examples_per_sec"])
@@ -240,3 +246,12 @@ def test_step_ops_counts_the_guard_and_the_diagnostic_step():
         counts[label.removeprefix("tiny ")] = int(rest.split(" ops")[0])
     guarded, unguarded = counts["step with the guard"], counts["step without the guard"]
     assert 0 < unguarded < guarded < counts["diagnostic step"]
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    sys.path.insert(0, os.path.dirname(SCRIPT))
+    import benchmark
+
+    row = {"examples_per_sec_all": [2.0, 4.0, 9.0]}
+    assert benchmark.paired_ratio(row, {"examples_per_sec_all": [1.0, 4.0, 3.0]}) == 2.0
+    assert math.isnan(benchmark.paired_ratio(row, {"examples_per_sec_all": [1.0]}))
