@@ -25,9 +25,9 @@ from trainer.config import Config, UsageError
 
 # TensorFlow's oneDNN CPU kernels (matmul, convolution and their fusions).
 # TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX;
-# on a 2-core AVX2 CPU they measured faster too (docs/benchmarks.md: the deep
-# 784-500x6-10 network 7-13% at batch 128, 784-100-10 10-20% at batch 512), so
-# the trainer turns them on unless the environment already says 0 or 1.
+# on a 2-core AVX2 CPU they measured faster too (docs/benchmarks.md, third round:
+# 3-5% less CPU per example in the benchmark, 7-20% in paired A/B rounds), so the
+# trainer turns them on unless the environment already sets the variable.
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 
 
