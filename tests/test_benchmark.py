@@ -249,9 +249,17 @@ def test_step_ops_counts_the_guard_and_the_diagnostic_step():
 
 
 def test_paired_ratio_is_the_median_of_per_round_ratios():
-    sys.path.insert(0, os.path.dirname(SCRIPT))
-    import benchmark
-
-    row = {"examples_per_sec_all": [2.0, 4.0, 9.0]}
-    assert benchmark.paired_ratio(row, {"examples_per_sec_all": [1.0, 4.0, 3.0]}) == 2.0
-    assert math.isnan(benchmark.paired_ratio(row, {"examples_per_sec_all": [1.0]}))
+    # In a fresh interpreter: the script defines absl flags that other test modules' own
+    # (trainer.inspect's) would collide with in this process.
+    code = (
+        "import sys, math; sys.path.insert(0, sys.argv[1]); import benchmark; "
+        "row = {'examples_per_sec_all': [2.0, 4.0, 9.0]}; "
+        "print(benchmark.paired_ratio(row, {'examples_per_sec_all': [1.0, 4.0, 3.0]}), "
+        "math.isnan(benchmark.paired_ratio(row, {'examples_per_sec_all': [1.0]})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, os.path.dirname(SCRIPT)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2.0", "True"]
