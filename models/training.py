@@ -316,9 +316,10 @@ class TrainingProgram(tf.Module):
             grad_bound = tf.minimum(norm, self.optimizer.clip_norm) * (1.0 + 1e-5)
         elif self.check_finite and self.jit_compile:
             # XLA's CPU reductions of squares were measured 10% slower per step
-            # than plain sums (784-500x6-10, batch 128), and it reads the weights
-            # right after their update for less than a bound would cost: the
-            # update checks them itself (_apply_cross_replica).
+            # than plain sums (784-500x6-10, batch 128, a throwaway paired A/B:
+            # docs/benchmarks.md), and it reads the weights right after their
+            # update for less than a bound would cost: the update checks them
+            # itself (_apply_cross_replica).
             finite, grad_bound = finite_sum_check([loss_sum, *grads]), tf.constant(np.inf)
         elif self.check_finite:
             finite, grad_bound = gradient_check(loss_sum, grads)
