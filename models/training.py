@@ -24,6 +24,7 @@ replica context fails.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import math
 import time
@@ -38,6 +39,25 @@ from models import optimizers as optimizers_lib
 # With skip_nonfinite, this many skipped steps in a row end the loop: the
 # weights themselves are then what makes every step non-finite.
 MAX_SKIPPED_IN_A_ROW = 10
+
+
+@contextlib.contextmanager
+def without_graph_optimizations():
+    """Functions first called inside run without Grappler's graph optimizations.
+
+    For the diagnostic call, which runs once every ``diagnose_every`` steps:
+    Grappler's pass over its graph (the step, per-layer statistics and dozens
+    of histograms) was about 0.4 s of its first call, far more than it saves
+    there. The setting goes into each call (TensorFlow instantiates a function
+    once per setting), so the plain loop, called outside, keeps its
+    optimizations. The process-wide setting is put back on exit.
+    """
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
 
 
 def finite_sum_check(tensors) -> tf.Tensor:
@@ -530,7 +550,12 @@ class TrainingProgram(tf.Module):
                 target = min(diagnostic - 1, end)
                 if target <= step:  # the next step is the diagnostic one
                     target, loop = diagnostic, self.diagnostic_loop
-            if bool(loop(iterator, tf.constant(target - step, tf.int32))):
+            if loop is self.diagnostic_loop:
+                with without_graph_optimizations():
+                    halted = loop(iterator, tf.constant(target - step, tf.int32))
+            else:
+                halted = loop(iterator, tf.constant(target - step, tf.int32))
+            if bool(halted):
                 return
             step = int(self.global_step.numpy())
 

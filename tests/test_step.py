@@ -69,6 +69,37 @@ def test_diagnostic_steps_run_as_their_own_call_at_step_1_and_every_n():
     assert dict(program.trace_counts) == {"train_loop": 1, "diagnostic_loop": 1}
 
 
+def _meta_optimizer_off() -> bool:
+    return tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+
+
+def test_diagnostic_calls_run_without_grappler_and_put_the_setting_back():
+    seen = []
+
+    def summary_fn(model, step, diagnosed):
+        seen.append(_meta_optimizer_off())  # traced inside the diagnostic call
+
+    program, iterator = _program(_batches(12), diagnose_every=3, summary_fn=summary_fn)
+    program.run_steps(iterator, 4)  # diagnostic step 1, plain 2, diagnostic 3, plain 4
+    assert seen == [True] and not _meta_optimizer_off()
+    # A diagnostic call that fails puts the setting back too.
+    program, _ = _program(_batches(1), diagnose_every=3, summary_fn=summary_fn)
+    empty = iter(
+        tf.data.Dataset.from_tensor_slices((tf.zeros([0, 8, 4]), tf.zeros([0, 8], tf.int64)))
+    )
+    with pytest.raises(tf.errors.OutOfRangeError):
+        program.run_steps(empty, 1)
+    assert not _meta_optimizer_off()
+    # A process that turned Grappler off itself keeps it off.
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        program, iterator = _program(_batches(4), diagnose_every=3, summary_fn=summary_fn)
+        program.run_steps(iterator, 2)
+        assert _meta_optimizer_off()
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
+
+
 def test_a_nonfinite_step_stops_a_split_call_before_the_next_diagnostic_step():
     program, iterator = _program(_batches(10, nan_at=4), diagnose_every=3)
     before = [v.numpy() for v in program.model.trainable_variables]
