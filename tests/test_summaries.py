@@ -197,6 +197,31 @@ def test_histogram_tensor_counts_every_value():
     assert constant[:, 2].sum() == 4
 
 
+def test_histogram_tensors_of_many_match_each_alone():
+    rng = np.random.default_rng(3)
+    spiked = rng.normal(size=(6, 5)).astype(np.float32)
+    spiked[2, 1], spiked[4, 4] = np.nan, -np.inf
+    tensors = [
+        rng.normal(size=(7, 3)).astype(np.float32) * 1e-4,
+        spiked,
+        np.zeros([0], np.float32),
+        np.full([9], 1e9, np.float32),
+        tf.cast(rng.random(11), tf.bfloat16),
+        rng.uniform(-3.0, 5.0, 200).astype(np.float32),
+    ]
+    together = summaries.histogram_tensors(tensors).numpy()
+    compiled = tf.function(summaries.histogram_tensors)(tensors).numpy()
+    assert together.shape == (6, summaries.HISTOGRAM_BUCKETS, 3)
+    np.testing.assert_array_equal(together, compiled)
+    for rows, values in zip(together, tensors, strict=True):
+        np.testing.assert_array_equal(rows, summaries.histogram_tensor(values).numpy())
+    finite = [int(np.isfinite(np.asarray(tf.cast(t, tf.float32))).sum()) for t in tensors]
+    assert together[:, :, 2].sum(axis=1).tolist() == finite
+    # No value within rounding of an edge here: numpy's counts over the same edges.
+    edges = np.append(together[5, :, 0], together[5, -1, 1])
+    np.testing.assert_array_equal(together[5, :, 2], np.histogram(tensors[5], edges)[0])
+
+
 def test_summaries_off_writes_no_event_files(tmp_path):
     train(tmp_path, train_steps=10, summary_every=0)
     assert not os.path.exists(tmp_path / "train")

@@ -182,15 +182,26 @@ def histogram_tensors(tensors, buckets: int = HISTOGRAM_BUCKETS) -> tf.Tensor:
     narrow bucket at its value; a range wider than float32 can hold (say
     -3e38..3e38) is binned at half scale; no finite value gives zero counts.
     """
-    big = tf.float32.max
-    flat, finite, lows, highs = [], [], [], []
+    # Per tensor, raw ops on shared constants: the wrappers' dispatch and a
+    # constant per Python scalar made each op several times dearer to trace.
+    raw = tf.raw_ops
+    big = tf.constant(tf.float32.max)
+    minus_big = tf.constant(-tf.float32.max)
+    flat_shape = tf.constant([-1])
+    axis = tf.constant(0)
+    flat, finite, lows, highs, good, sizes = [], [], [], [], [], []
     for values in tensors:
-        data = tf.reshape(tf.cast(values, tf.float32), [-1])
-        ok = tf.math.is_finite(data)
+        values = tf.convert_to_tensor(values)
+        if values.dtype != tf.float32:
+            values = raw.Cast(x=values, DstT=tf.float32)
+        data = raw.Reshape(tensor=values, shape=flat_shape)
+        ok = raw.IsFinite(x=data)
         flat.append(data)
         finite.append(ok)
-        lows.append(tf.reduce_min(tf.where(ok, data, big)))
-        highs.append(tf.reduce_max(tf.where(ok, data, -big)))
+        lows.append(raw.Min(input=raw.SelectV2(condition=ok, t=data, e=big), axis=axis))
+        highs.append(raw.Max(input=raw.SelectV2(condition=ok, t=data, e=minus_big), axis=axis))
+        good.append(raw.Sum(input=raw.Cast(x=ok, DstT=tf.int32), axis=axis))
+        sizes.append(raw.Size(input=data, out_type=tf.int32))
     low, high = tf.stack(lows), tf.stack(highs)  # [T]
     any_finite = low <= high
     low = tf.where(any_finite, low, 0.0)
@@ -205,14 +216,16 @@ def histogram_tensors(tensors, buckets: int = HISTOGRAM_BUCKETS) -> tf.Tensor:
     high = tf.where(narrow, center + half, high)
     # Unstacked in one op each (indexing would add a slice and its constants per tensor).
     ranges = tf.unstack(tf.stack([low, high], axis=1))  # T x [2]
-    counts, bad = [], []
+    half_scale = tf.constant(0.5)
+    bins = tf.constant(buckets)
+    counts = []
     for data, ok, left, bounds in zip(flat, finite, tf.unstack(low), ranges, strict=True):
         # Non-finite values are binned at `low` (bucket 0), then taken out again.
-        scaled = tf.where(ok, data * 0.5, left)
-        counts.append(tf.histogram_fixed_width(scaled, bounds, nbins=buckets))
-        bad.append(tf.size(data, tf.int32) - tf.math.count_nonzero(ok, dtype=tf.int32))
+        scaled = raw.SelectV2(condition=ok, t=raw.Mul(x=data, y=half_scale), e=left)
+        counts.append(raw.HistogramFixedWidth(values=scaled, value_range=bounds, nbins=bins))
+    bad = tf.stack(sizes) - tf.stack(good)  # [T] non-finite values
     first_bucket = tf.one_hot(0, buckets, on_value=1, off_value=0, dtype=tf.int32)  # [buckets]
-    counts = tf.stack(counts) - tf.stack(bad)[:, None] * first_bucket  # [T, buckets]
+    counts = tf.stack(counts) - bad[:, None] * first_bucket  # [T, buckets]
     # Edges at full scale, in float64: low + (high - low) * k / buckets.
     fractions = tf.constant([k / buckets for k in range(buckets + 1)], tf.float64)
     low64 = tf.cast(low, tf.float64)[:, None] * 2.0
