@@ -1,11 +1,15 @@
 import dataclasses
+import math
 import os
 import re
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from trainer import data
+from models import optimizers, zoo
+from models.training import TrainingProgram
+from trainer import data, sources
 from trainer.config import Config
 
 from datafiles import idx_bytes, write_csv, write_idx, write_mnist
@@ -146,6 +150,54 @@ def test_train_pipeline_resumes_at_any_step_with_the_same_batches():
     other_seed = _batches(data.train_dataset(x, y, batch_size=4, seed=8), 1)
     assert not np.array_equal(other_seed[0][1], full[0][1])
     assert all(b[0].shape == (4, 2) for b in full)  # drop_remainder keeps shapes static
+
+
+@pytest.mark.parametrize(
+    "n, batch, start, shape",
+    [
+        (25, 4, 0, (2,)),  # batches across epoch boundaries (25 = 6 x 4 + 1)
+        (25, 4, 13, (2,)),  # resumed inside an epoch
+        (10, 3, 7, (2, 2, 1)),  # images
+        (10, 10, 2, (2,)),  # one batch per epoch
+        (10, 1000, 0, (2,)),  # larger than the set: full batch
+    ],
+)
+def test_memory_batches_are_the_train_pipelines_batches(n, batch, start, shape):
+    x = np.arange(n * math.prod(shape), dtype=np.float32).reshape(n, *shape)
+    y = np.arange(n, dtype=np.int64)
+    want = _batches(data.train_dataset(x, y, batch, seed=7, start_step=start), 12)
+    memory = data.MemoryBatches(x, y, batch, seed=7, start_step=start)
+
+    @tf.function(autograph=False)
+    def take(iterator):
+        return [next(iterator) for _ in range(11)]
+
+    got = [next(memory), *take(memory)]  # eagerly, then in a compiled function
+    assert len(got) == len(want) == 12
+    for (xa, ya), (xb, yb) in zip(got, want, strict=True):
+        assert xa.shape == xb.shape == (min(batch, n), *shape)  # static in the graph too
+        np.testing.assert_array_equal(xa.numpy(), xb)
+        np.testing.assert_array_equal(ya.numpy(), yb)
+    assert int(memory.position.numpy()) == start + 12
+
+
+def test_in_memory_sources_gather_in_graph_for_one_replica_only():
+    source = sources.ArraySource(data.load(Config()), "digits")
+    for strategy in (tf.distribute.get_strategy(), tf.distribute.OneDeviceStrategy("/cpu:0")):
+        assert isinstance(source.train_iterator(strategy, 32, 0, 0), data.MemoryBatches)
+    # A program trains the same from either iterator (same batches, same steps).
+    weights = []
+    for iterator in (
+        data.MemoryBatches(source.arrays.x_train, source.arrays.y_train, 32, seed=3),
+        iter(data.train_dataset(source.arrays.x_train, source.arrays.y_train, 32, seed=3)),
+    ):
+        model = zoo.mlp(64, (16,), 10, "sigmoid", "xavier", 0)
+        program = TrainingProgram(model, optimizers.get("adam", 0.01), global_batch_size=32)
+        program.run_steps(iterator, 60)  # past an epoch of 1,437 // 32 = 44 steps
+        weights.append([v.numpy() for v in model.trainable_variables])
+        assert int(program.global_step.numpy()) == 60
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_batch_larger_than_the_training_set_is_full_batch():

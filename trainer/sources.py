@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from absl import logging
 
 from trainer import data as data_lib
 from trainer.config import Config
@@ -112,13 +113,14 @@ class ArraySource(DataSource):
         return ArraySource(self.arrays.as_images(), self.fingerprint)
 
     def train_iterator(self, strategy, global_batch_size, seed, start_step):
-        dataset = data_lib.train_dataset(
-            self.arrays.x_train,
-            self.arrays.y_train,
-            global_batch_size,
-            seed,
-            start_step=start_step,
+        x, y = self.arrays.x_train, self.arrays.y_train
+        if data_lib.gathers_in_graph(strategy):
+            logging.info("input: batches gathered in the compiled loop from memory")
+            return data_lib.MemoryBatches(x, y, global_batch_size, seed, start_step)
+        logging.info(
+            "input: tf.data from memory, split over %d replicas", strategy.num_replicas_in_sync
         )
+        dataset = data_lib.train_dataset(x, y, global_batch_size, seed, start_step=start_step)
         return iter(strategy.experimental_distribute_dataset(dataset))
 
     def eval_dataset(self, strategy, global_batch_size=2048):
