@@ -3,7 +3,11 @@
 Every contender trains the identical network (same layers, same initial weights,
 copied from one seeded from-scratch model), on the identical stream of batches
 (``trainer.data.train_dataset`` over the same synthetic data), with the same
-batch size, loss and SGD learning rate:
+batch size, loss and SGD learning rate. The trainer takes those batches the way
+its command line does for data held in memory on one device:
+``trainer.data.MemoryBatches``, gathered inside its compiled loop, the same
+batches by construction; Keras takes the ``tf.data`` pipeline (and so does the
+trainer's ``_tfdata`` A/B contender):
 
 * ``eager``: the notebook's loop, a Python ``for`` calling a ``GradientTape``
   step eagerly (no ``tf.function``), updating with ``assign_sub``.
@@ -147,6 +151,12 @@ flags.DEFINE_bool(
     True,
     "Also time the trainer's default contender with its NaN/Inf guard off (A/B: what the "
     "guard costs).",
+)
+flags.DEFINE_bool(
+    "input_ab",
+    True,
+    "Also time the trainer's default contender fed by the tf.data pipeline that Keras "
+    "gets, instead of its in-graph batches (A/B: what gathering in the loop saves).",
 )
 flags.DEFINE_string("json", None, "Write all results to this JSON file.")
 flags.DEFINE_string(
@@ -603,6 +613,7 @@ class TrainerContender(Contender):
         precision: str,
         summaries=0,
         guard: bool = True,
+        tfdata: bool = False,
     ):
         steps_per_loop = min(steps_per_loop, steps)
         name = f"trainer_spl{steps_per_loop}_xla-{'on' if jit else 'off'}_{precision}"
@@ -610,12 +621,16 @@ class TrainerContender(Contender):
             name += f"_summaries{summaries}"
         if not guard:
             name += "_noguard"
+        if tfdata:
+            name += "_tfdata"
         settings = {"steps_per_loop": steps_per_loop, "jit_compile": jit}
         settings["summary_every"] = summaries
         settings["guard"] = guard
+        settings["input"] = "tf.data" if tfdata else "memory"
         super().__init__(name, precision, settings)
         self.summaries = summaries
         self.guard = guard
+        self.tfdata = tfdata
         self.tf, self.ctx = tf, ctx
         self.steps_per_loop = steps_per_loop
         self.calls = max(1, round(steps / steps_per_loop))
@@ -638,7 +653,10 @@ class TrainerContender(Contender):
             summary_fn = summaries.step_summary_fn(histograms=True)
         with tf.device(self.device), self.writer.as_default():
             model = build_model(self.ctx["preset"], self.ctx["seed"])
-            self.iterator = iter(self.ctx["dataset"]())
+            if self.tfdata:
+                self.iterator = iter(self.ctx["dataset"]())
+            else:
+                self.iterator = self.ctx["batches"]()
             begin = time.perf_counter()
             self.program = models.TrainingProgram(
                 model,
@@ -849,6 +867,20 @@ def make_contenders(tf, ctx, groups, steps, precisions, steps_per_loop, xla, ker
                     guard=guard,
                 )
             )
+    if "trainer" in groups and FLAGS.input_ab:
+        # What the in-graph batches save: the default contender on tf.data.
+        for tfdata in (False, True):
+            contenders.append(
+                TrainerContender(
+                    tf,
+                    ctx,
+                    steps,
+                    default["steps_per_loop"],
+                    default["jit_compile"],
+                    "float32",
+                    tfdata=tfdata,
+                )
+            )
     for precision in precisions:
         if "keras" in groups:
             for jit in keras_jit:
@@ -876,7 +908,7 @@ def default_settings(ctx, steps: int, steps_per_loop: list[int]) -> dict:
 
 def mark_default(rows: list[dict], default: dict) -> None:
     """Sets ``"default": true`` on the trainer row that runs the default settings
-    (summaries off, guard on), false on every other row."""
+    (summaries off, guard on, in-graph batches), false on every other row."""
     for row in rows:
         row["default"] = bool(
             row["kind"] == "trainer"
@@ -885,6 +917,7 @@ def mark_default(rows: list[dict], default: dict) -> None:
             and row.get("jit_compile") == default["jit_compile"]
             and not row.get("summary_every")
             and row.get("guard", True)
+            and row.get("input", "memory") == "memory"
         )
 
 
@@ -918,6 +951,28 @@ def guard_cost(rows) -> dict | None:
                     "cpu_cost": with_guard["cpu_us_per_example"] / row["cpu_us_per_example"] - 1,
                     "paired_throughput_cost": 1 - paired_ratio(with_guard, row),
                     "paired_cpu_cost": paired_ratio(with_guard, row, cpu) - 1,
+                }
+    return None
+
+
+def input_gain(rows) -> dict | None:
+    """What the in-graph batches save against the tf.data pipeline, same settings:
+    throughput gained and CPU per example saved, as the ratio of medians and
+    paired per round (``paired_ratio``)."""
+    by_name = {row["name"]: row for row in rows}
+    for row in rows:
+        if row["kind"] == "trainer" and row.get("input") == "tf.data":
+            base = row["name"].rsplit("_tfdata", 1)[0]
+            if base in by_name:
+                memory = by_name[base]
+                cpu = "cpu_us_per_example_all"
+                return {
+                    "memory": base,
+                    "tf.data": row["name"],
+                    "throughput_gain": memory["examples_per_sec"] / row["examples_per_sec"] - 1,
+                    "cpu_saving": 1 - memory["cpu_us_per_example"] / row["cpu_us_per_example"],
+                    "paired_throughput_gain": paired_ratio(memory, row) - 1,
+                    "paired_cpu_saving": 1 - paired_ratio(memory, row, cpu),
                 }
     return None
 
@@ -1232,6 +1287,7 @@ def main(argv):
         "convolutions": any(isinstance(layer, layers_lib.Conv2D) for layer in network.layers),
         "steps_per_loop": steps_per_loop,
         "dataset": lambda: data.train_dataset(x, y, batch_size, FLAGS.seed),
+        "batches": lambda: data.MemoryBatches(x, y, batch_size, FLAGS.seed),
     }
     command = " ".join(["python", "scripts/benchmark.py", *map(shlex.quote, sys.argv[1:])])
     print(
@@ -1281,6 +1337,14 @@ def main(argv):
             f"({100 * guard['paired_throughput_cost']:.1f}% paired per round), "
             f"{100 * guard['cpu_cost']:.1f}% more CPU per example "
             f"({guard['with']} vs {guard['without']})"
+        )
+    gain = input_gain(rows)
+    if gain:
+        print(
+            f"in-graph batches: {100 * gain['throughput_gain']:.1f}% more throughput "
+            f"({100 * gain['paired_throughput_gain']:.1f}% paired per round), "
+            f"{100 * gain['cpu_saving']:.1f}% less CPU per example than tf.data "
+            f"({gain['memory']} vs {gain['tf.data']})"
         )
     summary_cost = summaries_cost(rows)
     if summary_cost:
@@ -1365,6 +1429,7 @@ def main(argv):
         "keras_best": keras_best,
         "summaries_cost": summary_cost,
         "guard_cost": guard,
+        "input_gain": gain,
         "input_pipeline": input_result,
         "tfrecord_pipeline": tfrecord_result,
         "time_to_first_step_s": {

@@ -117,6 +117,16 @@ def check_default_row_and_guard_cost(data, stdout):
     assert math.isfinite(cost["paired_throughput_cost"]) and math.isfinite(cost["paired_cpu_cost"])
     assert "the NaN/Inf guard costs" in stdout and "paired per round" in stdout
     assert "the trainer's default settings: trainer_spl4_xla-off_float32" in stdout
+    # The default takes in-graph batches; its A/B twin the tf.data pipeline Keras gets.
+    rows = {row["name"]: row for row in data["contenders"]}
+    assert rows["trainer_spl4_xla-off_float32"]["input"] == "memory"
+    assert rows["trainer_spl4_xla-off_float32_tfdata"]["input"] == "tf.data"
+    gain = data["input_gain"]
+    assert gain["memory"] == "trainer_spl4_xla-off_float32"
+    assert gain["tf.data"] == "trainer_spl4_xla-off_float32_tfdata"
+    for key in ("throughput_gain", "cpu_saving", "paired_throughput_gain", "paired_cpu_saving"):
+        assert math.isfinite(gain[key]), key
+    assert "in-graph batches:" in stdout and "than tf.data" in stdout
 
 
 def check_peaks_model_and_machine(data, _):
