@@ -550,10 +550,8 @@ class TrainingProgram(tf.Module):
                 target = min(diagnostic - 1, end)
                 if target <= step:  # the next step is the diagnostic one
                     target, loop = diagnostic, self.diagnostic_loop
-            if loop is self.diagnostic_loop:
-                with without_graph_optimizations():
-                    halted = loop(iterator, tf.constant(target - step, tf.int32))
-            else:
+            diagnostic_call = loop is self.diagnostic_loop
+            with without_graph_optimizations() if diagnostic_call else contextlib.nullcontext():
                 halted = loop(iterator, tf.constant(target - step, tf.int32))
             if bool(halted):
                 return

@@ -686,6 +686,18 @@ def effective_batch_size(batch_size: int, num_train: int) -> int:
     return min(batch_size, num_train)
 
 
+def _epoch_order(num_examples: int, seed: int, epoch):
+    """The order of epoch ``epoch`` (an int64 tensor): a permutation of
+    ``0..num_examples-1`` seeded by ``(seed, epoch)``, shared by ``train_dataset``
+    and ``MemoryBatches`` so that their batches agree."""
+    import tensorflow as tf
+
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(num_examples, dtype=tf.int64),
+        seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
+    )
+
+
 def train_dataset(x, y, batch_size: int, seed: int, start_step: int = 0):
     """Shuffled, repeated, batched (``drop_remainder``) and prefetched.
 
@@ -706,9 +718,7 @@ def train_dataset(x, y, batch_size: int, seed: int, start_step: int = 0):
     targets = tf.constant(y)
 
     def epoch_order(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-        )
+        order = _epoch_order(n, seed, epoch)
         # The resumed epoch starts where the interrupted run was within it.
         return order[tf.where(tf.equal(epoch, start_epoch), offset, 0) :]
 
@@ -781,14 +791,6 @@ class MemoryBatches:
     def __iter__(self):
         return self
 
-    def _permutation(self, epoch):
-        import tensorflow as tf
-
-        return tf.random.experimental.stateless_shuffle(
-            tf.range(self.num_examples, dtype=tf.int64),
-            seed=tf.stack([tf.constant(self.seed, tf.int64), epoch]),
-        )
-
     def __next__(self):
         import tensorflow as tf
 
@@ -800,7 +802,7 @@ class MemoryBatches:
 
             def refresh():
                 self.order.assign(
-                    tf.concat([self._permutation(epoch), self._permutation(epoch + 1)], 0)
+                    tf.concat([_epoch_order(n, self.seed, e) for e in (epoch, epoch + 1)], 0)
                 )
                 self.epoch.assign(epoch)
 
