@@ -853,9 +853,14 @@ def make_contenders(tf, ctx, groups, steps, precisions, steps_per_loop, xla, ker
                 tf, ctx, steps, max(steps_per_loop), False, precisions[0], FLAGS.summary_every
             )
         )
-    if "trainer" in groups and FLAGS.guard_ab:
-        # What the NaN/Inf guard costs: the default contender, and the same without it.
-        for guard in (True, False):
+    # A/B pairs: the default contender, and the same with one setting changed.
+    ab_pairs = []
+    if FLAGS.guard_ab:  # what the NaN/Inf guard costs: the default without it
+        ab_pairs.append({"guard": False})
+    if FLAGS.input_ab:  # what the in-graph batches save: the default on tf.data
+        ab_pairs.append({"tfdata": True})
+    for variant in ab_pairs if "trainer" in groups else []:
+        for settings in ({}, variant):
             contenders.append(
                 TrainerContender(
                     tf,
@@ -864,21 +869,7 @@ def make_contenders(tf, ctx, groups, steps, precisions, steps_per_loop, xla, ker
                     default["steps_per_loop"],
                     default["jit_compile"],
                     "float32",
-                    guard=guard,
-                )
-            )
-    if "trainer" in groups and FLAGS.input_ab:
-        # What the in-graph batches save: the default contender on tf.data.
-        for tfdata in (False, True):
-            contenders.append(
-                TrainerContender(
-                    tf,
-                    ctx,
-                    steps,
-                    default["steps_per_loop"],
-                    default["jit_compile"],
-                    "float32",
-                    tfdata=tfdata,
+                    **settings,
                 )
             )
     for precision in precisions:
@@ -934,47 +925,53 @@ def paired_ratio(row: dict, reference: dict, key: str = "examples_per_sec_all") 
     return _median([a / b for a, b in zip(ours, theirs)])
 
 
+def _ab_pair(rows, setting: str, value, suffix: str):
+    """The trainer row whose ``setting`` is ``value`` and the row of the same name
+    without ``suffix`` (its A/B twin), or None."""
+    by_name = {row["name"]: row for row in rows}
+    for row in rows:
+        if row["kind"] == "trainer" and row.get(setting) == value:
+            base = row["name"].rsplit(suffix, 1)[0]
+            if base in by_name:
+                return by_name[base], row
+    return None
+
+
 def guard_cost(rows) -> dict | None:
     """Throughput lost to the NaN/Inf guard: 1 - (with / without), wall and CPU time,
     as the ratio of medians and paired per round (``paired_ratio``)."""
-    by_name = {row["name"]: row for row in rows}
-    for row in rows:
-        if row["kind"] == "trainer" and row.get("guard") is False:
-            base = row["name"].rsplit("_noguard", 1)[0]
-            if base in by_name:
-                with_guard = by_name[base]
-                cpu = "cpu_us_per_example_all"
-                return {
-                    "with": base,
-                    "without": row["name"],
-                    "throughput_cost": 1 - with_guard["examples_per_sec"] / row["examples_per_sec"],
-                    "cpu_cost": with_guard["cpu_us_per_example"] / row["cpu_us_per_example"] - 1,
-                    "paired_throughput_cost": 1 - paired_ratio(with_guard, row),
-                    "paired_cpu_cost": paired_ratio(with_guard, row, cpu) - 1,
-                }
-    return None
+    pair = _ab_pair(rows, "guard", False, "_noguard")
+    if pair is None:
+        return None
+    with_guard, row = pair
+    cpu = "cpu_us_per_example_all"
+    return {
+        "with": with_guard["name"],
+        "without": row["name"],
+        "throughput_cost": 1 - with_guard["examples_per_sec"] / row["examples_per_sec"],
+        "cpu_cost": with_guard["cpu_us_per_example"] / row["cpu_us_per_example"] - 1,
+        "paired_throughput_cost": 1 - paired_ratio(with_guard, row),
+        "paired_cpu_cost": paired_ratio(with_guard, row, cpu) - 1,
+    }
 
 
 def input_gain(rows) -> dict | None:
     """What the in-graph batches save against the tf.data pipeline, same settings:
     throughput gained and CPU per example saved, as the ratio of medians and
     paired per round (``paired_ratio``)."""
-    by_name = {row["name"]: row for row in rows}
-    for row in rows:
-        if row["kind"] == "trainer" and row.get("input") == "tf.data":
-            base = row["name"].rsplit("_tfdata", 1)[0]
-            if base in by_name:
-                memory = by_name[base]
-                cpu = "cpu_us_per_example_all"
-                return {
-                    "memory": base,
-                    "tf.data": row["name"],
-                    "throughput_gain": memory["examples_per_sec"] / row["examples_per_sec"] - 1,
-                    "cpu_saving": 1 - memory["cpu_us_per_example"] / row["cpu_us_per_example"],
-                    "paired_throughput_gain": paired_ratio(memory, row) - 1,
-                    "paired_cpu_saving": 1 - paired_ratio(memory, row, cpu),
-                }
-    return None
+    pair = _ab_pair(rows, "input", "tf.data", "_tfdata")
+    if pair is None:
+        return None
+    memory, row = pair
+    cpu = "cpu_us_per_example_all"
+    return {
+        "memory": memory["name"],
+        "tf.data": row["name"],
+        "throughput_gain": memory["examples_per_sec"] / row["examples_per_sec"] - 1,
+        "cpu_saving": 1 - memory["cpu_us_per_example"] / row["cpu_us_per_example"],
+        "paired_throughput_gain": paired_ratio(memory, row) - 1,
+        "paired_cpu_saving": 1 - paired_ratio(memory, row, cpu),
+    }
 
 
 def summaries_cost(rows) -> dict | None:
