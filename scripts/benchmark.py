@@ -892,7 +892,9 @@ def default_settings(ctx, steps: int, steps_per_loop: list[int]) -> dict:
     device = "gpu" if "GPU" in ctx["device"].upper() else "cpu"
     return {
         "steps_per_loop": min(max(steps_per_loop), steps),
-        "jit_compile": runtime.auto_jit(device, ctx["convolutions"]),
+        "jit_compile": runtime.auto_jit(
+            device, ctx["convolutions"], "float32", runtime.onednn_enabled()
+        ),
         "precision": "float32",
     }
 
