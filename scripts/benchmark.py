@@ -847,10 +847,16 @@ def make_contenders(tf, ctx, groups, steps, precisions, steps_per_loop, xla, ker
     default = ctx["default"]
     if "trainer" in groups and FLAGS.summary_every:
         # The cost of TensorBoard summaries at their cadence: compare with the
-        # same contender without them.
+        # same contender without them (XLA as the command line resolves it).
         contenders.append(
             TrainerContender(
-                tf, ctx, steps, max(steps_per_loop), False, precisions[0], FLAGS.summary_every
+                tf,
+                ctx,
+                steps,
+                max(steps_per_loop),
+                default["jit_compile"],
+                precisions[0],
+                FLAGS.summary_every,
             )
         )
     # A/B pairs: the default contender, and the same with one setting changed.
@@ -893,7 +899,7 @@ def default_settings(ctx, steps: int, steps_per_loop: list[int]) -> dict:
     return {
         "steps_per_loop": min(max(steps_per_loop), steps),
         "jit_compile": runtime.auto_jit(
-            device, ctx["convolutions"], "float32", runtime.onednn_enabled()
+            device, ctx["convolutions"], "float32", runtime.onednn_enabled(), ctx["widest"]
         ),
         "precision": "float32",
     }
@@ -1284,6 +1290,15 @@ def main(argv):
         "params": params,
         "flops_per_example": model_info["flops_per_example"],
         "convolutions": any(isinstance(layer, layers_lib.Conv2D) for layer in network.layers),
+        # The widest hidden dense layer, as --jit_compile=auto reads it (the output not counted).
+        "widest": max(
+            (
+                layer.output_size
+                for layer in network.layers[:-1]
+                if isinstance(layer, layers_lib.Dense)
+            ),
+            default=0,
+        ),
         "steps_per_loop": steps_per_loop,
         "dataset": lambda: data.train_dataset(x, y, batch_size, FLAGS.seed),
         "batches": lambda: data.MemoryBatches(x, y, batch_size, FLAGS.seed),

@@ -67,6 +67,7 @@ def check_every_contender_reports_speed_and_ratios(data, stdout):
     assert {
         "trainer_spl1_xla-off_float32",
         "trainer_spl4_xla-off_float32",
+        "trainer_spl4_xla-on_float32",
         "trainer_spl1_xla-on_float32",
         "trainer_spl4_xla-on_bfloat16",
         "keras_spe4_jit-off_float32",
@@ -100,30 +101,31 @@ def check_every_contender_reports_speed_and_ratios(data, stdout):
 def check_summaries_cost_is_measured_against_the_same_settings(data, stdout):
     cost = data["summaries_cost"]
     assert cost["summary_every"] == 2
-    assert cost["with"] == "trainer_spl4_xla-off_float32_summaries2"
-    assert cost["without"] == "trainer_spl4_xla-off_float32"
+    assert cost["with"] == "trainer_spl4_xla-on_float32_summaries2"
+    assert cost["without"] == "trainer_spl4_xla-on_float32"
     assert math.isfinite(cost["throughput_cost"])
     assert "TensorBoard summaries every 2 steps cost" in stdout
 
 
 def check_default_row_and_guard_cost(data, stdout):
-    # The tiny MLP on CPU: default = float32, the largest steps per call, XLA off (auto).
+    # The tiny MLP on CPU: default = float32, the largest steps per call, XLA on
+    # (auto: dense layers at most 256 wide).
     defaults = [row["name"] for row in data["contenders"] if row["default"]]
-    assert defaults == ["trainer_spl4_xla-off_float32"]
+    assert defaults == ["trainer_spl4_xla-on_float32"]
     cost = data["guard_cost"]
-    assert cost["with"] == "trainer_spl4_xla-off_float32"
-    assert cost["without"] == "trainer_spl4_xla-off_float32_noguard"
+    assert cost["with"] == "trainer_spl4_xla-on_float32"
+    assert cost["without"] == "trainer_spl4_xla-on_float32_noguard"
     assert math.isfinite(cost["throughput_cost"]) and math.isfinite(cost["cpu_cost"])
     assert math.isfinite(cost["paired_throughput_cost"]) and math.isfinite(cost["paired_cpu_cost"])
     assert "the NaN/Inf guard costs" in stdout and "paired per round" in stdout
-    assert "the trainer's default settings: trainer_spl4_xla-off_float32" in stdout
+    assert "the trainer's default settings: trainer_spl4_xla-on_float32" in stdout
     # The default takes in-graph batches; its A/B twin the tf.data pipeline Keras gets.
     rows = {row["name"]: row for row in data["contenders"]}
-    assert rows["trainer_spl4_xla-off_float32"]["input"] == "memory"
-    assert rows["trainer_spl4_xla-off_float32_tfdata"]["input"] == "tf.data"
+    assert rows["trainer_spl4_xla-on_float32"]["input"] == "memory"
+    assert rows["trainer_spl4_xla-on_float32_tfdata"]["input"] == "tf.data"
     gain = data["input_gain"]
-    assert gain["memory"] == "trainer_spl4_xla-off_float32"
-    assert gain["tf.data"] == "trainer_spl4_xla-off_float32_tfdata"
+    assert gain["memory"] == "trainer_spl4_xla-on_float32"
+    assert gain["tf.data"] == "trainer_spl4_xla-on_float32_tfdata"
     for key in ("throughput_gain", "cpu_saving", "paired_throughput_gain", "paired_cpu_saving"):
         assert math.isfinite(gain[key]), key
     assert "in-graph batches:" in stdout and "than tf.data" in stdout

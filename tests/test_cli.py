@@ -60,7 +60,9 @@ def test_readmes_first_command_prints_what_readme_shows(tmp_path):
             readme_figures = [float(v) for v in re.findall(r"\d\.\d{4}", line)]
             run_figures = [float(v) for v in re.findall(r"\d\.\d{4}", got)]
             assert np.allclose(readme_figures, run_figures, atol=0.01), (line, got)
-    assert "ETA" in result.stderr and "XLA: off" in result.stderr
+    # auto: XLA on this 64-100-10 network, its whole loop over in-memory batches
+    assert "ETA" in result.stderr and "XLA: on (auto: dense layers" in result.stderr
+    assert "input: batches gathered in the compiled loop from memory" in result.stderr
     for chatter in ("oneDNN custom operations", "cuda", "absl::InitializeLog"):
         assert chatter not in result.stderr
 

@@ -205,3 +205,30 @@ def test_batch_larger_than_the_training_set_is_full_batch():
     y = np.zeros(10, np.int64)
     (batch,) = _batches(data.train_dataset(x, y, batch_size=1000, seed=0), 1)
     assert batch[0].shape == (10, 3)
+
+
+def test_memory_batches_prepare_a_window_that_xla_reads_as_the_pipeline_does():
+    # 25 examples, batch 4: batches begin in the epoch of their first example;
+    # after prepare(), steps_prepared() counts those of the next batch's epoch,
+    # and next_prepared() (compiled by XLA) reads them as train_dataset does.
+    n, batch = 25, 4
+    x = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
+    y = np.arange(n, dtype=np.int64)
+
+    @tf.function(autograph=False, jit_compile=True)
+    def take(iterator, count):
+        return [iterator.next_prepared() for _ in range(count)]
+
+    for start in (0, 5, 6, 7, 12, 13):
+        memory = data.MemoryBatches(x, y, batch, seed=7, start_step=start)
+        assert int(memory.steps_prepared().numpy()) == 0  # nothing prepared yet
+        memory.prepare()
+        epoch = start * batch // n
+        expected = sum(1 for s in range(start, start + 20) if s * batch // n == epoch)
+        assert int(memory.steps_prepared().numpy()) == expected >= 1
+        want = _batches(data.train_dataset(x, y, batch, seed=7, start_step=start), expected)
+        for (xa, ya), (xb, yb) in zip(take(memory, expected), want, strict=True):
+            np.testing.assert_array_equal(xa.numpy(), xb)
+            np.testing.assert_array_equal(ya.numpy(), yb)
+        assert int(memory.position.numpy()) == start + expected
+        assert int(memory.steps_prepared().numpy()) == 0  # the next batch is in a later epoch

@@ -247,3 +247,77 @@ def test_the_gradient_check_finds_nan_inf_and_squares_past_float32(bad):
     assert not bool(finite)
     if not np.isfinite(bad):  # the loss too
         assert not bool(gradient_check(tf.constant(np.float32(bad)), grads)[0])
+
+
+def _memory_program(x, y, batch, jit, **kwargs):
+    from trainer import data
+
+    model = models.zoo.mlp(x.shape[1], (5,), 3, "sigmoid", "xavier", 0)
+    program = TrainingProgram(
+        model, models.optimizers.get("adam", 0.05), global_batch_size=batch, jit_compile=jit,
+        **kwargs,
+    )  # fmt: skip
+    return program, data.MemoryBatches(x, y, batch, seed=3), model
+
+
+def _weights(model):
+    return [v.numpy() for v in model.trainable_variables]
+
+
+def test_the_whole_loop_under_xla_trains_as_graph_mode_across_epochs_and_calls():
+    from models.training import reads_in_xla
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 50).astype(np.int64)
+    graph, batches, graph_model = _memory_program(x, y, 8, jit=False)
+    graph.run_steps(batches, 28)  # 6 steps per epoch; batches span epoch boundaries
+    runs = []
+    for calls in ([28], [5, 9, 1, 13]):
+        program, batches, model = _memory_program(x, y, 8, jit=True)
+        assert reads_in_xla(batches)
+        for count in calls:
+            program.run_steps(batches, count)
+        assert int(program.global_step.numpy()) == int(batches.position.numpy()) == 28
+        assert program.trace_counts == {"train_loop": 1}  # one trace, whatever the windows
+        assert program.xla_train_loop.experimental_get_tracing_count() == 1
+        runs.append((_weights(model), program.train_metrics.result()))
+    # The same compiled loop over other windows: the same arithmetic, bit for bit.
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Graph mode's kernels round differently, nothing more.
+    for a, b in zip(runs[0][0], _weights(graph_model), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert runs[0][1]["count"] == graph.train_metrics.result()["count"] == 28 * 8
+
+
+@pytest.mark.parametrize("skip", [False, True], ids=["stop", "skip"])
+def test_a_nonfinite_batch_under_the_xla_loop_is_never_applied(skip):
+    from trainer import data
+
+    # Two examples, batch 1: the NaN example's steps follow from the epochs' shuffles.
+    x = np.array([[1.0, 2.0], [np.nan, 1.0]], np.float32)
+    y = np.array([0, 1], np.int64)
+    order = [int(b[1][0]) for b in data.train_dataset(x, y, 1, seed=3).take(12).as_numpy_iterator()]
+    nan_steps = [s + 1 for s, label in enumerate(order) if label == 1]
+    first = nan_steps[0]
+    program, batches, model = _memory_program(x, y, 1, jit=True, skip_nonfinite=skip)
+    before = _weights(model)
+    program.run_steps(batches, 12)
+    assert int(program.first_nonfinite_step.numpy()) == first
+    assert all(np.isfinite(w).all() for w in _weights(model))
+    if skip:  # every clean step applied, every NaN step skipped
+        assert int(program.global_step.numpy()) == 12
+        assert int(program.nonfinite_count.numpy()) == len([s for s in nan_steps if s <= 12])
+        assert program.train_metrics.result()["count"] == 12 - len(nan_steps)
+    else:  # stopped at the first NaN step, its update not applied
+        assert int(program.global_step.numpy()) == first
+        assert int(program.nonfinite_count.numpy()) == 1
+        clean, clean_batches, clean_model = _memory_program(x, y, 1, jit=True)
+        if first > 1:
+            clean.run_steps(clean_batches, first - 1)
+        for a, b in zip(_weights(model), _weights(clean_model), strict=True):
+            np.testing.assert_array_equal(a, b)
+        if first == 1:
+            for a, b in zip(_weights(model), before, strict=True):
+                np.testing.assert_array_equal(a, b)

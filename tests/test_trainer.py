@@ -35,12 +35,14 @@ def test_auto_jit_follows_the_kernels_it_would_replace():
     from trainer import runtime
     from trainer.config import resolve
 
-    # On CPU: never for dense networks; for convolutions only where XLA beat
-    # the graph-mode kernels (TensorFlow's own, or oneDNN's bfloat16 ones).
+    # On CPU: dense networks up to XLA_DENSE_WIDTH units wide; convolutions only
+    # where XLA beat the graph-mode kernels (TensorFlow's own, or oneDNN's bfloat16 ones).
+    width = runtime.XLA_DENSE_WIDTH
     for onednn in (True, False):
         for precision in ("float32", "bfloat16"):
-            assert not runtime.auto_jit("cpu", False, precision, onednn)
-            assert runtime.auto_jit("gpu", False, precision, onednn)
+            assert runtime.auto_jit("cpu", False, precision, onednn, width)
+            assert not runtime.auto_jit("cpu", False, precision, onednn, width + 1)
+            assert runtime.auto_jit("gpu", False, precision, onednn, width + 1)
             assert runtime.auto_jit("gpu", True, precision, onednn)
     assert not runtime.auto_jit("cpu", True, "float32", onednn=True)
     assert runtime.auto_jit("cpu", True, "bfloat16", onednn=True)
@@ -51,14 +53,17 @@ def test_auto_jit_follows_the_kernels_it_would_replace():
         return runtime.resolve_jit(resolve(values), "cpu", 1, "default")
 
     onednn = runtime.onednn_enabled()
-    assert not chosen(model="mlp") and not chosen(model="notebook_deep")
+    assert chosen(model="mlp", hidden=(100,)) and chosen(model="notebook_mlp")
+    assert chosen(model="softmax_regression") and chosen(model="mlp", hidden=(width, 64))
+    assert not chosen(model="notebook_deep") and not chosen(model="mlp", hidden=(64, width + 1))
+    assert not chosen(model="mlp", hidden=(100,), deterministic=True)
     assert chosen(model="lenet") is chosen(model="cnn") is (not onednn)
     assert chosen(model="cnn", precision="bfloat16")
-    assert not chosen(model="cnn", precision="bfloat16", layers="dropout:0.2,dense:8")
+    assert not chosen(model="cnn", precision="bfloat16", layers=f"dropout:0.2,dense:{width + 1}")
     assert not chosen(model="cnn", precision="bfloat16", deterministic=True)
     assert not chosen(model="lenet", precision="bfloat16", jit_compile="false")
-    assert chosen(model="mlp", jit_compile="true")
-    assert runtime.resolve_jit(resolve({"model": "mlp"}), "gpu", 1, "default")
+    assert chosen(model="notebook_deep", jit_compile="true")
+    assert runtime.resolve_jit(resolve({"model": "notebook_deep"}), "gpu", 1, "default")
 
 
 def _first_layer_gradient(cfg):

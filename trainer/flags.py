@@ -156,7 +156,10 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("train_steps", None, "Training steps; wins over --epochs.")
 flags.DEFINE_integer("steps_per_loop", None, "Steps per compiled call; default: chosen.")
-_enum("jit_compile", "XLA for the single step.")
+_enum(
+    "jit_compile",
+    "XLA for the whole compiled call (in-memory batches) or the single step; auto: the log says.",
+)
 _enum("device", "Where to run.")
 _enum("precision", "Compute precision.")
 _enum("strategy", "tf.distribute strategy.")

@@ -574,6 +574,24 @@ class RecordSource(DataSource):
         x = tf.reshape(x, [-1, *self.input_shape])
         return x, features["y"]
 
+    def _parse_training(self, serialized):
+        """``_parse`` with the labels checked against ``num_classes``: under XLA
+        the loss's kernel returns NaN for a label out of range instead of
+        failing, so the check comes first (in the words of that kernel's message)."""
+        import tensorflow as tf
+
+        x, y = self._parse(serialized)
+        if not self.num_classes:
+            return x, y
+        bad = tf.logical_or(y < 0, y >= self.num_classes)
+        value = tf.gather(y, tf.argmax(tf.cast(bad, tf.int32)))
+        message = tf.strings.format(
+            "Received a label value of {} which is outside the valid range of [0, {})",
+            (value, self.num_classes),
+        )
+        with tf.control_dependencies([tf.debugging.Assert(~tf.reduce_any(bad), [message])]):
+            return x, tf.identity(y)
+
     # -- the DataSource interface ---------------------------------------------------
     def as_images(self) -> RecordSource:
         if self.image_shape is None:
@@ -672,7 +690,7 @@ class RecordSource(DataSource):
             tf.data.Dataset.range(start_epoch, 2**62)
             .flat_map(epoch_records)
             .batch(per_replica, drop_remainder=True)
-            .map(self._parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .map(self._parse_training, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE)
         )
 

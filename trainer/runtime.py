@@ -199,13 +199,23 @@ def resolve_jit(config: Config, device: str, num_replicas: int, strategy_name: s
     if config.deterministic:
         logging.info("XLA: off (auto: --deterministic)")
         return False
-    convolutions = _has_convolutions(config)
+    convolutions, widest = _layer_facts(config)
     onednn = onednn_enabled()
-    on = auto_jit(device, convolutions, config.precision, onednn)
+    on = auto_jit(device, convolutions, config.precision, onednn, widest)
     if device == "gpu":
         logging.info("XLA: on (auto: GPU)")
     elif not convolutions:
-        logging.info("XLA: off (auto: measured slower than graph mode on CPU for dense networks)")
+        if on:
+            logging.info(
+                "XLA: on (auto: dense layers at most %d wide, measured faster with XLA on CPU; "
+                "the whole loop when batches are gathered in memory)",
+                XLA_DENSE_WIDTH,
+            )
+        else:
+            logging.info(
+                "XLA: off (auto: dense layers wider than %d, measured slower with XLA on CPU)",
+                XLA_DENSE_WIDTH,
+            )
     elif on:
         kernels = "bfloat16" if onednn else "TensorFlow's own CPU kernels"
         logging.info("XLA: on (auto: convolutions with %s, measured faster with XLA)", kernels)
@@ -214,28 +224,46 @@ def resolve_jit(config: Config, device: str, num_replicas: int, strategy_name: s
     return on
 
 
+# --jit_compile=auto on CPU puts XLA on dense networks whose layers are at most
+# this wide (docs/benchmarks.md, the whole loop under XLA against graph mode:
+# 784-100-10 1.25-1.38x at batch 128 and 512; 784-500x6-10 0.93x at batch 128,
+# where oneDNN's matmuls beat XLA's, 1.03x at 512).
+XLA_DENSE_WIDTH = 256
+
+
 def auto_jit(
-    device: str, convolutions: bool, precision: str = "float32", onednn: bool = True
+    device: str,
+    convolutions: bool,
+    precision: str = "float32",
+    onednn: bool = True,
+    widest: int = 0,
 ) -> bool:
-    """``--jit_compile=auto``'s choice on one device: XLA on GPUs; off on CPUs for
-    dense networks, where it measured slower. For convolutions on CPU it
-    depends on the kernels it replaces (LeNet at batch 128, docs/benchmarks.md):
-    oneDNN's float32 convolutions ran 2.8x faster than XLA's, while XLA ran 1.4x
-    faster than TensorFlow's own kernels (``onednn`` False) and 3.6x faster than
+    """``--jit_compile=auto``'s choice on one device: XLA on GPUs. On CPUs, for
+    dense networks, on when no layer is wider than ``XLA_DENSE_WIDTH`` units
+    (``widest``): there XLA's compiled loop saves more per-op overhead than
+    its matmuls lose to oneDNN's. For convolutions on CPU it depends on the
+    kernels it replaces (LeNet at batch 128, docs/benchmarks.md): oneDNN's
+    float32 convolutions ran 2.8x faster than XLA's, while XLA ran 1.4x faster
+    than TensorFlow's own kernels (``onednn`` False) and 3.6x faster than
     oneDNN's bfloat16 ones on a CPU without bfloat16 instructions."""
     if device == "gpu":
         return True
-    return convolutions and (precision == "bfloat16" or not onednn)
+    if convolutions:
+        return precision == "bfloat16" or not onednn
+    return widest <= XLA_DENSE_WIDTH
 
 
-def _has_convolutions(config: Config) -> bool:
+def _layer_facts(config: Config) -> tuple[bool, int]:
+    """``(has convolutions, widest dense layer's units)`` of the model; the
+    output layer is not counted (``(False, 0)`` if the spec does not parse)."""
     from models import spec
 
     try:
         specs = spec.parse(spec.model_spec(config.model, config.layers, config.hidden))
     except spec.SpecError:
-        return False
-    return any(item.layer == "Conv2D" for item in specs)
+        return False, 0
+    widths = [item.options["output_size"] for item in specs if item.layer == "Dense"]
+    return any(item.layer == "Conv2D" for item in specs), max(widths, default=0)
 
 
 def onednn_enabled() -> bool:

@@ -446,7 +446,7 @@ def _input_problem(config: Config, error: Exception) -> Exception:
     from trainer.data import DataError
     from trainer.records import _read_problem
 
-    text = cli.one_line(error, limit=200)
+    text = cli.one_line(error, limit=100_000)  # searched whole; the messages quote parts
     input_ops = ("ParseExample", "DecodeRaw", "Feature", "record", "label value")
     if isinstance(error, tf.errors.InvalidArgumentError) and not any(w in text for w in input_ops):
         return error
