@@ -79,6 +79,15 @@ def reads_in_xla(iterator) -> bool:
     )
 
 
+def has_convolutions(model) -> bool:
+    """Whether a weighted layer of ``model`` has a kernel of more than two axes
+    (a convolution's ``[kh, kw, in, out]``; a dense kernel has two)."""
+    return any(
+        getattr(layer, "kernel", None) is not None and layer.kernel.shape.rank > 2
+        for layer in model.weighted_layers
+    )
+
+
 def finite_sum_check(tensors) -> tf.Tensor:
     """Whether every element is finite, paid for with one ``reduce_sum`` per tensor.
 
@@ -172,8 +181,9 @@ class TrainingProgram(tf.Module):
         forward and backward passes run in bfloat16, variables and the loss
         stay float32).
       jit_compile: XLA-compile the plain loop's calls, whole (with a
-        ``PreparedBatches`` iterator, see ``reads_in_xla``) or step by step
-        (other iterators); diagnostic steps run in graph mode.
+        ``PreparedBatches`` iterator, see ``reads_in_xla``, and a model
+        without convolutions) or step by step (otherwise); diagnostic steps
+        run in graph mode.
       strategy: a ``tf.distribute.Strategy``; variables of the model and
         optimizer must have been created in its scope.
       skip_nonfinite: skip steps with NaN/Inf loss or gradients and go on,
@@ -283,6 +293,10 @@ class TrainingProgram(tf.Module):
         self._step_fn = functools.partial(self._replica_step, diagnose=False)
         self._diagnostic_step_fn = functools.partial(self._replica_step, diagnose=True)
         self._plain_step_fn = self._step_fn  # never jit-wrapped: XLA compiles the loop around it
+        # Convolutions stay out of XLA's compiled loop: on CPU a 5x5 convolution
+        # ran 2.4x slower there than in a compiled step inside a graph-mode loop,
+        # and LeNet 5x (docs/benchmarks.md, fifth round).
+        self.xla_whole_loop = self.jit_compile and not has_convolutions(model)
         # The whole loop under XLA, for iterators that read in it (with
         # jit_compile; its step is then compiled with it).
         self.xla_train_loop = tf.function(
@@ -291,8 +305,9 @@ class TrainingProgram(tf.Module):
         self.prepare_batches = tf.function(self._prepare, autograph=False)
         if self.jit_compile:
             # The diagnostic step stays in graph mode: it runs once per
-            # diagnose_every steps, and XLA took 4 s to compile it for a
-            # 64-100-10 network (its statistics and records), where graph mode traces it in 0.6 s.
+            # diagnose_every steps, and XLA took about 4.5 s to compile it (its
+            # statistics and records) for a 64-100-10 network, whose whole first
+            # diagnostic call takes 0.6 s in graph mode.
             self._step_fn = tf.function(self._step_fn, jit_compile=True)
         self.train_loop = tf.function(self._train_loop, autograph=False)
         self.diagnostic_loop = tf.function(
@@ -606,7 +621,7 @@ class TrainingProgram(tf.Module):
         while step < end:
             target = end
             loop = self.train_loop
-            if self.jit_compile and reads_in_xla(iterator):
+            if self.xla_whole_loop and reads_in_xla(iterator):
                 loop = self.xla_train_loop
             if self.diagnose_every:
                 diagnostic = self.next_diagnostic_step(step)

@@ -321,3 +321,35 @@ def test_a_nonfinite_batch_under_the_xla_loop_is_never_applied(skip):
         if first == 1:
             for a, b in zip(_weights(model), before, strict=True):
                 np.testing.assert_array_equal(a, b)
+
+
+def test_convolutions_stay_out_of_the_xla_loop_and_compile_step_by_step():
+    from models.training import has_convolutions
+    from trainer import data
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 6, 6, 1)).astype(np.float32)
+    y = rng.integers(0, 3, 24).astype(np.int64)
+    weights = []
+    for jit in (False, True):
+        model = models.zoo.from_spec("conv3x3:2,maxpool2,flatten", (6, 6, 1), 3, seed=0)
+        assert has_convolutions(model)
+        program = TrainingProgram(
+            model, models.optimizers.get("sgd", 0.1), global_batch_size=8, jit_compile=jit
+        )
+        assert not program.xla_whole_loop
+        program.run_steps(data.MemoryBatches(x, y, 8, seed=3), 7)
+        assert int(program.global_step.numpy()) == 7
+        assert program.xla_train_loop.experimental_get_tracing_count() == 0
+        assert program.trace_counts == {"train_loop": 1}
+        weights.append(_weights(model))
+    for a, b in zip(*weights, strict=True):  # XLA's kernels round differently
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    dense = models.zoo.from_spec("maxpool2,flatten,dense:4", (6, 6, 1), 3, seed=0)
+    assert not has_convolutions(dense)
+    batchnorm = models.zoo.from_spec("batchnorm,dense:4", (6,), 3, seed=0)
+    assert not has_convolutions(batchnorm)
+    program = TrainingProgram(
+        dense, models.optimizers.get("sgd", 0.1), global_batch_size=8, jit_compile=True
+    )
+    assert program.xla_whole_loop

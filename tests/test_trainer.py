@@ -31,39 +31,69 @@ def test_jit_choice_is_applied_and_recorded(tmp_path, jit):
     assert figures["eval_accuracy"] > 0.5
 
 
-def test_auto_jit_follows_the_kernels_it_would_replace():
+def test_auto_jit_follows_the_kernels_it_would_replace(monkeypatch):
     from trainer import runtime
     from trainer.config import resolve
 
-    # On CPU: dense networks up to XLA_DENSE_WIDTH units wide; convolutions only
-    # where XLA beat the graph-mode kernels (TensorFlow's own, or oneDNN's bfloat16 ones).
     width = runtime.XLA_DENSE_WIDTH
-    for onednn in (True, False):
-        for precision in ("float32", "bfloat16"):
-            assert runtime.auto_jit("cpu", False, precision, onednn, width)
-            assert not runtime.auto_jit("cpu", False, precision, onednn, width + 1)
-            assert runtime.auto_jit("gpu", False, precision, onednn, width + 1)
-            assert runtime.auto_jit("gpu", True, precision, onednn)
-    assert not runtime.auto_jit("cpu", True, "float32", onednn=True)
-    assert runtime.auto_jit("cpu", True, "bfloat16", onednn=True)
-    assert runtime.auto_jit("cpu", True, "float32", onednn=False)
-    assert runtime.auto_jit("cpu", True, "bfloat16", onednn=False)
+    plain, avx512 = runtime.CpuFeatures(), runtime.CpuFeatures(avx512=True)
+    bf16 = runtime.CpuFeatures(avx512=True, bf16=True)
+    for cpu in (plain, avx512, bf16):
+        for onednn in (True, False):
+            for convolutions in (True, False):
+                for precision in ("float32", "bfloat16"):
+                    assert runtime.auto_jit("gpu", convolutions, precision, onednn, width + 1, cpu)
+            # float32 on CPU: convolutions only without oneDNN; dense networks up to
+            # XLA_DENSE_WIDTH wide, and wider ones on AVX-512 CPUs.
+            assert runtime.auto_jit("cpu", True, "float32", onednn, 0, cpu) is (not onednn)
+            assert runtime.auto_jit("cpu", False, "float32", onednn, width, cpu)
+            wide = runtime.auto_jit("cpu", False, "float32", onednn, width + 1, cpu)
+            assert wide is cpu.avx512
+            # bfloat16 on CPU: XLA only where the kernels it replaces lack bfloat16 hardware.
+            for convolutions in (True, False):
+                on = runtime.auto_jit("cpu", convolutions, "bfloat16", onednn, 10, cpu)
+                assert on is not (onednn and cpu.bf16)
+    # Every choice comes with its reason for the log.
+    reason = runtime.auto_jit_reason("cpu", False, "float32", True, width + 1, plain)
+    assert "without AVX-512" in reason and "slower" in reason
+    assert "bfloat16 instructions" in runtime.auto_jit_reason(
+        "cpu", True, "bfloat16", True, 0, bf16
+    )
 
-    def chosen(**values):
+    def chosen(cpu, **values):
+        monkeypatch.setattr(runtime, "cpu_features", lambda: cpu)
         return runtime.resolve_jit(resolve(values), "cpu", 1, "default")
 
     onednn = runtime.onednn_enabled()
-    assert chosen(model="mlp", hidden=(100,)) and chosen(model="notebook_mlp")
-    assert chosen(model="softmax_regression") and chosen(model="mlp", hidden=(width, 64))
-    assert not chosen(model="notebook_deep") and not chosen(model="mlp", hidden=(64, width + 1))
-    assert not chosen(model="mlp", hidden=(100,), deterministic=True)
-    assert chosen(model="lenet") is chosen(model="cnn") is (not onednn)
-    assert chosen(model="cnn", precision="bfloat16")
-    assert not chosen(model="cnn", precision="bfloat16", layers=f"dropout:0.2,dense:{width + 1}")
-    assert not chosen(model="cnn", precision="bfloat16", deterministic=True)
-    assert not chosen(model="lenet", precision="bfloat16", jit_compile="false")
-    assert chosen(model="notebook_deep", jit_compile="true")
+    for cpu in (plain, bf16):
+        assert chosen(cpu, model="mlp", hidden=(100,)) and chosen(cpu, model="notebook_mlp")
+        assert chosen(cpu, model="softmax_regression")
+        assert chosen(cpu, model="mlp", hidden=(width, 64))
+        assert chosen(cpu, model="notebook_deep") is cpu.avx512
+        assert chosen(cpu, model="mlp", hidden=(64, width + 1)) is cpu.avx512
+        assert not chosen(cpu, model="mlp", hidden=(100,), deterministic=True)
+        assert chosen(cpu, model="lenet") is chosen(cpu, model="cnn") is (not onednn)
+        in_bf16 = not (onednn and cpu.bf16)
+        assert chosen(cpu, model="cnn", precision="bfloat16") is in_bf16
+        assert chosen(cpu, model="notebook_mlp", precision="bfloat16") is in_bf16
+        assert not chosen(cpu, model="cnn", precision="bfloat16", deterministic=True)
+        assert not chosen(cpu, model="lenet", precision="bfloat16", jit_compile="false")
+        assert chosen(cpu, model="notebook_deep", jit_compile="true")
     assert runtime.resolve_jit(resolve({"model": "notebook_deep"}), "gpu", 1, "default")
+
+
+def test_cpu_features_read_the_flags_line(tmp_path):
+    from trainer import runtime
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16\nbugs\t: x\n")
+    assert runtime.cpu_features(str(info)) == runtime.CpuFeatures(avx512=True, bf16=True)
+    info = tmp_path / "cpuinfo2"  # (read once per path)
+    info.write_text("flags\t: fpu avx2 avx512_bf16\nflags\t: avx512f\n")  # the first line counts
+    assert runtime.cpu_features(str(info)) == runtime.CpuFeatures(avx512=False, bf16=True)
+    assert runtime.cpu_features(str(tmp_path / "missing")) == runtime.CpuFeatures()
+    (tmp_path / "binary").write_bytes(b"\xff\xfe flags : \x00")
+    assert runtime.cpu_features(str(tmp_path / "binary")) == runtime.CpuFeatures()
 
 
 def _first_layer_gradient(cfg):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import importlib.abc
 import json
 import logging as pylogging
@@ -182,7 +183,8 @@ def make_strategy(config: Config, device: str):
 
 
 def resolve_jit(config: Config, device: str, num_replicas: int, strategy_name: str) -> bool:
-    """Decides whether the single training step is XLA-compiled, and logs why."""
+    """Decides whether XLA compiles the training calls (``TrainingProgram``'s
+    ``jit_compile``), and logs why."""
     requested = config.jit_compile
     if strategy_name != "default" or num_replicas > 1:
         if requested == "true":
@@ -201,34 +203,50 @@ def resolve_jit(config: Config, device: str, num_replicas: int, strategy_name: s
         return False
     convolutions, widest = _layer_facts(config)
     onednn = onednn_enabled()
-    on = auto_jit(device, convolutions, config.precision, onednn, widest)
-    if device == "gpu":
-        logging.info("XLA: on (auto: GPU)")
-    elif not convolutions:
-        if on:
-            logging.info(
-                "XLA: on (auto: dense layers at most %d wide, measured faster with XLA on CPU; "
-                "the whole loop when batches are gathered in memory)",
-                XLA_DENSE_WIDTH,
-            )
-        else:
-            logging.info(
-                "XLA: off (auto: dense layers wider than %d, measured slower with XLA on CPU)",
-                XLA_DENSE_WIDTH,
-            )
-    elif on:
-        kernels = "bfloat16" if onednn else "TensorFlow's own CPU kernels"
-        logging.info("XLA: on (auto: convolutions with %s, measured faster with XLA)", kernels)
-    else:
-        logging.info("XLA: off (auto: convolutions on oneDNN's float32 kernels, measured faster)")
+    cpu = cpu_features()
+    on = auto_jit(device, convolutions, config.precision, onednn, widest, cpu)
+    logging.info(
+        "XLA: %s (auto: %s)",
+        "on" if on else "off",
+        auto_jit_reason(device, convolutions, config.precision, onednn, widest, cpu),
+    )
     return on
 
 
-# --jit_compile=auto on CPU puts XLA on dense networks whose layers are at most
-# this wide (docs/benchmarks.md, the whole loop under XLA against graph mode:
-# 784-100-10 1.25-1.38x at batch 128 and 512; 784-500x6-10 0.93x at batch 128,
-# where oneDNN's matmuls beat XLA's, 1.03x at 512).
+# --jit_compile=auto on CPU puts XLA on dense float32 networks whose layers are
+# at most this wide, and on wider ones where the CPU has AVX-512 (docs/benchmarks.md,
+# fifth round: the whole loop under XLA against graph mode, 784-100-10 1.4x on a
+# 2-core AVX-512 Xeon; 784-500x6-10 0.93x at batch 128 on a 2-core AVX2 EPYC,
+# where oneDNN's matmuls beat XLA's, and 1.06-1.15x on the Xeon).
 XLA_DENSE_WIDTH = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuFeatures:
+    """What ``--jit_compile=auto`` reads of the host CPU: ``avx512`` (AVX-512F,
+    for which XLA generates code where TensorFlow's element-wise kernels are
+    built for AVX) and ``bf16`` (AVX512_BF16 or AMX-BF16, which oneDNN's
+    bfloat16 kernels use)."""
+
+    avx512: bool = False
+    bf16: bool = False
+
+
+@functools.cache
+def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> CpuFeatures:
+    """The host's ``CpuFeatures``, from the first ``flags`` line of ``cpuinfo``;
+    none where it cannot be read (not Linux)."""
+    flags: set[str] = set()
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                name, _, value = line.partition(":")
+                if name.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return CpuFeatures(avx512="avx512f" in flags, bf16=bool({"avx512_bf16", "amx_bf16"} & flags))
 
 
 def auto_jit(
@@ -237,20 +255,61 @@ def auto_jit(
     precision: str = "float32",
     onednn: bool = True,
     widest: int = 0,
+    cpu: CpuFeatures | None = None,
 ) -> bool:
-    """``--jit_compile=auto``'s choice on one device: XLA on GPUs. On CPUs, for
-    dense networks, on when no layer is wider than ``XLA_DENSE_WIDTH`` units
-    (``widest``): there XLA's compiled loop saves more per-op overhead than
-    its matmuls lose to oneDNN's. For convolutions on CPU it depends on the
-    kernels it replaces (LeNet at batch 128, docs/benchmarks.md): oneDNN's
-    float32 convolutions ran 2.8x faster than XLA's, while XLA ran 1.4x faster
-    than TensorFlow's own kernels (``onednn`` False) and 3.6x faster than
-    oneDNN's bfloat16 ones on a CPU without bfloat16 instructions."""
+    """``--jit_compile=auto``'s choice on one device (``auto_jit_reason`` says why).
+
+    XLA on GPUs. On CPUs it depends on the kernels XLA would replace
+    (docs/benchmarks.md): in bfloat16, XLA only where those lack bfloat16
+    hardware (oneDNN off, or a CPU without AVX512_BF16/AMX-BF16: XLA ran LeNet
+    3.6x faster than oneDNN's emulated bfloat16 there, while on a CPU with AMX
+    oneDNN's bfloat16 kernels ran dense networks 1.4-2x and LeNet 3-4x faster
+    than XLA). In float32, convolutions only without oneDNN (oneDNN's ran 2.6-2.8x
+    faster than XLA's); dense networks when no layer is wider than
+    ``XLA_DENSE_WIDTH`` or the CPU has AVX-512 (``cpu``: the host's by default).
+    """
     if device == "gpu":
         return True
+    cpu = cpu_features() if cpu is None else cpu
+    if precision == "bfloat16":
+        return not (onednn and cpu.bf16)
     if convolutions:
-        return precision == "bfloat16" or not onednn
-    return widest <= XLA_DENSE_WIDTH
+        return not onednn
+    return widest <= XLA_DENSE_WIDTH or cpu.avx512
+
+
+def auto_jit_reason(
+    device: str,
+    convolutions: bool,
+    precision: str,
+    onednn: bool,
+    widest: int,
+    cpu: CpuFeatures,
+) -> str:
+    """Why ``auto_jit`` chose what it did, for the log."""
+    if device == "gpu":
+        return "GPU"
+    if precision == "bfloat16":
+        if onednn and cpu.bf16:
+            return "bfloat16 on oneDNN with this CPU's bfloat16 instructions, measured faster"
+        if onednn:
+            return "bfloat16 on a CPU without bfloat16 instructions, measured faster with XLA"
+        return "bfloat16 on TensorFlow's own CPU kernels"
+    if convolutions:
+        if onednn:
+            return "convolutions on oneDNN's float32 kernels, measured faster"
+        return "convolutions on TensorFlow's own CPU kernels, measured faster with XLA"
+    if widest <= XLA_DENSE_WIDTH:
+        return (
+            f"dense layers at most {XLA_DENSE_WIDTH} wide, measured faster with XLA on CPU; "
+            "the whole loop when batches are gathered in memory"
+        )
+    if cpu.avx512:
+        return (
+            f"dense layers wider than {XLA_DENSE_WIDTH} on an AVX-512 CPU, measured faster "
+            "with XLA; the whole loop when batches are gathered in memory"
+        )
+    return f"dense layers wider than {XLA_DENSE_WIDTH} without AVX-512, measured slower with XLA"
 
 
 def _layer_facts(config: Config) -> tuple[bool, int]:
