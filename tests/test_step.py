@@ -171,7 +171,8 @@ def test_write_summaries_writes_every_value_in_one_event(tmp_path):
         ("adam", 0.1, 0.5),
     ],
 )
-def test_the_guards_bounds_hold_for_every_optimizer(name, weight_decay, clip_norm):
+@pytest.mark.parametrize("mode", ["graph", "xla_step", "xla_loop"])
+def test_the_guards_bounds_hold_for_every_optimizer(name, weight_decay, clip_norm, mode):
     # The guard never reads the weights inside a call: it trusts weight_bound >= max |w|
     # (and slot_bound >= max |slot|), grown from each update's bound. Check both after
     # every call, against the weights and slots themselves.
@@ -180,15 +181,20 @@ def test_the_guards_bounds_hold_for_every_optimizer(name, weight_decay, clip_nor
     model.add(models.Dense(None, 3, "linear", init="xavier", seed=2, name="output"))
     optimizer = models.optimizers.get(name, 0.05, clip_norm=clip_norm)
     optimizer.set_weight_decay(weight_decay, [layer.kernel for layer in model.weighted_layers])
-    program = TrainingProgram(model, optimizer, global_batch_size=8)
+    program = TrainingProgram(model, optimizer, global_batch_size=8, jit_compile=mode != "graph")
     rng = np.random.default_rng(0)
-    data = tf.data.Dataset.from_tensor_slices(
-        (rng.normal(size=(64, 4)).astype(np.float32) * 3, rng.integers(0, 3, 64))
-    )
-    iterator = iter(data.repeat().batch(8))
+    x, y = rng.normal(size=(64, 4)).astype(np.float32) * 3, rng.integers(0, 3, 64)
+    iterator = iter(tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(8))
+    if mode == "xla_loop":  # XLA over the whole call (the in-memory batches)
+        from trainer import data
+
+        iterator = data.MemoryBatches(x, y, 8, seed=0)
     for call in range(1, 4):
-        stopped = program.train_loop(iterator, tf.constant(6))
-        assert not bool(stopped)
+        if mode == "xla_loop":
+            program.run_steps(iterator, 6)
+            assert program.xla_train_loop.experimental_get_tracing_count() == 1
+        else:
+            assert not bool(program.train_loop(iterator, tf.constant(6)))
         assert int(program.global_step.numpy()) == 6 * call  # no call cut short
         largest = max(np.abs(v.numpy()).max() for v in model.trainable_variables)
         bound = float(program.weight_bound.numpy())
@@ -201,8 +207,7 @@ def test_the_guards_bounds_hold_for_every_optimizer(name, weight_decay, clip_nor
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 def test_weights_overflowing_at_a_later_step_stop_the_loop_at_that_step(jit):
     # Finite loss and gradients throughout; the rate jumps at step 5 and that update
-    # overflows the weights. The loop, trusting the bound for steps 1-4 (under XLA
-    # reading the weights after every update), stops at 5.
+    # overflows the weights. The loop, trusting the bound for steps 1-4, stops at 5.
     model = models.Sequential()
     model.add(models.Dense(4, 3, "linear", init="xavier", seed=0, name="output"))
     program = TrainingProgram(
@@ -247,6 +252,33 @@ def test_the_gradient_check_finds_nan_inf_and_squares_past_float32(bad):
     assert not bool(finite)
     if not np.isfinite(bad):  # the loss too
         assert not bool(gradient_check(tf.constant(np.float32(bad)), grads)[0])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 3e38])
+@pytest.mark.parametrize("compiled", ["eager", "xla"])
+def test_the_matvec_check_finds_nan_inf_anywhere(bad, compiled):
+    from models.training import matvec_gradient_check
+
+    rng = np.random.default_rng(1)
+    shapes = [(37, 300), (300,), (3, 3, 5, 7), (1,)]  # odd sizes: the kernels' edge blocks
+    grads = [rng.normal(size=shape).astype(np.float32) for shape in shapes]
+    check = matvec_gradient_check
+    if compiled == "xla":
+        check = tf.function(matvec_gradient_check, jit_compile=True)
+    finite, bound = check(tf.constant(2.0), [tf.constant(g) for g in grads])
+    l1 = sum(np.abs(g).sum(dtype=np.float64) for g in grads)
+    assert bool(finite)
+    np.testing.assert_allclose(float(bound), l1, rtol=1e-4)  # the L1 norm: >= max |g|
+    for index, shape in enumerate(shapes):
+        for position in {0, int(np.prod(shape)) // 2, int(np.prod(shape)) - 1}:
+            spoiled = [g.copy() for g in grads]
+            spoiled[index].reshape(-1)[position] = bad
+            if bad == 3e38:  # finite, but the magnitudes sum past float32's range
+                spoiled[(index + 1) % len(shapes)].reshape(-1)[0] = -3e38
+            finite, _ = check(tf.constant(2.0), [tf.constant(g) for g in spoiled])
+            assert not bool(finite), (shape, position)
+    if not np.isfinite(bad):  # the loss too
+        assert not bool(check(tf.constant(np.float32(bad)), [tf.constant(g) for g in grads])[0])
 
 
 def _memory_program(x, y, batch, jit, **kwargs):
