@@ -79,6 +79,18 @@ def reads_in_xla(iterator) -> bool:
     )
 
 
+def rewinds(iterator) -> bool:
+    """Whether ``iterator`` can go back to an earlier batch (the ``Rewindable``
+    protocol, which lets ``TrainingProgram`` run its calls speculatively):
+
+    * ``rewind_point()``, eagerly: a token for the next batch it will hand out;
+    * ``rewind(point)``, eagerly: hands out the same batches again from there.
+
+    ``trainer.data.MemoryBatches`` is one.
+    """
+    return all(callable(getattr(iterator, name, None)) for name in ("rewind_point", "rewind"))
+
+
 def has_convolutions(model) -> bool:
     """Whether a weighted layer of ``model`` has a kernel of more than two axes
     (a convolution's ``[kh, kw, in, out]``; a dense kernel has two)."""
@@ -315,29 +327,41 @@ class TrainingProgram(tf.Module):
         set_step_source = getattr(self.model, "set_step_source", None)
         if set_step_source is not None:
             set_step_source(lambda: self.global_step + 1)
-        self._step_fn = functools.partial(self._replica_step, diagnose=False)
+        # The plain step, checked (guard) or not (the speculative loop's), as the
+        # loops call it: XLA-compiled alone with jit_compile, except inside the
+        # whole XLA loop (prepared), which compiles it with the loop.
+        self._step_fns = {}
+        for guard in (True, False):
+            for prepared in (True, False):
+                step_fn = functools.partial(self._replica_step, diagnose=False, guard=guard)
+                if self.jit_compile and not prepared:
+                    step_fn = tf.function(step_fn, jit_compile=True)
+                self._step_fns[guard, prepared] = step_fn
+        # The diagnostic step stays in graph mode: it runs once per diagnose_every
+        # steps, and XLA took about 4.5 s to compile it (its statistics and
+        # records) for a 64-100-10 network, whose whole first diagnostic call
+        # takes 0.6 s in graph mode.
         self._diagnostic_step_fn = functools.partial(self._replica_step, diagnose=True)
-        self._plain_step_fn = self._step_fn  # never jit-wrapped: XLA compiles the loop around it
         # Convolutions stay out of XLA's compiled loop: on CPU a 5x5 convolution
         # ran 2.4x slower there than in a compiled step inside a graph-mode loop,
         # and LeNet 5x (docs/benchmarks.md, fifth round).
         self.xla_whole_loop = self.jit_compile and not has_convolutions(model)
-        # The whole loop under XLA, for iterators that read in it (with
-        # jit_compile; its step is then compiled with it).
-        self.xla_train_loop = tf.function(
-            functools.partial(self._train_loop, prepared=True), autograph=False, jit_compile=True
-        )
+
+        def loop(**options):
+            # XLA compiles the whole loop for iterators that read in it (prepared).
+            jit = {"jit_compile": True} if options.get("prepared") else {}
+            return tf.function(
+                functools.partial(self._train_loop, **options), autograph=False, **jit
+            )
+
+        self.train_loop = loop()
+        self.xla_train_loop = loop(prepared=True)
+        self.speculative_loop = loop(guard=False)
+        self.xla_speculative_loop = loop(prepared=True, guard=False)
+        self.diagnostic_loop = loop(diagnose=True)
         self.prepare_batches = tf.function(self._prepare, autograph=False)
-        if self.jit_compile:
-            # The diagnostic step stays in graph mode: it runs once per
-            # diagnose_every steps, and XLA took about 4.5 s to compile it (its
-            # statistics and records) for a 64-100-10 network, whose whole first
-            # diagnostic call takes 0.6 s in graph mode.
-            self._step_fn = tf.function(self._step_fn, jit_compile=True)
-        self.train_loop = tf.function(self._train_loop, autograph=False)
-        self.diagnostic_loop = tf.function(
-            functools.partial(self._train_loop, diagnose=True), autograph=False
-        )
+        # Copies of the state a speculative call may have to undo, made on first use.
+        self._saved_state: list[tf.Variable] | None = None
         self.evaluate_dataset = tf.function(self._evaluate_dataset)
 
     # -- the step ---------------------------------------------------------
@@ -367,14 +391,17 @@ class TrainingProgram(tf.Module):
             return losses_lib.correct_per_example(y, outputs)
         return tf.zeros([tf.shape(outputs)[0]], tf.float32)
 
-    def _replica_step(self, x, y, diagnose: bool = False):
+    def _replica_step(self, x, y, diagnose: bool = False, guard: bool = True):
         """Forward, backward and update on one replica's share of a batch.
 
         Returns nothing, or with ``diagnose`` a dict of this replica's
         ``stats`` (``models.diagnostics.layer_statistics``), ``grads`` (summed
         over replicas), ``weights`` after the update and ``records`` (per-layer
         pre-activations and activations, ``[per_replica_batch, units]``).
+        ``guard=False``: no NaN/Inf check (the speculative loop's step, whose
+        call is checked as a whole, see ``run_steps``).
         """
+        guard = guard and self.check_finite
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             if diagnose:
@@ -404,24 +431,25 @@ class TrainingProgram(tf.Module):
             grads, norm = self.optimizer.clip(grads)
             finite = tf.math.is_finite(norm + loss_sum)
             grad_bound = tf.minimum(norm, self.optimizer.clip_norm) * (1.0 + 1e-5)
-        elif self.check_finite and self.jit_compile:
+        elif guard and self.jit_compile:
             finite, grad_bound = matvec_gradient_check(loss_sum, grads)
-        elif self.check_finite:
+        elif guard:
             finite, grad_bound = gradient_check(loss_sum, grads)
-        if not self.check_finite:  # only to measure what the guard costs
+        if not guard:
             finite, grad_bound = tf.constant(True), tf.constant(np.inf)
         if diagnose:
             before = [tf.identity(v.read_value()) for v in variables]
         with tf.control_dependencies(before if diagnose else []):
-            context.merge_call(self._apply_cross_replica, args=(grads, finite, grad_bound))
-        self.train_metrics.update(per_example, self._correct(y, outputs), keep=finite)
+            context.merge_call(self._apply_cross_replica, args=(grads, finite, grad_bound, guard))
+        keep = finite if guard else None
+        self.train_metrics.update(per_example, self._correct(y, outputs), keep=keep)
         if not diagnose:
             return None
         after = [tf.identity(v.read_value()) for v in variables]
         stats = diagnostics_lib.layer_statistics(self.model, grads, before, after, records)
         return {"stats": stats, "grads": grads, "weights": after, "records": records}
 
-    def _apply_cross_replica(self, strategy, grads, finite, grad_bound):
+    def _apply_cross_replica(self, strategy, grads, finite, grad_bound, guard=True):
         """Applies the update when ``finite``; keeps the guard's counters and bounds.
 
         One conditional per step, around the update; the skipped-step
@@ -433,7 +461,7 @@ class TrainingProgram(tf.Module):
         folded into each variable's update.)
         """
         variables = self.model.trainable_variables
-        if not self.check_finite:
+        if not guard:
             self.optimizer.apply_clipped(grads, variables, strategy)
             return
         finite = strategy.experimental_local_results(finite)[0]
@@ -470,13 +498,27 @@ class TrainingProgram(tf.Module):
         self.weight_bound.assign(optimizers_lib.largest_norm(self.model.trainable_variables))
         self.slot_bound.assign(self.optimizer.slot_norm())
 
+    def guard_stopped(self) -> bool:
+        """Whether the guard has stopped training: a non-finite step (or, with
+        ``skip_nonfinite``, ``MAX_SKIPPED_IN_A_ROW`` in a row) not yet reset."""
+        if self.skip_nonfinite:
+            return int(self.skipped_in_a_row.numpy()) >= MAX_SKIPPED_IN_A_ROW
+        return int(self.nonfinite_count.numpy()) > 0
+
     def reset_nonfinite(self) -> None:
         """Forgets skipped steps once reported (the count in a row is kept)."""
         self.nonfinite_count.assign(0)
         self.first_nonfinite_step.assign(-1)
 
     # -- the loops ----------------------------------------------------------
-    def _train_loop(self, iterator, num_steps, diagnose: bool = False, prepared: bool = False):
+    def _train_loop(
+        self,
+        iterator,
+        num_steps,
+        diagnose: bool = False,
+        prepared: bool = False,
+        guard: bool = True,
+    ):
         """Runs ``num_steps`` (a scalar int tensor) training steps in-graph.
 
         Written with an explicit ``tf.while_loop`` and traced without AutoGraph:
@@ -489,11 +531,16 @@ class TrainingProgram(tf.Module):
         the loop of ``xla_train_loop``, compiled whole by XLA, reading
         ``iterator.next_prepared()`` (at most ``steps_prepared()`` steps) with
         the uncompiled step, which XLA compiles with the loop.
+
+        Returns a scalar bool: with ``guard``, whether the guard stopped the
+        loop; without (``speculative_loop``: every step unchecked), whether the
+        call left anything non-finite behind (``_state_finite``).
         """
         self.trace_counts["diagnostic_loop" if diagnose else "train_loop"] += 1
         if not isinstance(num_steps, tf.Tensor):
             raise TypeError("num_steps must be a tensor; a Python int would retrace per value")
-        step_fn = self._plain_step_fn if prepared else self._step_fn
+        guard = guard and self.check_finite
+        step_fn = self._step_fns[guard, prepared]
 
         def body(i):
             x, y = iterator.next_prepared() if prepared else next(iterator)
@@ -510,24 +557,31 @@ class TrainingProgram(tf.Module):
 
         def keep_going(i):
             going = i < tf.cast(num_steps, tf.int32)
-            if self.check_finite:
-                # A step is taken while the weights provably stay finite; the
-                # first one also when the previous call found them finite (so
-                # every call makes progress, even with weights too large to bound).
-                trusted = tf.logical_or(
-                    self.weight_bound < self._weight_bound_limit,
-                    tf.logical_and(i == 0, self.weights_finite),
-                )
-                going = tf.logical_and(going, trusted)
+            if not guard:
+                return going
+            # A step is taken while the weights provably stay finite; the
+            # first one also when the previous call found them finite (so
+            # every call makes progress, even with weights too large to bound).
+            trusted = tf.logical_or(
+                self.weight_bound < self._weight_bound_limit,
+                tf.logical_and(i == 0, self.weights_finite),
+            )
+            going = tf.logical_and(going, trusted)
             if self.skip_nonfinite:
                 return tf.logical_and(going, self.skipped_in_a_row < MAX_SKIPPED_IN_A_ROW)
             return tf.logical_and(going, tf.equal(self.nonfinite_count, 0))
 
-        if self.check_finite:
+        if guard:
             self._read_bounds()
+        elif self.check_finite:  # what _run_speculatively may have to undo
+            self._save_state()
         tf.while_loop(keep_going, body, (tf.constant(0),))
         if not self.check_finite:
             return tf.constant(False)
+        if not guard:
+            clean = self._state_finite()
+            self.weights_finite.assign(clean)
+            return tf.logical_not(clean)
         # The weights are read once per call. The loop stopped right after the
         # update that left one non-finite, if any did: the bound then passed its limit.
         weights_finite = finite_sum_check(self.model.trainable_variables)
@@ -543,26 +597,101 @@ class TrainingProgram(tf.Module):
             halted = self.nonfinite_count > 0
         return tf.logical_or(halted, tf.logical_not(weights_finite))
 
+    # -- speculative calls ---------------------------------------------------
+    def _state(self) -> list[tf.Variable]:
+        """What a training call changes and a speculative one may have to undo:
+        the model's variables (weights, BatchNorm's averages), the optimizer's
+        (slots, step count, learning rate), the step, the running metrics and
+        ``weights_finite``."""
+        variables, seen = [], set()
+        for v in (
+            *self.model.variables,
+            *self.optimizer.variables,
+            self.global_step,
+            self.train_metrics.sums,
+            self.weights_finite,
+        ):
+            if v.ref() not in seen:
+                seen.add(v.ref())
+                variables.append(v)
+        return variables
+
+    def _state_finite(self) -> tf.Tensor:
+        """Whether the floating-point state is finite (``finite_sum_check``):
+        weights, BatchNorm's averages, the optimizer's slots, the loss sums."""
+        floats = [v for v in self._state() if v.dtype.is_floating]
+        return finite_sum_check(floats)
+
+    def _save_state(self):
+        for saved, v in zip(self._saved_state, self._state(), strict=True):
+            saved.assign(v)
+
+    def _restore_state(self):
+        for saved, v in zip(self._saved_state, self._state(), strict=True):
+            v.assign(saved)
+
+    def _run_speculatively(self, iterator, num_steps: int, whole: bool) -> bool:
+        """``num_steps`` plain steps with the guard paid once per compiled call.
+
+        The steps run unchecked (``speculative_loop``, or under XLA
+        ``xla_speculative_loop`` window by window, as ``_run_prepared``), each
+        call saving the state at its start and reading it once at its end
+        (``_state_finite``). A NaN or Inf never leaves the state once in it:
+        ``w - lr * NaN`` is NaN, an Inf weight makes the next loss NaN, the
+        optimizers' slots and the loss sums keep theirs. So a finite state
+        proves no step of the call was non-finite. Otherwise the state and
+        ``iterator`` go back to where that call began and the remaining steps
+        run checked (``train_loop``, ``xla_train_loop``): the same batches,
+        Dropout masks and rates (all from the step), the step named and not
+        applied as before. No non-finite update outlives a compiled call.
+        Returns whether the guard stopped training, as ``train_loop`` does.
+        """
+        if self._saved_state is None:  # before the first trace that saves into them
+            with tf.init_scope(), self.strategy.scope():
+                self._saved_state = [
+                    tf.Variable(v.read_value(), trainable=False, name="saved")
+                    for v in self._state()
+                ]
+            self.restore_state = tf.function(self._restore_state, autograph=False)
+        loop = self.xla_speculative_loop if whole else self.speculative_loop
+        done = 0
+        while done < num_steps:
+            point = iterator.rewind_point()
+            count = num_steps - done
+            if whole:
+                count = min(count, int(self.prepare_batches(iterator)))
+            if bool(loop(iterator, tf.constant(count, tf.int32))):
+                self.restore_state()
+                iterator.rewind(point)
+                rest = num_steps - done
+                if whole:
+                    return self._run_prepared(iterator, rest, self.xla_train_loop)
+                return bool(self.train_loop(iterator, tf.constant(rest, tf.int32)))
+            done += count
+        return False
+
     def _prepare(self, iterator):
         """Graph mode: ``iterator.prepare()``, then its ``steps_prepared()``."""
         iterator.prepare()
         return iterator.steps_prepared()
 
-    def _run_prepared(self, iterator, num_steps: int) -> bool:
-        """``num_steps`` steps as XLA-compiled loops over prepared windows.
+    def _run_prepared(self, iterator, num_steps: int, loop) -> bool:
+        """``num_steps`` steps as XLA-compiled loops (``loop``: ``xla_train_loop``
+        or ``xla_speculative_loop``) over prepared windows.
 
         Eagerly, window by window: the iterator prepares its next batches in a
         graph-mode call (``prepare``: for ``MemoryBatches`` the shuffle of a
         new epoch, which has no XLA kernel), then ``xla_train_loop`` takes up
         to the prepared number of steps: two host reads per window. Returns
-        the guard's halt, as ``train_loop`` does; a window that took no step
-        also ends the call.
+        what the loop returns (the guard's halt, or a speculative call's
+        non-finite state) once it is true; a window that took no step also
+        ends the call.
         """
         done = 0
         while done < num_steps:
             count = min(num_steps - done, int(self.prepare_batches(iterator)))
             before = int(self.global_step.numpy())
-            if bool(self.xla_train_loop(iterator, tf.constant(count, tf.int32))):
+            if bool(loop(iterator, tf.constant(count, tf.int32))):
                 return True
             taken = int(self.global_step.numpy()) - before
             if taken <= 0:
@@ -624,31 +753,39 @@ class TrainingProgram(tf.Module):
     def run_steps(self, iterator, num_steps: int) -> None:
         """Eagerly-callable wrapper: runs ``num_steps`` steps in compiled calls.
 
-        Without ``diagnose_every`` one call of ``train_loop``; with it, the
-        plain stretches between diagnostic steps are ``train_loop`` calls and
-        each diagnostic step a ``diagnostic_loop`` call. A call that ended
-        before its last step only because the weights' bound neared float32's
-        range is followed by another; the guard's stop (a non-finite step)
-        ends them all.
+        Without ``diagnose_every`` one plain call; with it, the plain stretches
+        between diagnostic steps are plain calls and each diagnostic step a
+        ``diagnostic_loop`` call. A plain call is ``train_loop``, or with
+        ``jit_compile`` and an iterator that reads in XLA (``reads_in_xla``)
+        ``xla_train_loop``; with an iterator that can go back (``rewinds``) it
+        runs speculatively (``_run_speculatively``: the guard paid once per
+        call). A call that ended before its last step only because the
+        weights' bound neared float32's range is followed by another; the
+        guard's stop (a non-finite step) ends them all.
         """
+        whole = self.xla_whole_loop and reads_in_xla(iterator)
+        speculate = self.check_finite and rewinds(iterator)
+        if speculate and self.guard_stopped():  # as the checked loop, which takes no step
+            return
         step = int(self.global_step.numpy())
         end = step + num_steps
         while step < end:
-            target = end
-            loop = self.train_loop
-            if self.xla_whole_loop and reads_in_xla(iterator):
-                loop = self.xla_train_loop
+            target, diagnostic_call = end, False
             if self.diagnose_every:
                 diagnostic = self.next_diagnostic_step(step)
                 target = min(diagnostic - 1, end)
                 if target <= step:  # the next step is the diagnostic one
-                    target, loop = diagnostic, self.diagnostic_loop
-            diagnostic_call = loop is self.diagnostic_loop
-            if loop is self.xla_train_loop:
-                halted = self._run_prepared(iterator, target - step)
+                    target, diagnostic_call = diagnostic, True
+            count = target - step
+            if diagnostic_call:
+                with without_graph_optimizations():
+                    halted = self.diagnostic_loop(iterator, tf.constant(count, tf.int32))
+            elif speculate:
+                halted = self._run_speculatively(iterator, count, whole)
+            elif whole:
+                halted = self._run_prepared(iterator, count, self.xla_train_loop)
             else:
-                with without_graph_optimizations() if diagnostic_call else contextlib.nullcontext():
-                    halted = loop(iterator, tf.constant(target - step, tf.int32))
+                halted = self.train_loop(iterator, tf.constant(count, tf.int32))
             if bool(halted):
                 return
             step = int(self.global_step.numpy())

@@ -190,8 +190,8 @@ def test_the_guards_bounds_hold_for_every_optimizer(name, weight_decay, clip_nor
 
         iterator = data.MemoryBatches(x, y, 8, seed=0)
     for call in range(1, 4):
-        if mode == "xla_loop":
-            program.run_steps(iterator, 6)
+        if mode == "xla_loop":  # the checked loop (run_steps would run it speculatively)
+            assert not program._run_prepared(iterator, 6, program.xla_train_loop)
             assert program.xla_train_loop.experimental_get_tracing_count() == 1
         else:
             assert not bool(program.train_loop(iterator, tf.constant(6)))
@@ -312,7 +312,9 @@ def test_the_whole_loop_under_xla_trains_as_graph_mode_across_epochs_and_calls()
             program.run_steps(batches, count)
         assert int(program.global_step.numpy()) == int(batches.position.numpy()) == 28
         assert program.trace_counts == {"train_loop": 1}  # one trace, whatever the windows
-        assert program.xla_train_loop.experimental_get_tracing_count() == 1
+        # Speculative calls on clean data: the checked loop is never needed.
+        assert program.xla_speculative_loop.experimental_get_tracing_count() == 1
+        assert program.xla_train_loop.experimental_get_tracing_count() == 0
         runs.append((_weights(model), program.train_metrics.result()))
     # The same compiled loop over other windows: the same arithmetic, bit for bit.
     for a, b in zip(runs[0][0], runs[1][0], strict=True):
@@ -323,8 +325,9 @@ def test_the_whole_loop_under_xla_trains_as_graph_mode_across_epochs_and_calls()
     assert runs[0][1]["count"] == graph.train_metrics.result()["count"] == 28 * 8
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("skip", [False, True], ids=["stop", "skip"])
-def test_a_nonfinite_batch_under_the_xla_loop_is_never_applied(skip):
+def test_a_nonfinite_batch_in_a_speculative_call_is_never_applied(skip, jit):
     from trainer import data
 
     # Two examples, batch 1: the NaN example's steps follow from the epochs' shuffles.
@@ -333,7 +336,7 @@ def test_a_nonfinite_batch_under_the_xla_loop_is_never_applied(skip):
     order = [int(b[1][0]) for b in data.train_dataset(x, y, 1, seed=3).take(12).as_numpy_iterator()]
     nan_steps = [s + 1 for s, label in enumerate(order) if label == 1]
     first = nan_steps[0]
-    program, batches, model = _memory_program(x, y, 1, jit=True, skip_nonfinite=skip)
+    program, batches, model = _memory_program(x, y, 1, jit=jit, skip_nonfinite=skip)
     before = _weights(model)
     program.run_steps(batches, 12)
     assert int(program.first_nonfinite_step.numpy()) == first
@@ -345,7 +348,7 @@ def test_a_nonfinite_batch_under_the_xla_loop_is_never_applied(skip):
     else:  # stopped at the first NaN step, its update not applied
         assert int(program.global_step.numpy()) == first
         assert int(program.nonfinite_count.numpy()) == 1
-        clean, clean_batches, clean_model = _memory_program(x, y, 1, jit=True)
+        clean, clean_batches, clean_model = _memory_program(x, y, 1, jit=jit)
         if first > 1:
             clean.run_steps(clean_batches, first - 1)
         for a, b in zip(_weights(model), _weights(clean_model), strict=True):
@@ -385,3 +388,82 @@ def test_convolutions_stay_out_of_the_xla_loop_and_compile_step_by_step():
         dense, models.optimizers.get("sgd", 0.1), global_batch_size=8, jit_compile=True
     )
     assert program.xla_whole_loop
+
+
+def _speculation_program(jit, skip):
+    from trainer import data
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    x[29, 2] = np.nan  # one bad example: its batch's loss and gradients are NaN
+    y = rng.integers(0, 3, 40).astype(np.int64)
+    model = models.zoo.from_spec("dense:8,batchnorm,dropout:0.3,dense:5", (6,), 3, seed=2)
+    program = TrainingProgram(
+        model, models.optimizers.get("adam", 0.01), global_batch_size=8, jit_compile=jit,
+        skip_nonfinite=skip,
+    )  # fmt: skip
+    return program, data.MemoryBatches(x, y, 8, seed=5)
+
+
+def _program_state(program):
+    names = ("nonfinite_count", "first_nonfinite_step", "skipped_in_a_row", "global_step")
+    counters = {name: int(getattr(program, name).numpy()) for name in names}
+    return [v.numpy() for v in program._state()], counters
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("skip", [False, True], ids=["stop", "skip"])
+def test_speculative_calls_end_where_checked_calls_end(skip, jit):
+    # Weights, BatchNorm's averages, Adam's slots, the loss sums and the guard's
+    # counters: run_steps on rewindable batches (speculative calls, undone and
+    # replayed checked where a NaN batch falls) against checked calls only.
+    from models.training import rewinds
+
+    speculative, batches = _speculation_program(jit, skip)
+    assert rewinds(batches)
+    for count in (3, 9, 4, 14):  # 5 batches per epoch: the NaN batch in every epoch
+        speculative.run_steps(batches, count)
+    checked, checked_batches = _speculation_program(jit, skip)
+    whole = checked.xla_whole_loop
+    for count in (3, 9, 4, 14):
+        if whole:
+            checked._run_prepared(checked_batches, count, checked.xla_train_loop)
+        else:
+            checked.train_loop(checked_batches, tf.constant(count))
+        if int(checked.nonfinite_count.numpy()) and not skip:
+            break
+    values, counters = _program_state(speculative)
+    expected, expected_counters = _program_state(checked)
+    assert counters == expected_counters
+    assert counters["nonfinite_count"] >= 1
+    assert counters["global_step"] == (30 if skip else counters["first_nonfinite_step"])
+    for a, b in zip(values, expected, strict=True):
+        assert np.isfinite(a).all()
+        if jit:  # the unchecked and the checked XLA loops fuse differently
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(a, b)
+    # Clean calls never trace the checked loop; those with the NaN batch do.
+    loop = speculative.xla_speculative_loop if whole else speculative.speculative_loop
+    assert loop.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_weights_overflowing_in_a_speculative_call_stop_at_that_step(jit):
+    from trainer import data
+
+    x = np.full([8, 4], 1000.0, np.float32)
+    y = np.array([0, 1] * 4, np.int64)
+    model = models.Sequential()
+    model.add(models.Dense(4, 3, "linear", init="xavier", seed=0, name="output"))
+    program = TrainingProgram(
+        model,
+        models.optimizers.get("sgd", 0.1),
+        global_batch_size=8,
+        jit_compile=jit,
+        schedule=lambda step: tf.where(step >= 5, tf.constant(3e38), tf.constant(0.01)),
+    )
+    program.run_steps(data.MemoryBatches(x, y, 8, seed=0), 10)
+    assert int(program.global_step.numpy()) == 5
+    assert int(program.nonfinite_weights_step.numpy()) == 5
+    assert int(program.nonfinite_count.numpy()) == 0

@@ -771,7 +771,9 @@ class MemoryBatches:
     the step when a batch begins in a later epoch. A new object is traced
     anew (the loop captures its variables). It follows the ``PreparedBatches``
     protocol (``models.training.reads_in_xla``): with ``prepare`` run in graph
-    mode, ``next_prepared`` reads the cached epoch's batches inside XLA.
+    mode, ``next_prepared`` reads the cached epoch's batches inside XLA; and
+    the ``Rewindable`` one (``models.training.rewinds``): ``rewind`` sets
+    ``position`` back, and the epoch's order follows from the seed.
 
     Yields:
       ``(x [B, *feature_shape], y [B])`` as ``train_dataset`` does.
@@ -792,6 +794,14 @@ class MemoryBatches:
 
     def __iter__(self):
         return self
+
+    def rewind_point(self) -> int:
+        """The next batch's number, for ``rewind``."""
+        return int(self.position.numpy())
+
+    def rewind(self, point: int) -> None:
+        """Hands out the batches from ``point`` (a ``rewind_point``) again."""
+        self.position.assign(point)
 
     def _where(self):
         """``(first, epoch, offset)`` of the next batch, int64 tensors."""
