@@ -1,6 +1,8 @@
 """Counts the ops one compiled training step runs: the graph nodes of
 ``TrainingProgram.train_loop``'s while-loop body, with the NaN/Inf guard and
-without it (``check_finite=False``), and of the diagnostic loop's body.
+without it (``check_finite=False``; the same step as the speculative calls
+that in-memory data runs, whose guard is paid once per call), and of the
+diagnostic loop's body.
 
     python scripts/step_ops.py --preset=mlp
 
