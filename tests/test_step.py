@@ -467,3 +467,29 @@ def test_weights_overflowing_in_a_speculative_call_stop_at_that_step(jit):
     assert int(program.global_step.numpy()) == 5
     assert int(program.nonfinite_weights_step.numpy()) == 5
     assert int(program.nonfinite_count.numpy()) == 0
+
+
+def test_speculative_calls_under_a_one_replica_strategy():
+    # --strategy=mirrored on one device gets MemoryBatches, so its calls run
+    # speculatively, and undoing one assigns mirrored and sync-on-read variables.
+    from trainer import data
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    x[29, 2] = np.nan
+    y = rng.integers(0, 3, 40).astype(np.int64)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = models.zoo.from_spec("dense:8,batchnorm,dense:5", (6,), 3, seed=2)
+        program = TrainingProgram(
+            model, models.optimizers.get("adam", 0.01), global_batch_size=8,
+            strategy=strategy, skip_nonfinite=True,
+        )  # fmt: skip
+    assert data.gathers_in_graph(strategy)
+    program.run_steps(data.MemoryBatches(x, y, 8, seed=5), 12)
+    assert int(program.global_step.numpy()) == 12
+    assert int(program.nonfinite_count.numpy()) >= 1
+    assert all(np.isfinite(v.numpy()).all() for v in model.variables)
+    metrics = program.train_metrics.result()
+    assert metrics["count"] == 8 * (12 - int(program.nonfinite_count.numpy()))
+    assert np.isfinite(metrics["loss"])
