@@ -205,9 +205,13 @@ def test_the_guards_bounds_hold_for_every_optimizer(name, weight_decay, clip_nor
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
-def test_weights_overflowing_at_a_later_step_stop_the_loop_at_that_step(jit):
+@pytest.mark.parametrize("source", ["tf.data", "memory"])
+def test_weights_overflowing_at_a_later_step_stop_the_loop_at_that_step(jit, source):
     # Finite loss and gradients throughout; the rate jumps at step 5 and that update
-    # overflows the weights. The loop, trusting the bound for steps 1-4, stops at 5.
+    # overflows the weights. The checked loop (tf.data), trusting the bound for steps
+    # 1-4, stops at 5; a speculative call (memory) is undone and replayed checked.
+    from trainer import data
+
     model = models.Sequential()
     model.add(models.Dense(4, 3, "linear", init="xavier", seed=0, name="output"))
     program = TrainingProgram(
@@ -217,9 +221,12 @@ def test_weights_overflowing_at_a_later_step_stop_the_loop_at_that_step(jit):
         jit_compile=jit,
         schedule=lambda step: tf.where(step >= 5, tf.constant(3e38), tf.constant(0.01)),
     )
-    labels = tf.constant([0, 1] * 4, tf.int64)  # no rate fits both: gradients stay ~1e3
-    data = tf.data.Dataset.from_tensors((tf.fill([8, 4], 1000.0), labels))
-    program.run_steps(iter(data.repeat()), 10)
+    x = np.full([8, 4], 1000.0, np.float32)
+    y = np.array([0, 1] * 4, np.int64)  # no rate fits both: gradients stay ~1e3
+    if source == "memory":
+        program.run_steps(data.MemoryBatches(x, y, 8, seed=0), 10)
+    else:
+        program.run_steps(iter(tf.data.Dataset.from_tensors((x, y)).repeat()), 10)
     assert int(program.global_step.numpy()) == 5
     assert int(program.nonfinite_weights_step.numpy()) == 5
     assert int(program.nonfinite_count.numpy()) == 0  # loss and gradients were finite
@@ -446,27 +453,6 @@ def test_speculative_calls_end_where_checked_calls_end(skip, jit):
     # Clean calls never trace the checked loop; those with the NaN batch do.
     loop = speculative.xla_speculative_loop if whole else speculative.speculative_loop
     assert loop.experimental_get_tracing_count() == 1
-
-
-@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
-def test_weights_overflowing_in_a_speculative_call_stop_at_that_step(jit):
-    from trainer import data
-
-    x = np.full([8, 4], 1000.0, np.float32)
-    y = np.array([0, 1] * 4, np.int64)
-    model = models.Sequential()
-    model.add(models.Dense(4, 3, "linear", init="xavier", seed=0, name="output"))
-    program = TrainingProgram(
-        model,
-        models.optimizers.get("sgd", 0.1),
-        global_batch_size=8,
-        jit_compile=jit,
-        schedule=lambda step: tf.where(step >= 5, tf.constant(3e38), tf.constant(0.01)),
-    )
-    program.run_steps(data.MemoryBatches(x, y, 8, seed=0), 10)
-    assert int(program.global_step.numpy()) == 5
-    assert int(program.nonfinite_weights_step.numpy()) == 5
-    assert int(program.nonfinite_count.numpy()) == 0
 
 
 def test_speculative_calls_under_a_one_replica_strategy():
