@@ -207,9 +207,13 @@ def test_batch_larger_than_the_training_set_is_full_batch():
     assert batch[0].shape == (10, 3)
 
 
-def test_memory_batches_prepare_a_window_that_xla_reads_as_the_pipeline_does():
+@pytest.mark.parametrize("cached_examples, epochs_cached", [(1, 2), (60, 3), (10**9, 256)])
+def test_memory_batches_prepare_a_window_that_xla_reads_as_the_pipeline_does(
+    cached_examples, epochs_cached
+):
     # 25 examples, batch 4: batches begin in the epoch of their first example;
-    # after prepare(), steps_prepared() counts those of the next batch's epoch,
+    # after prepare(), steps_prepared() counts those that begin in the cached
+    # epochs but the last (one epoch with two cached, the fewest; up to 255),
     # and next_prepared() (compiled by XLA) reads them as train_dataset does.
     n, batch = 25, 4
     x = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
@@ -220,15 +224,19 @@ def test_memory_batches_prepare_a_window_that_xla_reads_as_the_pipeline_does():
         return [iterator.next_prepared() for _ in range(count)]
 
     for start in (0, 5, 6, 7, 12, 13):
-        memory = data.MemoryBatches(x, y, batch, seed=7, start_step=start)
+        memory = data.MemoryBatches(x, y, batch, 7, start, cached_examples=cached_examples)
+        assert memory.epochs_cached == epochs_cached
         assert int(memory.steps_prepared().numpy()) == 0  # nothing prepared yet
         memory.prepare()
         epoch = start * batch // n
-        expected = sum(1 for s in range(start, start + 20) if s * batch // n == epoch)
+        ahead = range(start, start + 2000)
+        expected = sum(1 for s in ahead if s * batch // n <= epoch + epochs_cached - 2)
         assert int(memory.steps_prepared().numpy()) == expected >= 1
-        want = _batches(data.train_dataset(x, y, batch, seed=7, start_step=start), expected)
-        for (xa, ya), (xb, yb) in zip(take(memory, expected), want, strict=True):
+        count = min(expected, 40)  # enough to cross epochs; XLA unrolls the reads
+        want = _batches(data.train_dataset(x, y, batch, seed=7, start_step=start), count)
+        for (xa, ya), (xb, yb) in zip(take(memory, count), want, strict=True):
             np.testing.assert_array_equal(xa.numpy(), xb)
             np.testing.assert_array_equal(ya.numpy(), yb)
-        assert int(memory.position.numpy()) == start + expected
+        assert int(memory.position.numpy()) == start + count
+        memory.position.assign(start + expected)
         assert int(memory.steps_prepared().numpy()) == 0  # the next batch is in a later epoch

@@ -686,6 +686,12 @@ def effective_batch_size(batch_size: int, num_train: int) -> int:
     return min(batch_size, num_train)
 
 
+# MemoryBatches caches the order of this many examples (int64 indices: 2 MiB),
+# in whole epochs, at least two and at most MAX_CACHED_EPOCHS.
+CACHED_EXAMPLES = 1 << 18
+MAX_CACHED_EPOCHS = 256
+
+
 def _epoch_order(num_examples: int, seed: int, epoch):
     """The order of epoch ``epoch`` (an int64 tensor): a permutation of
     ``0..num_examples-1`` seeded by ``(seed, epoch)``, shared by ``train_dataset``
@@ -766,9 +772,13 @@ class MemoryBatches:
     shuffle of each epoch, the same positions ``s*B .. s*B+B-1`` of their
     endless sequence, so resuming at ``start_step`` continues the exact order.
     State, in variables on the host CPU with the data: ``position`` (batches
-    handed out), ``epoch`` and ``order``, that epoch's permutation followed by
-    the next one's (``[2n]``: a batch spans at most two epochs), refreshed in
-    the step when a batch begins in a later epoch. A new object is traced
+    handed out), ``epoch`` and ``order``, the permutations of ``epochs_cached``
+    epochs from ``epoch`` on (``[epochs_cached * n]``, at least two: a batch
+    spans at most two epochs), refreshed in the step when a batch begins past
+    the last but one. Small sets cache several epochs (``cached_examples``
+    indices in all, at most ``MAX_CACHED_EPOCHS``), so that a window of
+    ``next_prepared`` batches (``steps_prepared``) spans many steps: each
+    window costs the XLA loop a call of its own. A new object is traced
     anew (the loop captures its variables). It follows the ``PreparedBatches``
     protocol (``models.training.reads_in_xla``): with ``prepare`` run in graph
     mode, ``next_prepared`` reads the cached epoch's batches inside XLA; and
@@ -779,18 +789,28 @@ class MemoryBatches:
       ``(x [B, *feature_shape], y [B])`` as ``train_dataset`` does.
     """
 
-    def __init__(self, x, y, batch_size: int, seed: int, start_step: int = 0):
+    def __init__(
+        self,
+        x,
+        y,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        cached_examples: int = CACHED_EXAMPLES,
+    ):
         import tensorflow as tf
 
         self.num_examples = n = len(x)
         self.batch_size = effective_batch_size(batch_size, n)
         self.seed = int(seed)
+        self.epochs_cached = max(2, min(MAX_CACHED_EPOCHS, -(-int(cached_examples) // n)))
         with tf.device("/cpu:0"):
             self.features = tf.constant(x)
             self.targets = tf.constant(y)
             self.position = tf.Variable(int(start_step), dtype=tf.int64, trainable=False)
-            self.epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
-            self.order = tf.Variable(tf.zeros([2 * n], tf.int64), trainable=False)
+            # No epoch cached yet: the cached range ends before epoch 0.
+            self.epoch = tf.Variable(-self.epochs_cached, dtype=tf.int64, trainable=False)
+            self.order = tf.Variable(tf.zeros([self.epochs_cached * n], tf.int64), trainable=False)
 
     def __iter__(self):
         return self
@@ -803,41 +823,47 @@ class MemoryBatches:
         """Hands out the batches from ``point`` (a ``rewind_point``) again."""
         self.position.assign(point)
 
-    def _where(self):
-        """``(first, epoch, offset)`` of the next batch, int64 tensors."""
-        n = self.num_examples
-        first = self.position * self.batch_size
-        epoch = first // n
-        return first, epoch, first - epoch * n
+    def _next_epoch(self):
+        """The epoch of the next batch's first example (an int64 tensor)."""
+        return self.position * self.batch_size // self.num_examples
+
+    def _cached(self, epoch):
+        """Whether batches that begin in ``epoch`` lie in the cached order."""
+        import tensorflow as tf
+
+        return tf.logical_and(epoch >= self.epoch, epoch <= self.epoch + self.epochs_cached - 2)
 
     def prepare(self):
-        """Caches the order of the next batch's epoch and the one after, unless
+        """Caches the order of the next batch's epoch and the ones after, unless
         cached already (a graph-mode conditional: the shuffle has no XLA kernel)."""
         import tensorflow as tf
 
-        n = self.num_examples
+        n, seed = self.num_examples, self.seed
         with tf.device("/cpu:0"):
-            _, epoch, _ = self._where()
+            epoch = self._next_epoch()
 
             def refresh():
-                self.order.assign(
-                    tf.concat([_epoch_order(n, self.seed, e) for e in (epoch, epoch + 1)], 0)
+                epochs = epoch + tf.range(self.epochs_cached, dtype=tf.int64)
+                orders = tf.map_fn(
+                    lambda e: _epoch_order(n, seed, e), epochs, fn_output_signature=tf.int64
                 )
+                self.order.assign(tf.reshape(orders, [-1]))
                 self.epoch.assign(epoch)
 
-            tf.cond(tf.equal(epoch, self.epoch), lambda: None, refresh)
+            tf.cond(self._cached(epoch), lambda: None, refresh)
 
     def steps_prepared(self):
-        """How many batches from the next one on begin in the cached epoch
-        (an int64 tensor, >= 1 after ``prepare``): ``next_prepared`` can read
-        them all, since a batch of at most ``n`` examples ends within the next epoch."""
+        """How many batches from the next one on begin in the cached epochs but
+        the last (an int64 tensor, >= 1 after ``prepare``): ``next_prepared``
+        can read them all, since a batch of at most ``n`` examples ends within
+        the epoch after its first."""
         import tensorflow as tf
 
         with tf.device("/cpu:0"):
-            _, epoch, _ = self._where()
-            last = ((self.epoch + 1) * self.num_examples - 1) // self.batch_size
+            n = self.num_examples
+            last = ((self.epoch + self.epochs_cached - 1) * n - 1) // self.batch_size
             return tf.maximum(last - self.position + 1, 0) * tf.cast(
-                tf.equal(epoch, self.epoch), tf.int64
+                self._cached(self._next_epoch()), tf.int64
             )
 
     def next_prepared(self):
@@ -846,7 +872,7 @@ class MemoryBatches:
         import tensorflow as tf
 
         with tf.device("/cpu:0"):
-            _, _, offset = self._where()
+            offset = self.position * self.batch_size - self.epoch * self.num_examples
             # A gather, not tf.slice: XLA takes a slice's start as a compile-time
             # constant, which recompiled the loop for every value of ``position``.
             positions = offset + tf.range(self.batch_size, dtype=tf.int64)
