@@ -288,7 +288,7 @@ def test_the_matvec_check_finds_nan_inf_anywhere(bad, compiled):
         assert not bool(check(tf.constant(np.float32(bad)), [tf.constant(g) for g in grads])[0])
 
 
-def _memory_program(x, y, batch, jit, **kwargs):
+def _memory_program(x, y, batch, jit, cached_examples=None, **kwargs):
     from trainer import data
 
     model = models.zoo.mlp(x.shape[1], (5,), 3, "sigmoid", "xavier", 0)
@@ -296,14 +296,18 @@ def _memory_program(x, y, batch, jit, **kwargs):
         model, models.optimizers.get("adam", 0.05), global_batch_size=batch, jit_compile=jit,
         **kwargs,
     )  # fmt: skip
-    return program, data.MemoryBatches(x, y, batch, seed=3), model
+    cache = {} if cached_examples is None else {"cached_examples": cached_examples}
+    return program, data.MemoryBatches(x, y, batch, seed=3, **cache), model
 
 
 def _weights(model):
     return [v.numpy() for v in model.trainable_variables]
 
 
-def test_the_whole_loop_under_xla_trains_as_graph_mode_across_epochs_and_calls():
+# Windows of one epoch (two cached: 6-7 steps each, so calls cross windows) and
+# of 255 (the default for 50 examples: one window).
+@pytest.mark.parametrize("cached", [1, None], ids=["one-epoch-windows", "default-windows"])
+def test_the_whole_loop_under_xla_trains_as_graph_mode_across_epochs_and_calls(cached):
     from models.training import reads_in_xla
 
     rng = np.random.default_rng(0)
@@ -313,7 +317,8 @@ def test_the_whole_loop_under_xla_trains_as_graph_mode_across_epochs_and_calls()
     graph.run_steps(batches, 28)  # 6 steps per epoch; batches span epoch boundaries
     runs = []
     for calls in ([28], [5, 9, 1, 13]):
-        program, batches, model = _memory_program(x, y, 8, jit=True)
+        program, batches, model = _memory_program(x, y, 8, jit=True, cached_examples=cached)
+        assert batches.epochs_cached == (2 if cached else 256)
         assert reads_in_xla(batches)
         for count in calls:
             program.run_steps(batches, count)
@@ -397,7 +402,7 @@ def test_convolutions_stay_out_of_the_xla_loop_and_compile_step_by_step():
     assert program.xla_whole_loop
 
 
-def _speculation_program(jit, skip):
+def _speculation_program(jit, skip, cached=None):
     from trainer import data
 
     rng = np.random.default_rng(4)
@@ -409,7 +414,8 @@ def _speculation_program(jit, skip):
         model, models.optimizers.get("adam", 0.01), global_batch_size=8, jit_compile=jit,
         skip_nonfinite=skip,
     )  # fmt: skip
-    return program, data.MemoryBatches(x, y, 8, seed=5)
+    cache = {} if cached is None else {"cached_examples": cached}
+    return program, data.MemoryBatches(x, y, 8, seed=5, **cache)
 
 
 def _program_state(program):
@@ -418,19 +424,23 @@ def _program_state(program):
     return [v.numpy() for v in program._state()], counters
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+# Under XLA also with windows of one epoch: calls then cross windows, and a
+# rewind can go back past a refreshed cache (prepare caches that epoch again).
+@pytest.mark.parametrize(
+    "jit, cached", [(False, None), (True, None), (True, 1)], ids=["graph", "xla", "xla-one-epoch"]
+)
 @pytest.mark.parametrize("skip", [False, True], ids=["stop", "skip"])
-def test_speculative_calls_end_where_checked_calls_end(skip, jit):
+def test_speculative_calls_end_where_checked_calls_end(skip, jit, cached):
     # Weights, BatchNorm's averages, Adam's slots, the loss sums and the guard's
     # counters: run_steps on rewindable batches (speculative calls, undone and
     # replayed checked where a NaN batch falls) against checked calls only.
     from models.training import rewinds
 
-    speculative, batches = _speculation_program(jit, skip)
+    speculative, batches = _speculation_program(jit, skip, cached)
     assert rewinds(batches)
     for count in (3, 9, 4, 14):  # 5 batches per epoch: the NaN batch in every epoch
         speculative.run_steps(batches, count)
-    checked, checked_batches = _speculation_program(jit, skip)
+    checked, checked_batches = _speculation_program(jit, skip, cached)
     whole = checked.xla_whole_loop
     for count in (3, 9, 4, 14):
         if whole:
