@@ -426,10 +426,13 @@ def _program_state(program):
 
 # Under XLA also with windows of one epoch: calls then cross windows, and a
 # rewind can go back past a refreshed cache (prepare caches that epoch again).
+# (Skipping replays the most: a rewind in every epoch.)
 @pytest.mark.parametrize(
-    "jit, cached", [(False, None), (True, None), (True, 1)], ids=["graph", "xla", "xla-one-epoch"]
-)
-@pytest.mark.parametrize("skip", [False, True], ids=["stop", "skip"])
+    "skip, jit, cached",
+    [(False, False, None), (True, False, None), (False, True, None), (True, True, None),
+     (True, True, 1)],
+    ids=["stop-graph", "skip-graph", "stop-xla", "skip-xla", "skip-xla-one-epoch"],
+)  # fmt: skip
 def test_speculative_calls_end_where_checked_calls_end(skip, jit, cached):
     # Weights, BatchNorm's averages, Adam's slots, the loss sums and the guard's
     # counters: run_steps on rewindable batches (speculative calls, undone and
