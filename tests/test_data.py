@@ -162,11 +162,16 @@ def test_train_pipeline_resumes_at_any_step_with_the_same_batches():
         (10, 1000, 0, (2,)),  # larger than the set: full batch
     ],
 )
-def test_memory_batches_are_the_train_pipelines_batches(n, batch, start, shape):
+# Two epochs cached (the order refreshed in the step at every epoch), and the
+# default for these small sets (256: refreshed only by the first batch).
+@pytest.mark.parametrize("cached_examples", [1, data.CACHED_EXAMPLES], ids=["two", "default"])
+def test_memory_batches_are_the_train_pipelines_batches(n, batch, start, shape, cached_examples):
     x = np.arange(n * math.prod(shape), dtype=np.float32).reshape(n, *shape)
     y = np.arange(n, dtype=np.int64)
     want = _batches(data.train_dataset(x, y, batch, seed=7, start_step=start), 12)
-    memory = data.MemoryBatches(x, y, batch, seed=7, start_step=start)
+    memory = data.MemoryBatches(
+        x, y, batch, seed=7, start_step=start, cached_examples=cached_examples
+    )
 
     @tf.function(autograph=False)
     def take(iterator):
