@@ -11,41 +11,26 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from models import choices
+from models import registry
 
 Activation = Callable[[tf.Tensor], tf.Tensor]
 
-ACTIVATIONS: dict[str, Activation] = {
-    "sigmoid": tf.math.sigmoid,
-    "tanh": tf.math.tanh,
-    "relu": tf.nn.relu,
-    "elu": tf.nn.elu,
-    "softplus": tf.math.softplus,
-    "linear": tf.identity,
-}
-choices.check_registry("activation", ACTIVATIONS, choices.ACTIVATIONS)
+# The functions ``models.registry.ACTIVATIONS`` names.
+sigmoid = tf.math.sigmoid
+tanh = tf.math.tanh
+relu = tf.nn.relu
+elu = tf.nn.elu
+softplus = tf.math.softplus
+linear = tf.identity
 
-# Output bounds of the bounded activations: a unit whose output is within
-# SATURATION_MARGIN of a bound has a near-zero local derivative.
-BOUNDS: dict[str, tuple[float, float]] = {
-    "sigmoid": (0.0, 1.0),
-    "tanh": (-1.0, 1.0),
-}
+# A unit whose output is within this of a bound of its activation has a
+# near-zero local derivative.
 SATURATION_MARGIN = 0.01
 
 
 def get(name: str) -> Activation:
-    """Looks an activation up by name.
-
-    Raises:
-      ValueError: for an unknown name, listing the known ones.
-    """
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown activation {name!r}; choose one of {', '.join(sorted(ACTIVATIONS))}"
-        ) from None
+    """Looks an activation up by name (``ValueError`` naming the known ones)."""
+    return registry.ACTIVATIONS.load(name)
 
 
 def saturation_fraction(name: str, outputs: tf.Tensor) -> tf.Tensor:
@@ -61,13 +46,14 @@ def saturation_fraction(name: str, outputs: tf.Tensor) -> tf.Tensor:
       (dead for that example); 0 for unbounded activations.
     """
     outputs = tf.cast(outputs, tf.float32)
-    if name in BOUNDS:
-        low, high = BOUNDS[name]
+    saturation = registry.ACTIVATIONS.get(name).saturation
+    if saturation == "dead":
+        saturated = tf.equal(outputs, 0.0)
+    elif saturation is not None:
+        low, high = saturation
         saturated = tf.logical_or(
             outputs <= low + SATURATION_MARGIN, outputs >= high - SATURATION_MARGIN
         )
-    elif name == "relu":
-        saturated = tf.equal(outputs, 0.0)
     else:
         return tf.zeros([], tf.float32)
     return tf.reduce_mean(tf.cast(saturated, tf.float32))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-from models import choices
+from models import registry
 
 Initializer = Callable[..., tf.Tensor]
 
@@ -92,35 +92,13 @@ def lecun(shape, dtype=tf.float32, seed=(0, 0)) -> tf.Tensor:
     return tf.random.stateless_normal(shape, seed, stddev=math.sqrt(1.0 / fan_in), dtype=dtype)
 
 
-INITIALIZERS: dict[str, Initializer] = {
-    "zeros": zeros,
-    "ones": ones,
-    "uniform": uniform,
-    "normal": normal,
-    "xavier": xavier,
-    "glorot_normal": xavier,
-    "xavier_uniform": xavier_uniform,
-    "glorot_uniform": xavier_uniform,
-    "he": he,
-    "he_normal": he,
-    "he_uniform": he_uniform,
-    "lecun": lecun,
-}
-
-choices.check_registry("initializer", INITIALIZERS, choices.INITIALIZERS)
-
-
 def get(name: str | Initializer) -> Initializer:
-    """Looks an initializer up by name; a callable is returned as is.
+    """Looks an initializer up by name (``models.registry.INITIALIZERS``); a
+    callable is returned as is.
 
     Raises:
       ValueError: for an unknown name, listing the known ones.
     """
     if callable(name):
         return name
-    try:
-        return INITIALIZERS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown initializer {name!r}; choose one of {', '.join(sorted(INITIALIZERS))}"
-        ) from None
+    return registry.INITIALIZERS.load(name)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from models import choices
+from models import registry
 
 
 def _labels_as_one_hot(labels: tf.Tensor, num_classes: int, dtype) -> tf.Tensor:
@@ -87,13 +87,6 @@ def accuracy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(correct_per_example(labels, logits))
 
 
-LOSSES: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
-    "cross_entropy": cross_entropy_per_example,
-    "mse": mse_per_example,
-}
-choices.check_registry("loss", LOSSES, choices.LOSSES)
-
-
 def smoothed_cross_entropy(smoothing: float):
     """Cross-entropy against labels smoothed toward uniform: the target of the
     true class is ``1 - smoothing + smoothing / C``, every other ``smoothing / C``.
@@ -115,14 +108,13 @@ def smoothed_cross_entropy(smoothing: float):
 
 
 def get(name: str, label_smoothing: float = 0.0) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """The per-example loss ``(targets, outputs) -> [batch]`` of that name
-    (``label_smoothing`` applies to cross-entropy only)."""
-    try:
-        loss = LOSSES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown loss {name!r}; choose one of {', '.join(sorted(LOSSES))}"
-        ) from None
+    """The per-example loss ``(targets, outputs) -> [batch]`` of that name in
+    ``models.registry.LOSSES`` (``label_smoothing`` applies to cross-entropy only).
+
+    Raises:
+      ValueError: for an unknown name, listing the known ones.
+    """
+    loss = registry.LOSSES.load(name)
     if label_smoothing and name == "cross_entropy":
         return smoothed_cross_entropy(label_smoothing)
     return loss

@@ -4,28 +4,17 @@ A specification is a comma list of tokens, one per layer, first to last::
 
     conv3x3:32,maxpool2,conv3x3:64,maxpool2,flatten,dropout:0.5,dense:128
 
-========================  =====================================================
-token                     layer
-========================  =====================================================
-``dense:N``               ``Dense`` with N units
-``convKxK:F``, ``convK:F`` ``Conv2D`` with F filters of K x K (NHWC)
-``maxpoolK``, ``maxpoolKxK``  ``MaxPool2D`` over K x K windows (stride K)
-``avgpoolK``, ``avgpoolKxK``  ``AvgPool2D``
-``flatten``               ``Flatten``: ``[H, W, C]`` -> ``[H * W * C]``
-``dropout:R``             ``Dropout`` of a fraction R in [0, 1) while training
-``batchnorm`` (``bn``)    ``BatchNorm`` over the last axis
-``relu``, ``sigmoid``...  an ``Activation`` on its own
-========================  =====================================================
+The tokens are those of ``models.registry.LAYERS`` (README lists them): a head
+word, with a square window glued on for convolutions and pools (``conv3x3``,
+``maxpool2``), the value after the first colon for layers that take one
+(``dense:128``), then options after further colons, in any order: an activation
+name, ``sN`` for a stride, ``same`` or ``valid`` padding, ``mM`` for a
+BatchNorm momentum (e.g. ``conv5x5:16:valid:tanh``, ``conv3x3:64:s2``,
+``bn:m0.9``).
 
-Options follow further colons, in any order: an activation name (``dense`` and
-``conv``; default: the model's ``--activation``), ``sN`` for a stride (``conv``
-and pools), ``same`` or ``valid`` padding (``conv`` default ``same``, pools
-default ``valid``), and ``mM`` for a BatchNorm momentum (e.g. ``bn:m0.9``).
-Examples: ``conv5x5:16:valid:tanh``, ``conv3x3:64:s2``, ``maxpool3:s2:same``.
-
-Parsing gives ``LayerSpec``s: the layer class's name in ``models.layers`` and
-its keyword arguments. Whether the shapes chain is checked when the network is
-built for the data (``models.zoo.from_spec``).
+Parsing gives ``LayerSpec``s: the registry entry and the constructor's keyword
+arguments. Whether the shapes chain is checked when the network is built for
+the data (``models.zoo``).
 """
 
 from __future__ import annotations
@@ -34,7 +23,7 @@ import dataclasses
 import math
 import re
 
-from models import choices
+from models import registry
 
 
 class SpecError(ValueError):
@@ -43,69 +32,25 @@ class SpecError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
-    """One parsed token: ``models.layers.<layer>(**options)``."""
+    """One parsed token: ``kind``'s layer class called with ``options``."""
 
     token: str
-    layer: str
+    kind: registry.LayerKind
     options: dict
 
     @property
-    def kind(self) -> str:
-        return self.token.split(":", 1)[0]
+    def layer(self) -> str:
+        """The layer class's name, e.g. ``Conv2D``."""
+        return self.kind.target.rpartition(":")[2]
 
 
-def _size(text: str, what: str, token: str, low: int = 1, high: int = 1 << 20) -> int:
+def _size(text: str, what: str, token: str, high: int = 1 << 20) -> int:
     if not re.fullmatch(r"[0-9]+", text):
         raise SpecError(f"{token!r}: {what} must be a positive integer, got {text!r}")
     value = int(text)
-    if not low <= value <= high:
-        raise SpecError(f"{token!r}: {what} must be between {low} and {high}, got {value}")
+    if not 1 <= value <= high:
+        raise SpecError(f"{token!r}: {what} must be between 1 and {high}, got {value}")
     return value
-
-
-def _window(text: str, token: str) -> int:
-    """``"3"`` or ``"3x3"`` -> 3 (square windows only)."""
-    first, _, second = text.partition("x")
-    size = _size(first, "the window size", token, high=1024)
-    if second and _size(second, "the window size", token, high=1024) != size:
-        raise SpecError(f"{token!r}: only square windows are supported (e.g. 3x3)")
-    return size
-
-
-def _options(parts: list[str], token: str, allowed: set[str]) -> dict:
-    """Reads ``activation``, ``sN``, ``same|valid`` and ``mM`` options."""
-    options: dict = {}
-
-    def put(name, value):
-        if name in options:
-            raise SpecError(f"{token!r}: {name} given twice")
-        options[name] = value
-
-    for part in parts:
-        if "activation" in allowed and part in choices.ACTIVATIONS:
-            put("activation", part)
-        elif "padding" in allowed and part in ("same", "valid"):
-            put("padding", part)
-        elif "strides" in allowed and re.fullmatch(r"s[0-9]+", part):
-            put("strides", _size(part[1:], "the stride", token, high=1024))
-        elif "momentum" in allowed and re.fullmatch(r"m[0-9.]+", part):
-            put("momentum", _fraction(part[1:], "the momentum", token))
-        else:
-            raise SpecError(f"{token!r}: unknown option {part!r} ({_option_help(allowed)})")
-    return options
-
-
-def _option_help(allowed: set[str]) -> str:
-    words = {
-        "activation": f"an activation: {', '.join(choices.ACTIVATIONS)}",
-        "strides": "sN for a stride",
-        "padding": "same or valid",
-        "momentum": "mM for a momentum in [0, 1)",
-    }
-    known = [
-        words[name] for name in ("activation", "strides", "padding", "momentum") if name in allowed
-    ]
-    return "options: " + "; ".join(known) if known else "it takes no options"
 
 
 def _fraction(text: str, what: str, token: str) -> float:
@@ -118,75 +63,96 @@ def _fraction(text: str, what: str, token: str) -> float:
     return value
 
 
-def _dense(head: str, args: list[str], token: str) -> LayerSpec:
-    if head != "dense" or not args:
-        raise SpecError(f"{token!r}: write dense:UNITS, e.g. dense:128")
-    options = _options(args[1:], token, {"activation"})
-    options["output_size"] = _size(args[0], "the number of units", token, high=2**31 - 1)
-    return LayerSpec(token, "Dense", options)
+def _window(text: str, token: str) -> int:
+    """``"3"`` or ``"3x3"`` -> 3 (square windows only)."""
+    first, _, second = text.partition("x")
+    size = _size(first, "the window size", token, high=1024)
+    if second and _size(second, "the window size", token, high=1024) != size:
+        raise SpecError(f"{token!r}: only square windows are supported (e.g. 3x3)")
+    return size
 
 
-def _conv(head: str, args: list[str], token: str) -> LayerSpec:
-    if not args:
-        raise SpecError(f"{token!r}: write convKxK:FILTERS, e.g. conv3x3:32")
-    if head == "conv":
-        raise SpecError(f"{token!r}: give the kernel size, e.g. conv3x3:32")
-    kernel = _window(head[len("conv") :], token)
-    options = _options(args[1:], token, {"activation", "strides", "padding"})
-    options["filters"] = _size(args[0], "the number of filters", token, high=1 << 16)
-    options["kernel_size"] = kernel
-    return LayerSpec(token, "Conv2D", options)
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """An option after a token's colons: whether a part is one, its value, and
+    what it is called in the list of a token's options."""
+
+    matches: object  # part -> bool
+    value: object  # (part, token) -> value
+    help: str
 
 
-def _pool(layer: str, prefix: str):
-    def parse(head: str, args: list[str], token: str) -> LayerSpec:
-        window = head[len(prefix) :]
-        if not window:
-            raise SpecError(f"{token!r}: give the window size, e.g. {prefix}2")
-        options = _options(args, token, {"strides", "padding"})
-        options["pool_size"] = _window(window, token)
-        return LayerSpec(token, layer, options)
-
-    return parse
-
-
-def _flatten(head: str, args: list[str], token: str) -> LayerSpec:
-    if args:
-        raise SpecError(f"{token!r}: flatten takes no options")
-    return LayerSpec(token, "Flatten", {})
-
-
-def _dropout(head: str, args: list[str], token: str) -> LayerSpec:
-    if len(args) != 1:
-        raise SpecError(f"{token!r}: write dropout:RATE with RATE in [0, 1), e.g. dropout:0.5")
-    return LayerSpec(token, "Dropout", {"rate": _fraction(args[0], "the rate", token)})
-
-
-def _batchnorm(head: str, args: list[str], token: str) -> LayerSpec:
-    return LayerSpec(token, "BatchNorm", _options(args, token, {"momentum"}))
-
-
-def _activation(head: str, args: list[str], token: str) -> LayerSpec:
-    if args:
-        raise SpecError(f"{token!r}: an activation token takes no options")
-    return LayerSpec(token, "Activation", {"activation": head})
-
-
-# Token heads (matched as a prefix for windowed layers) -> parser. Adding a
-# layer kind: one entry here, its class in models.layers, and its tests.
-KINDS = {
-    "dense": _dense,
-    "conv": _conv,
-    "maxpool": _pool("MaxPool2D", "maxpool"),
-    "avgpool": _pool("AvgPool2D", "avgpool"),
-    "flatten": _flatten,
-    "dropout": _dropout,
-    "batchnorm": _batchnorm,
-    "bn": _batchnorm,
-    **{name: _activation for name in choices.ACTIVATIONS},
+OPTIONS = {
+    "activation": Option(
+        lambda part: part in registry.ACTIVATIONS,
+        lambda part, token: part,
+        "an activation: " + ", ".join(registry.ACTIVATIONS.names),
+    ),
+    "padding": Option(
+        lambda part: part in ("same", "valid"), lambda part, token: part, "same or valid"
+    ),
+    "strides": Option(
+        lambda part: re.fullmatch(r"s[0-9]+", part),
+        lambda part, token: _size(part[1:], "the stride", token, high=1024),
+        "sN for a stride",
+    ),
+    "momentum": Option(
+        lambda part: re.fullmatch(r"m[0-9.]+", part),
+        lambda part, token: _fraction(part[1:], "the momentum", token),
+        "mM for a momentum in [0, 1)",
+    ),
 }
-# Heads that take a window size glued on (conv3x3, maxpool2).
-_WINDOWED = ("conv", "maxpool", "avgpool")
+
+
+def _options(parts: list[str], token: str, allowed: tuple[str, ...]) -> dict:
+    options: dict = {}
+    for part in parts:
+        name = next((n for n in allowed if OPTIONS[n].matches(part)), None)
+        if name is None:
+            known = "; ".join(OPTIONS[n].help for n in allowed)
+            what = f"options: {known}" if known else "it takes no options"
+            raise SpecError(f"{token!r}: unknown option {part!r} ({what})")
+        if name in options:
+            raise SpecError(f"{token!r}: {name} given twice")
+        options[name] = OPTIONS[name].value(part, token)
+    return options
+
+
+def _heads() -> dict[str, registry.LayerKind]:
+    return {head: kind for kind in registry.LAYERS for head in (kind.name, *kind.aliases)}
+
+
+def _parse_token(token: str) -> LayerSpec:
+    head, *args = token.split(":")
+    heads = _heads()
+    windowed = [h for h in heads if heads[h].window and head.startswith(h)]
+    kind = heads.get(max(windowed, key=len) if windowed else head)
+    if kind is None:
+        known = ", ".join(k.usage.split(" ")[0] for k in registry.LAYERS if not k.fixed)
+        raise SpecError(
+            f"{token!r}: unknown layer; known: {known}, or an activation "
+            f"({', '.join(registry.ACTIVATIONS.names)})"
+        )
+    options = dict(kind.fixed)
+    if kind.window:
+        window = head[len(kind.name) :]
+        if not window:
+            raise SpecError(f"{token!r}: give the {kind.window_label}, e.g. {kind.example}")
+    if kind.argument is not None:
+        if not args:
+            raise SpecError(f"{token!r}: write {kind.usage}, e.g. {kind.example}")
+        argument = kind.argument
+        text = args.pop(0)
+        if argument.kind == "fraction":
+            options[argument.option] = _fraction(text, argument.label, token)
+        else:
+            options[argument.option] = _size(text, argument.label, token, argument.high)
+    elif args and not kind.options:
+        raise SpecError(f"{token!r}: {kind.name} takes no options")
+    if kind.window:
+        options[kind.window] = _window(window, token)
+    options.update(_options(args, token, kind.options))
+    return LayerSpec(token, kind, options)
 
 
 def parse(text: str) -> list[LayerSpec]:
@@ -203,37 +169,26 @@ def parse(text: str) -> list[LayerSpec]:
         token = raw.strip().lower()
         if not token:
             raise SpecError(f"empty token at position {position + 1} (two commas in a row?)")
-        head, *args = token.split(":")
-        kind = next((k for k in _WINDOWED if head.startswith(k)), head)
-        parser = KINDS.get(kind)
-        if parser is None:
-            raise SpecError(
-                f"{raw.strip()!r}: unknown layer; known: dense:N, convKxK:F, maxpoolK, "
-                "avgpoolK, flatten, dropout:R, batchnorm, or an activation "
-                f"({', '.join(choices.ACTIVATIONS)})"
-            )
-        specs.append(parser(head, args, token))
+        specs.append(_parse_token(token))
     return specs
 
 
 def uses_images(specs: list[LayerSpec]) -> bool:
     """Whether the network's first shape-bound layer wants ``[H, W, C]`` examples."""
     for spec in specs:
-        if spec.layer in ("Conv2D", "MaxPool2D", "AvgPool2D"):
-            return True
-        if spec.layer in ("Dense", "Flatten"):
-            return False
+        if spec.kind.input is not None:
+            return spec.kind.input == "images"
     return False
 
 
-def model_spec(model: str, layers: str | None, hidden=()) -> str:
-    """The specification (before the output layer) of a model family or preset."""
-    if model in choices.PRESETS:
-        return choices.PRESETS[model][0]
-    if model == "linear":
-        return ""
-    if model == "mlp":
+def model_spec(model: str, layers: str | None = None, hidden=()) -> str:
+    """The specification (before the output layer) of a ``--model`` (``registry.MODELS``)."""
+    try:
+        kind = registry.MODELS.get(model)
+    except ValueError as error:
+        raise SpecError(str(error)) from None
+    if kind.takes == "hidden":
         return ",".join(f"dense:{int(size)}" for size in hidden)
-    if model == "cnn":
-        return choices.DEFAULT_CNN_LAYERS if layers is None else layers
-    raise SpecError(f"unknown model {model!r}; choose one of {', '.join(choices.MODELS)}")
+    if kind.takes == "layers" and layers is not None:
+        return layers
+    return kind.layers or ""

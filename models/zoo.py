@@ -5,9 +5,9 @@ Every builder returns a ``Sequential`` whose last layer is a linear ``Dense``
 ``normalization`` ``(mean, scale)`` pair puts the training set's fitted feature
 scaling inside the model as its first layer, so the model takes raw features.
 
-Families: ``linear`` (no hidden layer), ``mlp`` (``hidden`` sizes), ``cnn`` (a
-``models.spec`` layer specification); presets: ``softmax_regression``,
-``notebook_mlp``, ``notebook_deep`` (the notebook's networks) and ``lenet``.
+The networks ``--model`` names are ``models.registry.MODELS``: families built
+from settings (``linear``, ``mlp`` from ``hidden`` sizes, ``cnn`` from a
+``models.spec`` layer specification) and named presets.
 """
 
 from __future__ import annotations
@@ -18,21 +18,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models import choices
-from models import layers as layers_lib
+from models import registry
 from models import spec as spec_lib
-from models.layers import Normalization, Sequential
-
-PRESETS = choices.PRESETS
-MODELS = choices.MODELS
-# Layer names by kind: hidden_0, hidden_1 (dense), conv_0, maxpool_0, ...
-_NAMES = {
-    "Dense": "hidden",
-    "Conv2D": "conv",
-    "MaxPool2D": "maxpool",
-    "AvgPool2D": "avgpool",
-    "BatchNorm": "batchnorm",
-}
+from models.layers.dense import Dense
+from models.layers.normalization import Normalization
+from models.sequential import Sequential
 
 
 def _input_shape(input_shape) -> tuple[int, ...]:
@@ -94,7 +84,7 @@ def _layers(specification, num_outputs, activation, init, seed, output_in_spec):
     if (
         output_in_spec
         and last
-        and last.layer == "Dense"
+        and last.kind.name == "dense"
         and "activation" not in last.options
         and last.options["output_size"] == int(num_outputs)
     ):
@@ -103,7 +93,7 @@ def _layers(specification, num_outputs, activation, init, seed, output_in_spec):
     weighted = 0
     result = []
     for position, spec in enumerate(specs):
-        cls = getattr(layers_lib, spec.layer)
+        cls = spec.kind.load()
         accepted = inspect.signature(cls).parameters
         options = dict(spec.options)
         if "activation" in accepted:
@@ -113,16 +103,14 @@ def _layers(specification, num_outputs, activation, init, seed, output_in_spec):
             weighted += 1
         elif "seed" in accepted:
             options["seed"] = (seed, 1000 + position)
-        kind = _NAMES.get(spec.layer, spec.kind)
-        options["name"] = f"{kind}_{counts[kind]}"
-        counts[kind] += 1
+        prefix = spec.kind.layer_prefix  # hidden_0, hidden_1, conv_0, maxpool_0, ...
+        options["name"] = f"{prefix}_{counts[prefix]}"
+        counts[prefix] += 1
         try:
             result.append((spec.token, cls(**options)))
         except ValueError as error:
             raise ValueError(f"{spec.token!r}: {error}") from None
-    output = layers_lib.Dense(
-        output_size=int(num_outputs), init=init, seed=(seed, weighted), name="output"
-    )
+    output = Dense(output_size=int(num_outputs), init=init, seed=(seed, weighted), name="output")
     result.append((output_token, output))
     return result
 
@@ -146,7 +134,8 @@ def plan(
     shape = _input_shape(input_shape)
     specification = spec_lib.model_spec(name, layers, hidden)
     shapes, parameters = [], 0
-    for token, layer in _layers(specification, num_outputs, "linear", "zeros", 0, name == "cnn"):
+    output_in_spec = registry.MODELS.get(name).takes == "layers"
+    for token, layer in _layers(specification, num_outputs, "linear", "zeros", 0, output_in_spec):
         try:
             following = layer.output_shape(shape)
         except ValueError as error:
@@ -202,14 +191,15 @@ def preset(
     num_outputs: int = 10,
     activation: str | None = None,
 ) -> Sequential:
-    """One of the named networks (see ``PRESETS``).
+    """One of the named networks of ``models.registry.MODELS``.
 
     ``input_shape`` defaults to the notebook's 784 features (28 x 28 x 1 images
     for ``lenet``); ``activation`` to the preset's own.
     """
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    specification, own_activation = PRESETS[name]
+    kind = registry.MODELS.get(name)
+    if kind.takes is not None:
+        raise ValueError(f"{name} is built from settings, not a preset; use build()")
+    specification, own_activation = kind.layers, kind.activation
     if input_shape is None:
         images = spec_lib.uses_images(spec_lib.parse(specification))
         input_shape = (28, 28, 1) if images else (784,)
@@ -247,17 +237,16 @@ def build(
       ValueError: an unknown name, a bad ``layers`` token, or shapes that do
         not chain (the message names the token).
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    kind = registry.MODELS.get(name)
     specification = spec_lib.model_spec(name, layers, hidden)
     return from_spec(
         specification,
         input_shape,
         num_outputs,
-        activation or choices.default_activation(name),
+        activation or kind.activation,
         init,
         seed,
         normalization,
-        output_in_spec=name == "cnn",
+        output_in_spec=kind.takes == "layers",
         name=name,
     )

@@ -2,16 +2,17 @@
 
 Every contender trains the identical network (same layers, same initial weights,
 copied from one seeded from-scratch model), on the identical stream of batches
-(``trainer.data.train_dataset`` over the same synthetic data), with the same
-batch size, loss and SGD learning rate. The trainer takes those batches the way
-its command line does for data held in memory on one device:
-``trainer.data.MemoryBatches``, gathered inside its compiled loop, the same
-batches by construction; Keras takes the ``tf.data`` pipeline (and so does the
-trainer's ``_tfdata`` A/B contender):
+(``trainer.data.pipeline.train_dataset`` over the same synthetic data), with the
+same batch size, loss and SGD learning rate. The trainer takes those batches the
+way its command line does for data held in memory on one device
+(``trainer.data.memory_batches.MemoryBatches``, gathered inside its compiled
+loop, the same batches by construction); Keras takes the ``tf.data`` pipeline
+(and so does the trainer's ``_tfdata`` A/B contender). The contenders live in
+``scripts/contenders.py``:
 
 * ``eager``: the notebook's loop, a Python ``for`` calling a ``GradientTape``
   step eagerly (no ``tf.function``), updating with ``assign_sub``.
-* ``trainer``: ``models.TrainingProgram.run_steps`` for each combination of
+* ``trainer``: ``trainer.engine.trainer.Trainer.run_steps`` for each combination of
   ``--steps_per_loop``, ``--xla`` and ``--precisions``.
 * ``keras``: the same layers in Keras 3 (the from-scratch model translated layer
   by layer, its weights copied in), ``compile``d with each combination of
@@ -53,10 +54,9 @@ import math
 import os
 import platform
 import shlex
-import statistics
 import sys
-import tempfile
 import time
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,16 +65,24 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from contenders import (  # noqa: E402
+    PRESETS,
+    EagerContender,
+    InputPipeline,
+    KerasContender,
+    PeakMeter,
+    TrainerContender,
+    build_model,
+    digits_data,
+    fail,
+    median,
+    model_summary,
+    synthetic_data,
+)
 
-from trainer import runtime  # noqa: E402
-
-# (input size, hidden sizes, classes, activation), or the name of a zoo preset.
-PRESETS = {
-    "tiny": (64, (32,), 10, "sigmoid"),
-    "mlp": "notebook_mlp",
-    "deep": "notebook_deep",
-    "cnn": "lenet",
-}
+from trainer import config as config_lib  # noqa: E402
+from trainer import runtime, tf_internals, xla_policy  # noqa: E402
+from trainer.data import memory_batches, pipeline, record_source  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
@@ -95,7 +103,7 @@ flags.DEFINE_integer(
 flags.DEFINE_integer("repeats", 5, "Timed rounds; figures are medians over rounds.", lower_bound=1)
 flags.DEFINE_list("steps_per_loop", ["1", "100"], "Trainer steps per compiled call.")
 flags.DEFINE_list("xla", ["false", "true"], "Trainer jit_compile values.")
-flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Compute dtypes (trainer and Keras).")
+flags.DEFINE_list("precisions", list(config_lib.PRECISIONS), "Compute dtypes (trainer and Keras).")
 flags.DEFINE_list("keras_steps_per_execution", ["1", "100"], "Keras steps_per_execution values.")
 flags.DEFINE_list("keras_jit", ["false", "true"], "Keras jit_compile values.")
 flags.DEFINE_list(
@@ -109,7 +117,7 @@ flags.DEFINE_integer("seed", 0, "Seed of data, initial weights and batch order."
 flags.DEFINE_integer(
     "matmul_size", 2048, "Side of the square matmuls that measure the peak.", lower_bound=16
 )
-flags.DEFINE_enum("device", "auto", ["auto", "cpu", "gpu"], "Where to run (auto: GPU if any).")
+flags.DEFINE_enum("device", "auto", config_lib.DEVICES, "Where to run (auto: GPU if any).")
 flags.DEFINE_bool(
     "compare_devices",
     False,
@@ -137,7 +145,7 @@ flags.DEFINE_string(
     "precision_optimizer",
     "adam",
     "Optimizer of the precision check (a name in "
-    "models.optimizers); plain SGD leaves the deep sigmoid net near chance.",
+    "models.registry.OPTIMIZERS); plain SGD leaves the deep sigmoid net near chance.",
 )
 flags.DEFINE_float("precision_learning_rate", 0.001, "Learning rate of the precision check.")
 flags.DEFINE_integer(
@@ -167,271 +175,23 @@ flags.DEFINE_string(
 )
 
 
-def _fail(message: str):
-    """Ends the program with one line on standard error and status 2, no traceback."""
-    print(f"scripts/benchmark.py: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def _bool(text: str, name: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "on", "yes"):
         return True
     if value in ("0", "false", "off", "no"):
         return False
-    _fail(f"--{name}: expected true or false, got {text!r}")
+    fail(f"--{name}: expected true or false, got {text!r}")
 
 
 def _ints(values, name) -> list[int]:
     try:
         out = [int(v) for v in values]
     except ValueError:
-        _fail(f"--{name}: expected comma-separated integers")
+        fail(f"--{name}: expected comma-separated integers")
     if not out or min(out) < 1:
-        _fail(f"--{name}: every value must be >= 1")
+        fail(f"--{name}: every value must be >= 1")
     return out
-
-
-def _clock() -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process, all threads)."""
-    return time.perf_counter(), time.process_time()
-
-
-def _since(start: tuple[float, float]) -> tuple[float, float]:
-    wall, cpu = _clock()
-    return wall - start[0], cpu - start[1]
-
-
-def _median(values):
-    return statistics.median(values) if values else math.nan
-
-
-# -- set-up ---------------------------------------------------------------------------------
-def build_model(preset: str, seed: int):
-    """A fresh from-scratch model; the same seed gives the same initial weights."""
-    from models import zoo
-
-    spec = PRESETS[preset]
-    if isinstance(spec, str):
-        return zoo.preset(spec, init="xavier", seed=seed)
-    input_size, hidden, classes, activation = spec
-    return zoo.mlp(input_size, hidden, classes, activation, "xavier", seed, name=preset)
-
-
-def synthetic_data(n: int, input_shape, classes: int, seed: int):
-    """Gaussian features labelled by a random linear teacher on the flattened values.
-
-    Returns float32 ``[n, *input_shape]`` (``[n, D]`` or ``[n, H, W, C]``) and int64 ``[n]``.
-    """
-    input_shape = tuple(input_shape)
-    size = math.prod(input_shape)
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, size)).astype(np.float32)
-    teacher = rng.normal(size=(size, classes)).astype(np.float32)
-    y = np.argmax(x @ teacher, axis=1).astype(np.int64)
-    return x.reshape((n, *input_shape)), y
-
-
-def digits_data(input_shape, seed: int):
-    """scikit-learn's digits scaled to [0, 1], shaped for the network.
-
-    Flat ``[D]`` inputs: the 64 pixels zero-padded to ``D`` features. Images
-    ``[H, W, C]``: each 8x8 digit upscaled x3 to 24x24 and zero-padded (2 on each
-    side for 28x28) to ``H x W``, repeated over the ``C`` channels.
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = digits.data.astype(np.float32) / 16.0
-    input_shape = tuple(input_shape)
-    if len(input_shape) == 3:
-        height, width, channels = input_shape
-        if height < 24 or width < 24:
-            _fail(f"digits need images of at least 24x24; this network takes {list(input_shape)}")
-        images = x.reshape(-1, 8, 8).repeat(3, axis=1).repeat(3, axis=2)
-        top, left = (height - 24) // 2, (width - 24) // 2
-        images = np.pad(images, ((0, 0), (top, height - 24 - top), (left, width - 24 - left)))
-        x = np.repeat(images[..., None], channels, axis=-1)
-    elif len(input_shape) == 1:
-        if input_shape[0] < x.shape[1]:
-            _fail(f"digits need >= 64 inputs; this network takes {input_shape[0]}")
-        x = np.pad(x, ((0, 0), (0, input_shape[0] - x.shape[1])))
-    else:
-        _fail(f"digits: no layout for inputs of shape {list(input_shape)}")
-    y = digits.target.astype(np.int64)
-    return train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
-
-
-def forward_flops(model) -> int:
-    """Forward FLOPs per example: over the layers with weights, 2 x kernel size x positions.
-
-    Positions are the layer's output shape without its channel axis (1 for a dense
-    layer, H' x W' for a convolution): each kernel weight does one multiply-add per
-    output position. Biases, activations and pooling are not counted.
-    """
-    total = 0
-    for layer, shape in zip(model.layers, model.shapes):
-        if layer.has_weights:
-            total += 2 * math.prod(layer.kernel.shape) * math.prod(shape[:-1])
-    return int(total)
-
-
-def model_summary(model) -> dict:
-    """What the JSON's ``model`` says about a network (``layers`` as ``784-100-10`` for MLPs)."""
-    from models import layers as layers_lib
-
-    shapes = [
-        shape
-        for layer, shape in zip(model.layers, model.shapes)
-        if not isinstance(layer, layers_lib.Normalization)
-    ]
-    dense_only = all(
-        isinstance(layer, layers_lib.Dense | layers_lib.Normalization) for layer in model.layers
-    )
-    if dense_only and len(model.input_shape) == 1:
-        layers = "-".join(str(s) for s in (*model.input_shape, *(s[0] for s in shapes)))
-    else:
-        layers = model.describe()
-    hidden = [layer.activation_name for layer in model.layers[:-1]]
-    activations = [name for name in dict.fromkeys(hidden) if name != "linear"]
-    forward = forward_flops(model)
-    return {
-        "layers": layers,
-        "activation": ",".join(activations) or "linear",
-        "architecture": model.describe(),
-        "input_shape": list(model.input_shape),
-        "classes": int(model.output_size),
-        "params": model.count_params(),
-        "forward_flops_per_example": forward,
-        "flops_per_example": 3 * forward,
-    }
-
-
-def _keras_dense(layer, policy):
-    import keras
-
-    return keras.layers.Dense(
-        layer.output_size,
-        layer.activation_name,
-        kernel_initializer="glorot_normal",
-        dtype=policy,
-    )
-
-
-def _keras_conv2d(layer, policy):
-    import keras
-
-    return keras.layers.Conv2D(
-        layer.filters,
-        layer.kernel_size,
-        strides=layer.strides,
-        padding=layer.padding,
-        activation=layer.activation_name,
-        kernel_initializer="glorot_normal",
-        dtype=policy,
-    )
-
-
-def _keras_pool(keras_class: str):
-    def build(layer, policy):
-        import keras
-
-        pool = getattr(keras.layers, keras_class)
-        return pool(layer.pool_size, strides=layer.strides, padding=layer.padding, dtype=policy)
-
-    return build
-
-
-def _keras_normalization(layer, policy):
-    import keras
-
-    mean, scale = layer.mean.numpy(), layer.scale.numpy()
-    if np.any(scale <= 0):
-        _fail(f"{layer.name}: Keras Normalization takes a variance, so every scale must be > 0")
-    # One mean and variance per input value: every axis of one example is a feature axis.
-    axes = tuple(range(1, mean.ndim + 1))
-    return keras.layers.Normalization(
-        axis=axes if len(axes) > 1 else -1, mean=mean, variance=np.square(scale), dtype=policy
-    )
-
-
-def _keras_flatten(layer, policy):
-    import keras
-
-    return keras.layers.Flatten(dtype=policy)
-
-
-def _keras_activation(layer, policy):
-    import keras
-
-    return keras.layers.Activation(layer.activation_name, dtype=policy)
-
-
-def _keras_dropout(layer, policy):
-    import keras
-
-    return keras.layers.Dropout(layer.rate, dtype=policy)
-
-
-def _keras_batchnorm(layer, policy):
-    import keras
-
-    return keras.layers.BatchNormalization(
-        momentum=layer.momentum, epsilon=layer.epsilon, dtype=policy
-    )
-
-
-# The Keras layer for each from-scratch layer class: builder(layer, dtype policy).
-KERAS_LAYERS = {
-    "Dense": _keras_dense,
-    "Conv2D": _keras_conv2d,
-    "MaxPool2D": _keras_pool("MaxPooling2D"),
-    "AvgPool2D": _keras_pool("AveragePooling2D"),
-    "Flatten": _keras_flatten,
-    "Activation": _keras_activation,
-    "Dropout": _keras_dropout,
-    "BatchNorm": _keras_batchnorm,
-    "Normalization": _keras_normalization,
-}
-
-
-def _keras_weights(layer) -> list[np.ndarray]:
-    """The from-scratch layer's weights in the order its Keras layer's ``set_weights`` takes."""
-    if type(layer).__name__ == "BatchNorm":
-        variables = (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance)
-    elif layer.has_weights:
-        variables = (layer.kernel, layer.bias)
-    else:
-        return []
-    return [v.numpy() for v in variables]
-
-
-def keras_model(reference, policy: str = "float32"):
-    """The Keras 3 twin of a from-scratch ``Sequential``: same layers, same weights.
-
-    Each layer is translated by ``KERAS_LAYERS`` (``policy`` is the Keras dtype
-    policy of every layer, e.g. ``mixed_bfloat16``), then the reference's kernel
-    and bias (BatchNorm: gamma, beta, moving mean and variance) are copied in.
-    """
-    import keras
-
-    inputs = keras.Input(tuple(reference.input_shape))
-    h = inputs
-    pairs = []
-    for layer in reference.layers:
-        builder = KERAS_LAYERS.get(type(layer).__name__)
-        if builder is None:
-            _fail(f"no Keras translation for {type(layer).__name__} ({layer.name})")
-        twin = builder(layer, policy)
-        h = twin(h)
-        pairs.append((layer, twin))
-    model = keras.Model(inputs, h)
-    for layer, twin in pairs:
-        weights = _keras_weights(layer)
-        if weights:
-            twin.set_weights(weights)
-    return model
 
 
 def machine_info(tf, device: str) -> dict:
@@ -458,7 +218,7 @@ def machine_info(tf, device: str) -> dict:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "tf32_enabled": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
-        "onednn": runtime.onednn_enabled(),
+        "onednn": tf_internals.onednn_enabled(),
         "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
@@ -467,362 +227,27 @@ def resolve_device(tf, requested: str, compare_devices: bool) -> str:
     """Applies ``--device`` before TensorFlow starts its devices; returns the device name."""
     gpus = tf.config.list_physical_devices("GPU")
     if requested == "gpu" and not gpus:
-        _fail("--device=gpu: TensorFlow sees no GPU on this machine")
+        fail("--device=gpu: TensorFlow sees no GPU on this machine")
     if requested == "cpu" and gpus and not compare_devices:
         tf.config.set_visible_devices([], "GPU")
     return "/GPU:0" if gpus and requested != "cpu" else "/CPU:0"
-
-
-# -- matmul peak ----------------------------------------------------------------------------
-class PeakMeter:
-    """Square ``size`` matmul GFLOP/s in float32 and bfloat16 on ``device``.
-
-    ``sample`` times one call of each dtype; the benchmark takes one sample per
-    round, between the contenders, so the peak sees the same machine load they do.
-    """
-
-    def __init__(self, tf, device: str, size: int, target_s: float = 0.25):
-        self.tf, self.device, self.size = tf, device, size
-
-        @tf.function
-        def chain(a, x, count):
-            # Each product feeds the next, so none can be skipped; a keeps values bounded.
-            for _ in tf.range(count):
-                x = tf.matmul(a, x)
-            return tf.reduce_sum(x[:1, :1])
-
-        self.chain = chain
-        self.rates = {"float32": [], "bfloat16": []}
-        self.operands, self.counts = {}, {}
-        with tf.device(device):
-            for name in self.rates:
-                dtype = tf.as_dtype(name)
-                a = tf.random.stateless_normal([size, size], (1, 2), stddev=size**-0.5)
-                x = tf.random.stateless_normal([size, size], (3, 4))
-                self.operands[name] = (tf.cast(a, dtype), tf.cast(x, dtype))
-                chain(*self.operands[name], tf.constant(1)).numpy()  # trace and warm up
-                start = time.perf_counter()
-                chain(*self.operands[name], tf.constant(1)).numpy()
-                once = max(time.perf_counter() - start, 1e-6)
-                self.counts[name] = max(1, min(10_000, round(target_s / once)))
-
-    def sample(self) -> None:
-        with self.tf.device(self.device):
-            for name, values in self.rates.items():
-                count = self.counts[name]
-                start = time.perf_counter()
-                self.chain(*self.operands[name], self.tf.constant(count)).numpy()
-                seconds = time.perf_counter() - start
-                values.append(2.0 * self.size**3 * count / seconds / 1e9)
-
-    def result(self) -> dict:
-        return {
-            name: {
-                "gflops": max(values),
-                "gflops_median": _median(values),
-                "gflops_all": values,
-                "size": self.size,
-                "matmuls_per_call": self.counts[name],
-            }
-            for name, values in self.rates.items()
-        }
-
-
-# -- contenders -----------------------------------------------------------------------------
-class Contender:
-    """One way of training; ``start`` builds and warms it, ``timed`` runs one round."""
-
-    kind = ""
-
-    def __init__(self, name: str, precision: str, settings: dict):
-        self.name = name
-        self.precision = precision
-        self.settings = settings
-        self.time_to_first_step_s = math.nan
-        self.rounds: list[tuple[float, int, float]] = []  # (wall s, steps, CPU s)
-
-    def start(self) -> None:
-        raise NotImplementedError
-
-    def timed(self) -> tuple[float, int, float]:
-        """Runs one round; returns (wall seconds, steps, CPU seconds)."""
-        raise NotImplementedError
-
-    def traces(self) -> int | None:
-        """How often the compiled loop was traced (1 means no retracing), if known."""
-        return None
-
-
-class EagerContender(Contender):
-    """The notebook's loop: tape, gradient and ``assign_sub`` per step, all eager."""
-
-    kind = "eager"
-
-    def __init__(self, tf, ctx, steps: int):
-        super().__init__("eager", "float32", {})
-        self.tf, self.ctx, self.steps = tf, ctx, steps
-
-    def _step(self):
-        from models import losses
-
-        tf = self.tf
-        x, y = next(self.iterator)
-        with tf.GradientTape() as tape:
-            loss = losses.cross_entropy(y, self.model(x))
-        grads = tape.gradient(loss, self.variables)
-        for variable, grad in zip(self.variables, grads):
-            variable.assign_sub(self.ctx["learning_rate"] * grad)
-
-    def _sync(self):
-        return self.variables[-1].numpy()
-
-    def start(self):
-        with self.tf.device(self.ctx["device"]):
-            self.model = build_model(self.ctx["preset"], self.ctx["seed"])
-            self.variables = self.model.trainable_variables
-            self.iterator = iter(self.ctx["dataset"]())
-            begin = time.perf_counter()
-            self._step()
-            self._sync()
-            self.time_to_first_step_s = time.perf_counter() - begin
-            self._step()
-            self._sync()
-
-    def timed(self):
-        with self.tf.device(self.ctx["device"]):
-            begin = _clock()
-            for _ in range(self.steps):
-                self._step()
-            self._sync()
-            wall, cpu = _since(begin)
-            return wall, self.steps, cpu
-
-
-class TrainerContender(Contender):
-    """``TrainingProgram.run_steps``, ``steps_per_loop`` steps per compiled call."""
-
-    kind = "trainer"
-
-    def __init__(
-        self,
-        tf,
-        ctx,
-        steps: int,
-        steps_per_loop: int,
-        jit: bool,
-        precision: str,
-        summaries=0,
-        guard: bool = True,
-        tfdata: bool = False,
-    ):
-        steps_per_loop = min(steps_per_loop, steps)
-        name = f"trainer_spl{steps_per_loop}_xla-{'on' if jit else 'off'}_{precision}"
-        if summaries:
-            name += f"_summaries{summaries}"
-        if not guard:
-            name += "_noguard"
-        if tfdata:
-            name += "_tfdata"
-        settings = {"steps_per_loop": steps_per_loop, "jit_compile": jit}
-        settings["summary_every"] = summaries
-        settings["guard"] = guard
-        settings["input"] = "tf.data" if tfdata else "memory"
-        super().__init__(name, precision, settings)
-        self.summaries = summaries
-        self.guard = guard
-        self.tfdata = tfdata
-        self.tf, self.ctx = tf, ctx
-        self.steps_per_loop = steps_per_loop
-        self.calls = max(1, round(steps / steps_per_loop))
-        self.jit = jit
-        self.device = ctx["device"]
-
-    def start(self):
-        import models
-        from models import optimizers
-
-        tf = self.tf
-        self.writer = tf.summary.create_noop_writer()
-        summary_fn = None
-        if self.summaries:
-            # What the command line does at --summary_every: per-layer scalars and
-            # histograms written from the compiled loop to real event files.
-            from trainer import summaries
-
-            self.writer = tf.summary.create_file_writer(tempfile.mkdtemp(prefix="bench-tb-"))
-            summary_fn = summaries.step_summary_fn(histograms=True)
-        with tf.device(self.device), self.writer.as_default():
-            model = build_model(self.ctx["preset"], self.ctx["seed"])
-            if self.tfdata:
-                self.iterator = iter(self.ctx["dataset"]())
-            else:
-                self.iterator = self.ctx["batches"]()
-            begin = time.perf_counter()
-            self.program = models.TrainingProgram(
-                model,
-                optimizers.get("sgd", self.ctx["learning_rate"]),
-                loss="cross_entropy",
-                global_batch_size=self.ctx["batch_size"],
-                compute_dtype=tf.as_dtype(self.precision),
-                jit_compile=self.jit,
-                diagnose_every=self.summaries,
-                summary_fn=summary_fn,
-                check_finite=self.guard,
-            )
-            self.program.run_steps(self.iterator, 1)
-            self.program.global_step.numpy()
-            self.time_to_first_step_s = time.perf_counter() - begin
-            self.program.run_steps(self.iterator, self.steps_per_loop)
-            self.program.global_step.numpy()
-
-    def run(self, calls: int) -> tuple[float, int, float]:
-        with self.tf.device(self.device), self.writer.as_default():
-            begin = _clock()
-            for _ in range(calls):
-                self.program.run_steps(self.iterator, self.steps_per_loop)
-            self.program.global_step.numpy()
-            wall, cpu = _since(begin)
-            return wall, calls * self.steps_per_loop, cpu
-
-    def timed(self):
-        return self.run(self.calls)
-
-    def traces(self):
-        return self.program.trace_counts["train_loop"]
-
-
-class KerasContender(Contender):
-    """Keras 3 ``Model.fit`` on the same layers and initial weights.
-
-    Each round is one ``fit`` call of ``calls + 1`` executions; a callback times
-    from the end of the first execution to the end of the last, so ``fit``'s own
-    set-up and the first (possibly retracing) execution are not counted.
-    """
-
-    kind = "keras"
-
-    def __init__(self, tf, ctx, steps: int, steps_per_execution: int, jit: bool, precision: str):
-        steps_per_execution = min(steps_per_execution, steps)
-        name = f"keras_spe{steps_per_execution}_jit-{'on' if jit else 'off'}_{precision}"
-        settings = {"steps_per_execution": steps_per_execution, "jit_compile": jit}
-        super().__init__(name, precision, settings)
-        self.tf, self.ctx = tf, ctx
-        self.spe = steps_per_execution
-        self.calls = max(1, round(steps / steps_per_execution))
-        self.jit = jit
-
-    def start(self):
-        import keras
-
-        policy = "mixed_bfloat16" if self.precision == "bfloat16" else "float32"
-        with self.tf.device(self.ctx["device"]):
-            # Identical layers and initial weights: the from-scratch model's, translated.
-            reference = build_model(self.ctx["preset"], self.ctx["seed"])
-            self.model = keras_model(reference, policy)
-            if policy == "float32":  # same network, same weights: same outputs
-                shape = (4, *reference.input_shape)
-                probe = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-                np.testing.assert_allclose(
-                    self.model(probe).numpy(), reference(probe).numpy(), rtol=1e-4, atol=1e-5
-                )
-            self.model.compile(
-                optimizer=keras.optimizers.SGD(self.ctx["learning_rate"]),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"],  # the trainer tracks loss and accuracy too
-                steps_per_execution=self.spe,
-                jit_compile=self.jit,
-            )
-            self.dataset = self.ctx["dataset"]()
-            begin = time.perf_counter()
-            self._fit(1)
-            self.time_to_first_step_s = time.perf_counter() - begin
-            self._fit(self.spe)
-
-    def _fit(self, steps: int, callbacks=None):
-        # shuffle=False: the dataset is already shuffled (Keras warns otherwise).
-        with self.tf.device(self.ctx["device"]):
-            self.model.fit(
-                self.dataset,
-                epochs=1,
-                steps_per_epoch=steps,
-                shuffle=False,
-                verbose=0,
-                callbacks=callbacks,
-            )
-
-    def timed(self):
-        import keras
-
-        marks = []
-
-        class Timer(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                # Reading the loss waits for the execution (asynchronous on GPUs).
-                float((logs or {}).get("loss", 0.0))
-                marks.append((_clock(), batch))
-
-        self._fit((self.calls + 1) * self.spe, [Timer()])
-        (t0, b0), (t1, b1) = marks[0], marks[-1]
-        return t1[0] - t0[0], b1 - b0, t1[1] - t0[1]
-
-
-class InputPipeline(Contender):
-    """The shared ``tf.data`` pipeline alone, drained in-graph: a ceiling for every contender.
-
-    With ``dataset`` (a function making a ``tf.data.Dataset``), that pipeline
-    instead, e.g. the TFRecord stream of ``--tfrecord_dir``.
-    """
-
-    kind = "input"
-
-    def __init__(self, tf, ctx, steps: int, name: str = "input_pipeline", dataset=None):
-        super().__init__(name, "float32", {})
-        self.tf, self.ctx, self.steps = tf, ctx, steps
-        self.dataset = dataset or ctx["dataset"]
-
-    def start(self):
-        tf = self.tf
-
-        @tf.function
-        def drain(iterator, count):
-            total = tf.constant(0.0)
-            for _ in tf.range(count):
-                x, _ = next(iterator)
-                total += tf.reshape(x, [-1])[0]  # one value of any shape of batch
-            return total
-
-        self.drain = drain
-        with tf.device(self.ctx["device"]):
-            self.iterator = iter(self.dataset())
-            begin = time.perf_counter()
-            drain(self.iterator, tf.constant(1)).numpy()
-            self.time_to_first_step_s = time.perf_counter() - begin
-
-    def timed(self):
-        with self.tf.device(self.ctx["device"]):
-            begin = _clock()
-            self.drain(self.iterator, self.tf.constant(self.steps)).numpy()
-            wall, cpu = _since(begin)
-            return wall, self.steps, cpu
 
 
 def tfrecord_dataset(ctx):
     """A function making the training stream of ``--tfrecord_dir`` for the preset's input."""
     import types
 
-    from trainer import records
-
     options = types.SimpleNamespace(
         data_dir=FLAGS.tfrecord_dir, train_files=None, eval_files=None, shuffle_buffer=10_000
     )
     try:
-        source = records.RecordSource.open(options)
+        source = record_source.RecordSource.open(options)
         if len(ctx["input_shape"]) == 3:
             source = source.as_images()
     except ValueError as error:  # DataError
-        _fail(str(error))
+        fail(str(error))
     if tuple(source.input_shape) != tuple(ctx["input_shape"]):
-        _fail(
+        fail(
             f"--tfrecord_dir={FLAGS.tfrecord_dir}: examples of shape {list(source.input_shape)}, "
             f"but --preset={FLAGS.preset} takes {list(ctx['input_shape'])}"
         )
@@ -893,13 +318,12 @@ def default_settings(ctx, steps: int, steps_per_loop: list[int]) -> dict:
     """What ``python -m trainer.main`` runs by default, as contender settings:
     float32, the largest steps per call timed (a 1,000-step run makes calls of
     100), XLA as ``--jit_compile=auto`` decides for this network and device."""
-    from trainer import runtime
 
     device = "gpu" if "GPU" in ctx["device"].upper() else "cpu"
     return {
         "steps_per_loop": min(max(steps_per_loop), steps),
-        "jit_compile": runtime.auto_jit(
-            device, ctx["convolutions"], "float32", runtime.onednn_enabled(), ctx["widest"]
+        "jit_compile": xla_policy.auto_jit(
+            device, ctx["convolutions"], "float32", tf_internals.onednn_enabled(), ctx["widest"]
         ),
         "precision": "float32",
     }
@@ -930,7 +354,7 @@ def paired_ratio(row: dict, reference: dict, key: str = "examples_per_sec_all") 
     ours, theirs = row[key], reference[key]
     if not ours or len(ours) != len(theirs):
         return math.nan
-    return _median([a / b for a, b in zip(ours, theirs)])
+    return median([a / b for a, b in zip(ours, theirs)])
 
 
 def _ab_pair(rows, setting: str, value, suffix: str):
@@ -1017,7 +441,7 @@ def run_rounds(contenders, repeats: int, log=print, between=None) -> None:
 
 def summarize(contender, batch_size: int, flops_per_example: float, peaks: dict) -> dict:
     rates = [batch_size * steps / wall for wall, steps, _ in contender.rounds if wall > 0]
-    eps = _median(rates)
+    eps = median(rates)
     # CPU time is far less sensitive than wall time to other processes on the machine.
     cpu_us = [1e6 * cpu / (batch_size * steps) for _, steps, cpu in contender.rounds if steps]
     gflops = flops_per_example * eps / 1e9
@@ -1030,7 +454,7 @@ def summarize(contender, batch_size: int, flops_per_example: float, peaks: dict)
         "steps_timed": contender.rounds[0][1] if contender.rounds else 0,
         "examples_per_sec": eps,
         "examples_per_sec_all": rates,
-        "cpu_us_per_example": _median(cpu_us),
+        "cpu_us_per_example": median(cpu_us),
         "cpu_us_per_example_all": cpu_us,
         "gflops": gflops,
         "peak_fraction": gflops / peak if peak else math.nan,
@@ -1057,95 +481,117 @@ def add_keras_ratios(rows: list[dict]) -> dict:
     return {precision: row["name"] for precision, row in best.items()}
 
 
-# -- bfloat16 vs float32 --------------------------------------------------------------------
-def precision_check(tf, ctx, args) -> dict:
-    """Trains float32 and bfloat16 from the same weights on the same batches; times and scores."""
-    import models
-    from models import optimizers
-    from trainer import data
-
-    input_shape, classes = ctx["input_shape"], ctx["classes"]
-    batch = args["batch_size"]
+def _precision_data(ctx, args):
+    """``(x_train, x_eval, y_train, y_eval)`` of the precision check."""
     if args["data"] == "digits":
-        x_train, x_eval, y_train, y_eval = digits_data(input_shape, ctx["seed"])
-    else:
-        held_out = max(2048, ctx["examples"] // 4)
-        x, y = synthetic_data(ctx["examples"] + held_out, input_shape, classes, ctx["seed"])
-        x_train, x_eval = x[:-held_out], x[-held_out:]
-        y_train, y_eval = y[:-held_out], y[-held_out:]
-    batch = data.effective_batch_size(batch, len(x_train))
-    jit = ctx["device"].startswith("/GPU")  # the trainer's own default
-    chunk = max(1, math.ceil(args["steps"] / args["repeats"]))
-    steps_per_loop = min(chunk, max(ctx["steps_per_loop"]))
-    calls = max(1, round(chunk / steps_per_loop))
-    runs = {}
-    with tf.device(ctx["device"]):
-        for precision in ("float32", "bfloat16"):
-            program = models.TrainingProgram(
-                build_model(ctx["preset"], ctx["seed"]),
-                optimizers.get(args["optimizer"], args["learning_rate"]),
-                global_batch_size=batch,
-                compute_dtype=tf.as_dtype(precision),
-                jit_compile=jit,
-            )
-            iterator = iter(data.train_dataset(x_train, y_train, batch, ctx["seed"]))
-            begin = time.perf_counter()
-            program.run_steps(iterator, 1)
-            program.global_step.numpy()
-            runs[precision] = {
-                "program": program,
-                "iterator": iterator,
-                "rates": [],
-                "time_to_first_step_s": time.perf_counter() - begin,
-            }
-        for index in range(args["repeats"]):
-            order = ("float32", "bfloat16") if index % 2 == 0 else ("bfloat16", "float32")
-            for precision in order:
-                run = runs[precision]
-                begin = time.perf_counter()
-                for _ in range(calls):
-                    run["program"].run_steps(run["iterator"], steps_per_loop)
-                run["program"].global_step.numpy()
-                seconds = time.perf_counter() - begin
-                run["rates"].append(batch * calls * steps_per_loop / seconds)
-        result = {
-            "batch_size": batch,
-            "steps": 1 + args["repeats"] * calls * steps_per_loop,
-            "steps_per_loop": steps_per_loop,
-            "jit_compile": jit,
-            "data": args["data"],
-            "optimizer": args["optimizer"],
-            "learning_rate": args["learning_rate"],
-            "train_examples": len(x_train),
-            "eval_examples": len(x_eval),
-        }
-        correct = {}
-        for precision, run in runs.items():
-            metrics = run["program"].evaluate(data.eval_dataset(x_eval, y_eval))
-            logits = run["program"].forward(tf.constant(x_eval)).numpy()
-            correct[precision] = np.argmax(logits, axis=1) == y_eval
-            result[precision] = {
-                "examples_per_sec": _median(run["rates"]),
-                "examples_per_sec_all": run["rates"],
-                "time_to_first_step_s": run["time_to_first_step_s"],
-                "accuracy": 100.0 * metrics["accuracy"],
-                "loss": metrics["loss"],
-            }
-    result["speed_ratio"] = result["bfloat16"]["examples_per_sec"] / max(
-        result["float32"]["examples_per_sec"], 1e-12
+        return digits_data(ctx["input_shape"], ctx["seed"])
+    held_out = max(2048, ctx["examples"] // 4)
+    x, y = synthetic_data(
+        ctx["examples"] + held_out, ctx["input_shape"], ctx["classes"], ctx["seed"]
     )
+    return x[:-held_out], x[-held_out:], y[:-held_out], y[-held_out:]
+
+
+def _precision_runs(tf, ctx, args, x_train, y_train, batch, jit) -> dict:
+    """One trainer per precision, from the same weights, warmed up by one step."""
+    from models import optimizers
+    from trainer.engine.evaluator import Evaluator
+    from trainer.engine.trainer import Trainer
+
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        trainer = Trainer(
+            build_model(ctx["preset"], ctx["seed"]),
+            optimizers.get(args["optimizer"], args["learning_rate"]),
+            global_batch_size=batch,
+            compute_dtype=tf.as_dtype(precision),
+            jit_compile=jit,
+        )
+        evaluator = Evaluator(
+            trainer.step_fns.forward, trainer.objective, trainer.strategy, ctx["classes"]
+        )
+        iterator = iter(pipeline.train_dataset(x_train, y_train, batch, ctx["seed"]))
+        begin = time.perf_counter()
+        trainer.run_steps(iterator, 1)
+        trainer.global_step.numpy()
+        runs[precision] = {
+            "trainer": trainer,
+            "evaluator": evaluator,
+            "iterator": iterator,
+            "rates": [],
+            "time_to_first_step_s": time.perf_counter() - begin,
+        }
+    return runs
+
+
+def _precision_scores(tf, runs, x_eval, y_eval) -> tuple[dict, dict]:
+    """Per precision its figures and which eval examples it got right."""
+    figures, correct = {}, {}
+    for precision, run in runs.items():
+        metrics = run["evaluator"].evaluate(pipeline.eval_dataset(x_eval, y_eval))
+        logits = run["trainer"].step_fns.forward(tf.constant(x_eval)).numpy()
+        correct[precision] = np.argmax(logits, axis=1) == y_eval
+        figures[precision] = {
+            "examples_per_sec": median(run["rates"]),
+            "examples_per_sec_all": run["rates"],
+            "time_to_first_step_s": run["time_to_first_step_s"],
+            "accuracy": 100.0 * metrics["accuracy"],
+            "loss": metrics["loss"],
+        }
+    return figures, correct
+
+
+def _accuracy_difference(result: dict, correct: dict, n: int) -> None:
+    """The bfloat16 - float32 accuracy difference and its paired standard error."""
     difference = result["bfloat16"]["accuracy"] - result["float32"]["accuracy"]
     result["accuracy_difference_points"] = difference
     result["within_0_5_points"] = bool(abs(difference) <= 0.5)
-    # Paired standard error of the difference (both models score the same examples): only
-    # examples where exactly one of them is right carry information.
-    n = len(y_eval)
+    # Both models score the same examples: only those where exactly one is right count.
     only_bf16 = int(np.sum(correct["bfloat16"] & ~correct["float32"]))
     only_fp32 = int(np.sum(correct["float32"] & ~correct["bfloat16"]))
     variance = (only_bf16 + only_fp32 - (only_bf16 - only_fp32) ** 2 / n) / n**2
     result["disagreements"] = {"only_bfloat16_right": only_bf16, "only_float32_right": only_fp32}
     result["accuracy_difference_se_points"] = 100.0 * math.sqrt(max(variance, 0.0))
     result["points_per_eval_example"] = 100.0 / n
+
+
+def precision_check(tf, ctx, args) -> dict:
+    """Trains float32 and bfloat16 from the same weights on the same batches; times and scores."""
+    x_train, x_eval, y_train, y_eval = _precision_data(ctx, args)
+    batch = pipeline.effective_batch_size(args["batch_size"], len(x_train))
+    jit = ctx["device"].startswith("/GPU")  # the trainer's own default
+    chunk = max(1, math.ceil(args["steps"] / args["repeats"]))
+    steps_per_loop = min(chunk, max(ctx["steps_per_loop"]))
+    calls = max(1, round(chunk / steps_per_loop))
+    with tf.device(ctx["device"]):
+        runs = _precision_runs(tf, ctx, args, x_train, y_train, batch, jit)
+        for index in range(args["repeats"]):
+            order = ("float32", "bfloat16") if index % 2 == 0 else ("bfloat16", "float32")
+            for precision in order:
+                run = runs[precision]
+                begin = time.perf_counter()
+                for _ in range(calls):
+                    run["trainer"].run_steps(run["iterator"], steps_per_loop)
+                run["trainer"].global_step.numpy()
+                seconds = time.perf_counter() - begin
+                run["rates"].append(batch * calls * steps_per_loop / seconds)
+        figures, correct = _precision_scores(tf, runs, x_eval, y_eval)
+    result = {
+        "batch_size": batch,
+        "steps": 1 + args["repeats"] * calls * steps_per_loop,
+        "steps_per_loop": steps_per_loop,
+        "jit_compile": jit,
+        "data": args["data"],
+        "optimizer": args["optimizer"],
+        "learning_rate": args["learning_rate"],
+        "train_examples": len(x_train),
+        "eval_examples": len(x_eval),
+        **figures,
+    }
+    result["speed_ratio"] = result["bfloat16"]["examples_per_sec"] / max(
+        result["float32"]["examples_per_sec"], 1e-12
+    )
+    _accuracy_difference(result, correct, len(y_eval))
     return result
 
 
@@ -1241,43 +687,50 @@ def _json_safe(value):
     return value
 
 
-def main(argv):
+def _options(argv) -> types.SimpleNamespace:
+    """The flags checked, as plain values; one line and status 2 when one is bad."""
     if len(argv) > 1:
-        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    steps_per_loop = _ints(FLAGS.steps_per_loop, "steps_per_loop")
-    keras_spe = _ints(FLAGS.keras_steps_per_execution, "keras_steps_per_execution")
-    xla = [_bool(v, "xla") for v in FLAGS.xla]
-    keras_jit = [_bool(v, "keras_jit") for v in FLAGS.keras_jit]
-    precisions = FLAGS.precisions
-    for precision in precisions:
-        if precision not in ("float32", "bfloat16"):
-            _fail(f"--precisions: {precision!r} is not float32 or bfloat16")
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    for precision in FLAGS.precisions:
+        if precision not in config_lib.PRECISIONS:
+            fail(f"--precisions: {precision!r} is not {' or '.join(config_lib.PRECISIONS)}")
     groups = set(FLAGS.contenders)
     if not groups <= {"eager", "trainer", "keras", "input"}:
-        _fail("--contenders: choose from eager, trainer, keras, input")
+        fail("--contenders: choose from eager, trainer, keras, input")
+    from models import registry
 
-    tf = runtime.import_tensorflow()
-    from models import optimizers
-
-    if FLAGS.precision_optimizer not in optimizers.OPTIMIZERS:
-        _fail(
+    if FLAGS.precision_optimizer not in registry.OPTIMIZERS:
+        fail(
             f"--precision_optimizer: unknown {FLAGS.precision_optimizer!r}; choose one of "
-            f"{', '.join(sorted(optimizers.OPTIMIZERS))}"
+            f"{', '.join(registry.OPTIMIZERS.names)}"
         )
-    # Every contender builds its own tf.functions on purpose; TensorFlow would warn about
-    # "retracing" across them. Real retracing is caught by the per-program trace counts.
-    tf.get_logger().setLevel("ERROR")
+    return types.SimpleNamespace(
+        steps_per_loop=_ints(FLAGS.steps_per_loop, "steps_per_loop"),
+        keras_spe=_ints(FLAGS.keras_steps_per_execution, "keras_steps_per_execution"),
+        xla=[_bool(v, "xla") for v in FLAGS.xla],
+        keras_jit=[_bool(v, "keras_jit") for v in FLAGS.keras_jit],
+        precisions=FLAGS.precisions,
+        groups=groups,
+    )
+
+
+def _network_facts() -> tuple[bool, int]:
+    """``(convolutions, widest hidden dense layer)`` as --jit_compile=auto reads them."""
+    preset = PRESETS[FLAGS.preset]
+    if isinstance(preset, str):
+        return xla_policy.layer_facts(preset)
+    return xla_policy.layer_facts("mlp", hidden=preset[1])
+
+
+def _context(tf, options) -> tuple[dict, dict, dict]:
+    """``(ctx, model figures, machine facts)``: what every contender shares."""
     device = resolve_device(tf, FLAGS.device, FLAGS.compare_devices)
     tf.random.set_seed(FLAGS.seed)
     network = build_model(FLAGS.preset, FLAGS.seed)
     model_info = model_summary(network)
-    params = model_info["params"]
     x, y = synthetic_data(FLAGS.examples, network.input_shape, model_info["classes"], FLAGS.seed)
-
-    from models import layers as layers_lib
-    from trainer import data
-
-    batch_size = data.effective_batch_size(FLAGS.batch_size, len(x))
+    batch_size = pipeline.effective_batch_size(FLAGS.batch_size, len(x))
+    convolutions, widest = _network_facts()
     ctx = {
         "preset": FLAGS.preset,
         "input_shape": tuple(network.input_shape),
@@ -1287,25 +740,17 @@ def main(argv):
         "batch_size": batch_size,
         "learning_rate": FLAGS.learning_rate,
         "examples": FLAGS.examples,
-        "params": params,
+        "params": model_info["params"],
         "flops_per_example": model_info["flops_per_example"],
-        "convolutions": any(isinstance(layer, layers_lib.Conv2D) for layer in network.layers),
-        # The widest hidden dense layer, as --jit_compile=auto reads it (the output not counted).
-        "widest": max(
-            (
-                layer.output_size
-                for layer in network.layers[:-1]
-                if isinstance(layer, layers_lib.Dense)
-            ),
-            default=0,
-        ),
-        "steps_per_loop": steps_per_loop,
-        "dataset": lambda: data.train_dataset(x, y, batch_size, FLAGS.seed),
-        "batches": lambda: data.MemoryBatches(x, y, batch_size, FLAGS.seed),
+        "convolutions": convolutions,
+        "widest": widest,
+        "steps_per_loop": options.steps_per_loop,
+        "dataset": lambda: pipeline.train_dataset(x, y, batch_size, FLAGS.seed),
+        "batches": lambda: memory_batches.MemoryBatches(x, y, batch_size, FLAGS.seed),
     }
-    command = " ".join(["python", "scripts/benchmark.py", *map(shlex.quote, sys.argv[1:])])
+    ctx["default"] = default_settings(ctx, FLAGS.steps, options.steps_per_loop)
     print(
-        f"benchmark: {FLAGS.preset} {network.describe()}, {params} parameters, "
+        f"benchmark: {FLAGS.preset} {network.describe()}, {model_info['params']} parameters, "
         f"{model_info['flops_per_example'] / 1e6:.3g} MFLOP per example trained, "
         f"batch {batch_size}, on {device}"
     )
@@ -1315,14 +760,12 @@ def main(argv):
         f"TF {info['tensorflow']}, Keras {info['keras']}, "
         f"oneDNN {'on' if info['onednn'] else 'off'}, load {info['loadavg_start']}"
     )
+    return ctx, model_info, info
 
-    meter = PeakMeter(tf, device, FLAGS.matmul_size)
 
-    ctx["default"] = default_settings(ctx, FLAGS.steps, steps_per_loop)
-    contenders = make_contenders(
-        tf, ctx, groups, FLAGS.steps, precisions, steps_per_loop, xla, keras_spe, keras_jit
-    )
-
+def _time(tf, ctx, contenders) -> dict:
+    """Warms every contender up, times the rounds; the peaks and the table's rows."""
+    meter = PeakMeter(tf, ctx["device"], FLAGS.matmul_size)
     print(f"building and warming up {len(contenders)} contenders ...")
     for contender in contenders:
         contender.start()
@@ -1335,8 +778,8 @@ def main(argv):
             f"{FLAGS.matmul_size}x{FLAGS.matmul_size} {name} matmul: best "
             f"{peak['gflops']:.1f} GFLOP/s, median {peak['gflops_median']:.1f}"
         )
-    flops = model_info["flops_per_example"]
-    rows = [summarize(c, batch_size, flops, peaks) for c in contenders if c.kind != "input"]
+    flops = ctx["flops_per_example"]
+    rows = [summarize(c, ctx["batch_size"], flops, peaks) for c in contenders if c.kind != "input"]
     keras_best = add_keras_ratios(rows)
     mark_default(rows, ctx["default"])
     print()
@@ -1344,7 +787,12 @@ def main(argv):
     for row in rows:
         if row["default"]:
             print(f"the trainer's default settings: {row['name']}")
-    guard = guard_cost(rows)
+    return {"peaks": peaks, "contenders": rows, "keras_best": keras_best}
+
+
+def _report_pairs(rows) -> dict:
+    """The guard's cost, the in-graph batches' gain and the summaries' cost, printed."""
+    guard, gain, summary_cost = guard_cost(rows), input_gain(rows), summaries_cost(rows)
     if guard:
         print(
             f"the NaN/Inf guard costs {100 * guard['throughput_cost']:.1f}% of throughput "
@@ -1352,7 +800,6 @@ def main(argv):
             f"{100 * guard['cpu_cost']:.1f}% more CPU per example "
             f"({guard['with']} vs {guard['without']})"
         )
-    gain = input_gain(rows)
     if gain:
         print(
             f"in-graph batches: {100 * gain['throughput_gain']:.1f}% more throughput "
@@ -1360,75 +807,82 @@ def main(argv):
             f"{100 * gain['cpu_saving']:.1f}% less CPU per example than tf.data "
             f"({gain['memory']} vs {gain['tf.data']})"
         )
-    summary_cost = summaries_cost(rows)
     if summary_cost:
         print(
             f"TensorBoard summaries every {summary_cost['summary_every']} steps cost "
             f"{100 * summary_cost['throughput_cost']:.1f}% of throughput "
             f"({summary_cost['with']} vs {summary_cost['without']})"
         )
-    input_result = tfrecord_result = None
+    return {"summaries_cost": summary_cost, "guard_cost": guard, "input_gain": gain}
+
+
+def _report_pipelines(ctx, contenders, rows) -> dict:
+    """The input pipelines drained alone, printed against the fastest trainer."""
+    batch_size = ctx["batch_size"]
+    figures = {"input_pipeline": None, "tfrecord_pipeline": None}
     trainer_best = max(
         (row["examples_per_sec"] for row in rows if row["kind"] == "trainer"), default=None
     )
     for contender in contenders:
-        if contender.kind == "input":
-            result = summarize(contender, batch_size, flops, {})
-            result = {
-                key: result[key]
-                for key in ("examples_per_sec", "examples_per_sec_all", "cpu_us_per_example")
-            }
-            result["batches_per_sec"] = result["examples_per_sec"] / batch_size
-            ratio = ""
-            if trainer_best:
-                result["ratio_vs_trainer"] = result["examples_per_sec"] / trainer_best
-                ratio = f", {result['ratio_vs_trainer']:.1f}x the fastest trainer contender"
-            label = "input pipeline" if contender.name == "input_pipeline" else "TFRecord stream"
-            print(
-                f"{label} alone: {result['examples_per_sec']:.0f} examples/s "
-                f"({result['batches_per_sec']:.0f} batches/s, "
-                f"{result['cpu_us_per_example']:.2f} CPU us/example{ratio})"
-            )
-            if contender.name == "input_pipeline":
-                input_result = result
-            else:
-                tfrecord_result = result
+        if contender.kind != "input":
+            continue
+        result = summarize(contender, batch_size, ctx["flops_per_example"], {})
+        result = {
+            key: result[key]
+            for key in ("examples_per_sec", "examples_per_sec_all", "cpu_us_per_example")
+        }
+        result["batches_per_sec"] = result["examples_per_sec"] / batch_size
+        ratio = ""
+        if trainer_best:
+            result["ratio_vs_trainer"] = result["examples_per_sec"] / trainer_best
+            ratio = f", {result['ratio_vs_trainer']:.1f}x the fastest trainer contender"
+        label = "input pipeline" if contender.name == "input_pipeline" else "TFRecord stream"
+        print(
+            f"{label} alone: {result['examples_per_sec']:.0f} examples/s "
+            f"({result['batches_per_sec']:.0f} batches/s, "
+            f"{result['cpu_us_per_example']:.2f} CPU us/example{ratio})"
+        )
+        figures[contender.name] = result
+    return figures
 
-    precision_result = None
+
+def _extra_checks(tf, ctx) -> dict:
+    """The precision check and the device comparison, when asked for."""
+    figures = {"precision": None, "compare_devices": None}
     if FLAGS.precision_check:
         print(
             f"\nprecision check: float32 vs bfloat16 at batch {FLAGS.precision_batch_size}, "
             f"{FLAGS.precision_steps} steps on {FLAGS.precision_data} ..."
         )
-        precision_result = precision_check(
-            tf,
-            ctx,
-            {
-                "batch_size": FLAGS.precision_batch_size,
-                "steps": FLAGS.precision_steps,
-                "repeats": FLAGS.repeats,
-                "data": FLAGS.precision_data,
-                "optimizer": FLAGS.precision_optimizer,
-                "learning_rate": FLAGS.precision_learning_rate,
-            },
-        )
-        print_precision(precision_result)
-
-    devices_result = None
+        arguments = {
+            "batch_size": FLAGS.precision_batch_size,
+            "steps": FLAGS.precision_steps,
+            "repeats": FLAGS.repeats,
+            "data": FLAGS.precision_data,
+            "optimizer": FLAGS.precision_optimizer,
+            "learning_rate": FLAGS.precision_learning_rate,
+        }
+        figures["precision"] = precision_check(tf, ctx, arguments)
+        print_precision(figures["precision"])
     if FLAGS.compare_devices:
         print("\ncomparing devices ...")
-        devices_result = compare_devices(tf, ctx, FLAGS.steps, FLAGS.repeats)
-        for row in devices_result["devices"]:
+        devices = compare_devices(tf, ctx, FLAGS.steps, FLAGS.repeats)
+        for row in devices["devices"]:
             print(f"  {row['device']:<28} {row['examples_per_sec']:10.0f} examples/s")
-        if devices_result["gpu_vs_cpu_ratio"] is not None:
-            print(f"  GPU/CPU speed ratio {devices_result['gpu_vs_cpu_ratio']:.2f}x")
+        if devices["gpu_vs_cpu_ratio"] is not None:
+            print(f"  GPU/CPU speed ratio {devices['gpu_vs_cpu_ratio']:.2f}x")
+        figures["compare_devices"] = devices
+    return figures
 
+
+def _write_json(tf, ctx, model_info, info, figures) -> None:
     info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    rows = figures["contenders"]
     result = {
-        "command": command,
+        "command": " ".join(["python", "scripts/benchmark.py", *map(shlex.quote, sys.argv[1:])]),
         "config": {
             "preset": FLAGS.preset,
-            "batch_size": batch_size,
+            "batch_size": ctx["batch_size"],
             "steps": FLAGS.steps,
             "repeats": FLAGS.repeats,
             "learning_rate": FLAGS.learning_rate,
@@ -1438,26 +892,35 @@ def main(argv):
         "model": model_info,
         "machine": info,
         "devices": [d.name for d in tf.config.list_logical_devices()],
-        "peaks": peaks,
-        "contenders": rows,
-        "keras_best": keras_best,
-        "summaries_cost": summary_cost,
-        "guard_cost": guard,
-        "input_gain": gain,
-        "input_pipeline": input_result,
-        "tfrecord_pipeline": tfrecord_result,
+        **figures,
         "time_to_first_step_s": {
             row["name"]: row["time_to_first_step_s"] for row in rows if row["kind"] == "trainer"
         },
-        "precision": precision_result,
-        "compare_devices": devices_result,
     }
+    folder = os.path.dirname(os.path.abspath(FLAGS.json))
+    os.makedirs(folder, exist_ok=True)
+    with open(FLAGS.json, "w") as handle:
+        json.dump(_json_safe(result), handle, indent=2)
+    print(f"\nwrote {FLAGS.json}")
+
+
+def main(argv):
+    options = _options(argv)
+    tf = runtime.import_tensorflow()
+    # Every contender builds its own tf.functions on purpose; TensorFlow would warn about
+    # "retracing" across them. Real retracing is caught by the per-program trace counts.
+    tf.get_logger().setLevel("ERROR")
+    ctx, model_info, info = _context(tf, options)
+    contenders = make_contenders(
+        tf, ctx, options.groups, FLAGS.steps, options.precisions, options.steps_per_loop,
+        options.xla, options.keras_spe, options.keras_jit,
+    )  # fmt: skip
+    figures = _time(tf, ctx, contenders)
+    figures.update(_report_pairs(figures["contenders"]))
+    figures.update(_report_pipelines(ctx, contenders, figures["contenders"]))
+    figures.update(_extra_checks(tf, ctx))
     if FLAGS.json:
-        folder = os.path.dirname(os.path.abspath(FLAGS.json))
-        os.makedirs(folder, exist_ok=True)
-        with open(FLAGS.json, "w") as handle:
-            json.dump(_json_safe(result), handle, indent=2)
-        print(f"\nwrote {FLAGS.json}")
+        _write_json(tf, ctx, model_info, info, figures)
     for contender in contenders:
         writer = getattr(contender, "writer", None)
         if writer is not None:

@@ -45,7 +45,6 @@ import os
 import shutil
 import sys
 import time
-import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,12 +53,18 @@ if ROOT not in sys.path:
 
 from absl import app, flags, logging  # noqa: E402
 
-from trainer import cli  # noqa: E402
+from models import registry  # noqa: E402
+from trainer import assembly, cli, errors, files  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
-from trainer.config import ACTIVATIONS, DEVICES, INITS, JIT_CHOICES, OPTIMIZERS  # noqa: E402
+from trainer.data import SOURCES  # noqa: E402
 
-# Classification datasets only: the study reports accuracy.
-DATASETS = ("digits", "mnist", "csv", "synthetic")
+INITS = registry.INITIALIZERS.names
+# Classification datasets held in memory only: the study reports accuracy.
+DATASETS = tuple(
+    name
+    for name, source in SOURCES.items()
+    if source.task == "classification" and not source.streaming
+)
 FIGURE_NAME = "init_study.png"
 # What marks a folder as a trainer run folder (safe to clear).
 RUN_FOLDER_ENTRIES = ("config.json", "results.json", "checkpoints", "train", "eval", "export")
@@ -77,13 +82,13 @@ flags.DEFINE_integer("width", 500, "--model=mlp: units per hidden layer.", lower
 flags.DEFINE_string(
     "layers", NOTEBOOK_CNN, "--model=cnn: the trainer's --layers specification of the CNN."
 )
-flags.DEFINE_enum("activation", "sigmoid", ACTIVATIONS, "Hidden activation.")
+flags.DEFINE_enum("activation", "sigmoid", registry.ACTIVATIONS.names, "Hidden activation.")
 flags.DEFINE_enum("dataset", "digits", DATASETS, "Training data (as the trainer's --dataset).")
 flags.DEFINE_string("data_dir", None, "Folder with the MNIST IDX files (--dataset=mnist).")
 flags.DEFINE_string("csv_path", None, "Kaggle digit-recognizer CSV file (--dataset=csv).")
 flags.DEFINE_integer("steps", 300, "Training steps per initializer.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "Examples per training step.", lower_bound=1)
-flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "Optimizer.")
+flags.DEFINE_enum("optimizer", "adam", registry.OPTIMIZERS.names, "Optimizer.")
 flags.DEFINE_float("learning_rate", 0.001, "Step size.", lower_bound=0.0)
 flags.DEFINE_integer(
     "stats_examples",
@@ -95,9 +100,9 @@ flags.DEFINE_integer(
     "summary_every", 10, "TensorBoard cadence of the trainer in steps (0 = off).", lower_bound=0
 )
 flags.DEFINE_boolean("histograms", True, "Write weight/gradient/activation histograms.")
-flags.DEFINE_enum("device", "auto", DEVICES, "Where to run.")
+flags.DEFINE_enum("device", "auto", config_lib.DEVICES, "Where to run.")
 flags.DEFINE_enum(
-    "jit_compile", "auto", JIT_CHOICES, "XLA for the training step (as the trainer's)."
+    "jit_compile", "auto", config_lib.JIT_CHOICES, "XLA for the training step (as the trainer's)."
 )
 flags.DEFINE_integer("seed", 0, "Seed of initialization, data split and order.")
 flags.DEFINE_string("out_dir", os.path.join("runs", "init_study"), "One run folder per init here.")
@@ -126,10 +131,11 @@ class StudyError(Exception):
 def base_config() -> config_lib.Config:
     """The study's trainer configuration (init and model_dir filled in per init).
 
-    Built through ``trainer.config.from_flags`` so the trainer's own checks
+    Built through ``trainer.config.resolve`` so the trainer's own checks
     (data files, batch size, ...) apply with their messages.
     """
-    values = dataclasses.asdict(config_lib.Config())
+    defaults = dataclasses.asdict(config_lib.Config())
+    values = {name: defaults[name] for name in config_lib.SETTING_NAMES}
     values.update(
         mode="train_and_eval",
         model_dir=FLAGS.out_dir,
@@ -152,7 +158,7 @@ def base_config() -> config_lib.Config:
         histograms=FLAGS.histograms,
         seed=FLAGS.seed,
     )
-    return config_lib.from_flags(types.SimpleNamespace(**values))
+    return config_lib.resolve(values)
 
 
 # Config fields the study sets: they win over anything saved (see train_lib.run).
@@ -228,7 +234,7 @@ def check_json_path(path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise StudyError(f"--json={path}: is a folder, give a file name")
-    cli.writable_folder(folder, f"--json={path}: folder {folder}")
+    files.writable_folder(folder, f"--json={path}: folder {folder}")
 
 
 # -- the per-layer figures -----------------------------------------------------------
@@ -238,10 +244,11 @@ def layer_figures(run, x, y) -> dict:
 
     from models import diagnostics
 
-    program, model = run.program, run.model
+    trainer, model = run.trainer, run.model
     x = tf.convert_to_tensor(x)
-    loss, grads = program.loss_and_gradients(x, tf.convert_to_tensor(y))
-    _, records = model.forward_with_activations(tf.cast(x, program.compute_dtype), training=False)
+    loss, grads = trainer.loss_and_gradients(x, tf.convert_to_tensor(y))
+    dtype = trainer.step_fns.compute_dtype
+    _, records = model.forward_with_activations(tf.cast(x, dtype), training=False)
     weights = [tf.identity(v) for v in model.trainable_variables]
     stats = diagnostics.layer_statistics(model, grads, weights, weights, records)
     return {
@@ -263,10 +270,9 @@ def _finite(value):
 
 def study_one(config: config_lib.Config) -> dict:
     """At-init figures, training through the trainer, figures after training."""
-    from trainer import controller as controller_lib
     from trainer import train_lib
 
-    initial = train_lib.Run(config)
+    initial = assembly.Run(config)
     x, y = stats_batch(initial)
     before = layer_figures(initial, x, y)
     del initial
@@ -275,18 +281,18 @@ def study_one(config: config_lib.Config) -> dict:
     started = time.perf_counter()
     try:
         results = train_lib.run(config, explicit=EXPLICIT)
-    except controller_lib.NonFiniteError as stopped:
+    except errors.NonFiniteError as stopped:
         error, results = str(stopped), {}
-    except controller_lib.TrainingStopped:  # SIGINT/SIGTERM: the trainer saved and stopped
+    except errors.TrainingStopped:  # SIGINT/SIGTERM: the trainer saved and stopped
         raise KeyboardInterrupt from None
     seconds = time.perf_counter() - started
 
-    trained = train_lib.Run(config)
+    trained = assembly.Run(config)
     path = trained.checkpoints.restore_latest(
-        only={"model": trained.model, "global_step": trained.program.global_step}
+        only={"model": trained.model, "global_step": trained.trainer.global_step}
     )
     after = layer_figures(trained, x, y) if path else None
-    step = int(trained.program.global_step.numpy()) if path else 0
+    step = int(trained.trainer.global_step.numpy()) if path else 0
     return {
         "layers": before["layers"],
         "loss_at_init": _finite(before["loss"]),

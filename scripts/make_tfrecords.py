@@ -23,9 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 from absl import app, flags
 
-from trainer import records
 from trainer.cli import fail
 from trainer.config import UsageError
+from trainer.data import record_files, record_writer
 
 flags.DEFINE_string("output_dir", None, "New (or empty) folder for the files.")
 flags.DEFINE_float("gigabytes", 2.0, "Size of the training files to write (decimal GB).")
@@ -56,9 +56,11 @@ def main(argv) -> None:
     templates = rng.integers(0, 256, size=(FLAGS.classes, size)).astype(np.int16)
     started = time.time()
     try:
-        with records.output_folder(FLAGS.output_dir) as folder:
+        with record_writer.output_folder(FLAGS.output_dir) as folder:
             counts = {"train": train, "eval": FLAGS.eval_examples}
-            writer = records.DatasetWriter(folder, counts, FLAGS.num_shards, "uint8", False, size)
+            writer = record_writer.DatasetWriter(
+                folder, counts, FLAGS.num_shards, "uint8", False, size
+            )
             for split, total in counts.items():
                 for start in range(0, total, _CHUNK):
                     count = min(_CHUNK, total - start)
@@ -66,7 +68,7 @@ def main(argv) -> None:
                     noise = rng.integers(-60, 61, size=(count, size), dtype=np.int16)
                     x = np.clip(templates[y] + noise, 0, 255).astype(np.uint8)
                     writer.write(split, x, y, np.arange(start, start + count))
-            records.write_metadata(
+            record_files.write_metadata(
                 folder,
                 writer.metadata(
                     source="synthetic", feature_shape=[size], image_shape=[*shape, 1],

@@ -22,6 +22,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 from absl import app, flags
 
+from trainer.data import arrays as arrays_lib
+from trainer.data import mnist
+
 
 def define_flags() -> None:
     """Defined only when run as a program (tests import ``keras_accuracy``)."""
@@ -40,8 +43,6 @@ FLAGS = flags.FLAGS
 def digits_as_mnist(folder: str) -> None:
     from sklearn.datasets import load_digits
 
-    from trainer import data
-
     digits = load_digits()
     order = np.random.default_rng(0).permutation(len(digits.target))
     images = np.kron(digits.images[order] * (255.0 / 16.0), np.ones((3, 3)))
@@ -53,7 +54,7 @@ def digits_as_mnist(folder: str) -> None:
         ("t10k-images-idx3-ubyte", images[1200:]),
         ("t10k-labels-idx1-ubyte", labels[1200:]),
     ):
-        magic = data.IMAGE_MAGIC if "images" in name else data.LABEL_MAGIC
+        magic = mnist.IMAGE_MAGIC if "images" in name else mnist.LABEL_MAGIC
         header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
         with open(os.path.join(folder, name), "wb") as handle:
             handle.write(header + array.tobytes())
@@ -93,7 +94,7 @@ def main(argv) -> None:
     from trainer import runtime
 
     runtime.import_tensorflow()
-    from trainer import data, train_lib
+    from trainer import train_lib
     from trainer.config import Config
 
     folder = FLAGS.data_dir and os.path.expanduser(FLAGS.data_dir)
@@ -101,7 +102,7 @@ def main(argv) -> None:
         folder = tempfile.mkdtemp(prefix="digits-mnist-")
         digits_as_mnist(folder)
     base = Config(dataset="mnist", data_dir=folder)
-    arrays = data.load(base)
+    arrays = arrays_lib.load(base)
     ours, theirs = [], []
     for seed in map(int, FLAGS.seeds):
         config = dataclasses.replace(

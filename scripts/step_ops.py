@@ -1,5 +1,5 @@
 """Counts the ops one compiled training step runs: the graph nodes of
-``TrainingProgram.train_loop``'s while-loop body, with the NaN/Inf guard and
+``Trainer.train_loop``'s while-loop body, with the NaN/Inf guard and
 without it (``check_finite=False``; the same step as the speculative calls
 that in-memory data runs, whose guard is paid once per call), and of the
 diagnostic loop's body.
@@ -24,6 +24,8 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchmark
 
+from trainer.data import pipeline
+
 FLAGS = flags.FLAGS
 
 
@@ -40,9 +42,8 @@ def main(argv):
     from trainer import runtime
 
     tf = runtime.import_tensorflow()
-    import models
     from models import optimizers
-    from trainer import data
+    from trainer.engine.trainer import Trainer
 
     network = benchmark.build_model(FLAGS.preset, 0)
     info = benchmark.model_summary(network)
@@ -52,13 +53,13 @@ def main(argv):
         ("step without the guard", {"check_finite": False}),
         ("diagnostic step", {"diagnose_every": 100}),
     ):
-        program = models.TrainingProgram(
+        program = Trainer(
             benchmark.build_model(FLAGS.preset, 0),
             optimizers.get("sgd", 0.01),
             global_batch_size=FLAGS.batch_size,
             **settings,
         )
-        iterator = iter(data.train_dataset(x, y, FLAGS.batch_size, 0))
+        iterator = iter(pipeline.train_dataset(x, y, FLAGS.batch_size, 0))
         loop = program.diagnostic_loop if "diagnose_every" in settings else program.train_loop
         ops = body_ops(loop, iterator, tf.constant(1))
         common = ", ".join(f"{op} {n}" for op, n in ops.most_common(8))

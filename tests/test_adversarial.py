@@ -30,7 +30,7 @@ import forkserver
 import pytest
 
 from trainer import config as config_lib
-from trainer import train_lib
+from trainer import run_folder, train_lib
 from trainer.config import UsageError
 
 from helpers import ROOT, assert_one_line_error, results, train
@@ -390,7 +390,7 @@ def test_config_json_that_never_ends_is_refused_without_reading(tmp_path, kind):
 def test_config_json_with_null_epochs_and_null_train_steps_gets_the_default(run):
     _edit_config(run, epochs=None, train_steps=None)
     config = config_lib.resolve({"model_dir": str(run)})
-    merged = train_lib.merge_saved_config(config, explicit={"model_dir"})
+    merged = run_folder.merge_saved_config(config, explicit={"model_dir"})
     assert merged.epochs == config_lib.DEFAULT_EPOCHS and merged.train_steps is None
 
 
@@ -424,7 +424,7 @@ def test_resume_refuses_a_flag_that_changes_the_run(run, flag, value, saved):
     before = _snapshot(run)
     config = config_lib.resolve({"model_dir": str(run), flag: value})
     with pytest.raises(UsageError) as raised:
-        train_lib.merge_saved_config(config, explicit={"model_dir", flag})
+        run_folder.merge_saved_config(config, explicit={"model_dir", flag})
     shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
     _one_line(raised.value, f"--{flag}={shown}", f"--{flag}={saved}", "nothing was changed")
     assert _snapshot(run) == before
@@ -436,18 +436,18 @@ def test_resume_of_a_cnn_refuses_other_layers_and_keeps_its_own(tmp_path):
     before = _snapshot(tmp_path)
     other = config_lib.resolve({"model_dir": str(tmp_path), "model": "cnn", "layers": "conv3x3:8"})
     with pytest.raises(UsageError) as raised:
-        train_lib.merge_saved_config(other, explicit={"model_dir", "model", "layers"})
+        run_folder.merge_saved_config(other, explicit={"model_dir", "model", "layers"})
     _one_line(raised.value, "--layers=conv3x3:8", f"--layers={layers}", "nothing was changed")
     assert _snapshot(tmp_path) == before
     plain = config_lib.resolve({"model_dir": str(tmp_path)})  # no flags: the saved network
-    merged = train_lib.merge_saved_config(plain, explicit={"model_dir"})
+    merged = run_folder.merge_saved_config(plain, explicit={"model_dir"})
     assert (merged.model, merged.layers, merged.input_shape) == ("cnn", layers, (8, 8, 1))
     assert merged.activation == "relu"
 
 
 def test_resume_takes_the_saved_settings_and_a_safe_change(run):
     config = config_lib.resolve({"model_dir": str(run), "learning_rate": 0.01})
-    merged = train_lib.merge_saved_config(config, explicit={"model_dir", "learning_rate"})
+    merged = run_folder.merge_saved_config(config, explicit={"model_dir", "learning_rate"})
     assert merged.learning_rate == 0.01
     assert merged.hidden == (16,) and merged.train_steps == 20 and merged.summary_every == 0
 

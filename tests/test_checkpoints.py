@@ -199,11 +199,11 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_
 
 def test_skip_nonfinite_skips_bad_batches_and_trains_on():
     import models
-    from models.training import TrainingProgram
+    from trainer.engine.trainer import Trainer
 
     model = models.Sequential()
     model.add(models.Dense(4, 3, "linear", init="xavier", name="output"))
-    program = TrainingProgram(
+    program = Trainer(
         model, models.optimizers.get("sgd", 0.1), global_batch_size=8, skip_nonfinite=True
     )
     good = (tf.ones([8, 4]), tf.zeros([8], tf.int64))
@@ -213,7 +213,7 @@ def test_skip_nonfinite_skips_bad_batches_and_trains_on():
     ).repeat()
     program.run_steps(iter(data), 20)
     assert int(program.global_step.numpy()) == 20
-    assert int(program.nonfinite_count.numpy()) == 8  # every bad batch skipped, none applied
+    assert int(program.guard.nonfinite_count.numpy()) == 8  # every bad batch skipped, none applied
     assert np.all(np.isfinite(model.trainable_variables[0].numpy()))
 
 

@@ -172,7 +172,8 @@ def test_onednn_kernels_are_on_unless_the_environment_says_0(setting, enabled):
     if setting is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = setting
     code = (
-        "from trainer import runtime; runtime.import_tensorflow(); print(runtime.onednn_enabled())"
+        "from trainer import runtime, tf_internals; runtime.import_tensorflow(); "
+        "print(tf_internals.onednn_enabled())"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env

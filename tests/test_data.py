@@ -8,9 +8,11 @@ import pytest
 import tensorflow as tf
 
 from models import optimizers, zoo
-from models.training import TrainingProgram
-from trainer import data, sources
 from trainer.config import Config
+from trainer.data import arrays as arrays_lib
+from trainer.data import memory_batches, mnist, pipeline
+from trainer.engine.trainer import Trainer
+from trainer.errors import DataError
 
 from datafiles import idx_bytes, write_csv, write_idx, write_mnist
 
@@ -22,8 +24,8 @@ def _mnist_config(folder):
 @pytest.mark.parametrize("gz", [False, True])
 def test_mnist_reads_idx_files_byte_for_byte(tmp_path, gz):
     paths = write_mnist(str(tmp_path), gz=gz, n_train=300)
-    arrays = data.load(_mnist_config(tmp_path))
-    raw = data.read_idx(paths["train_images"], data.IMAGE_MAGIC)
+    arrays = arrays_lib.load(_mnist_config(tmp_path))
+    raw = mnist.read_idx(paths["train_images"], mnist.IMAGE_MAGIC)
     assert raw.shape == (300, 28, 28)
     np.testing.assert_array_equal(arrays.x_train, raw.reshape(300, -1).astype(np.float32))
     assert arrays.x_train.max() <= 255 and arrays.num_classes == 10
@@ -37,42 +39,42 @@ def test_truncated_idx_file_is_named(tmp_path):
         content = handle.read()
     with open(paths["train_images"], "wb") as handle:
         handle.write(content[:-100])
-    with pytest.raises(data.DataError, match=r"train-images-idx3-ubyte: truncated"):
-        data.load(_mnist_config(tmp_path))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: truncated"):
+        arrays_lib.load(_mnist_config(tmp_path))
 
 
 def test_wrong_magic_number_is_named(tmp_path):
     paths = write_mnist(str(tmp_path), n_train=300)
-    labels = data.read_idx(paths["train_labels"], data.LABEL_MAGIC)
+    labels = mnist.read_idx(paths["train_labels"], mnist.LABEL_MAGIC)
     with open(paths["train_labels"], "wb") as handle:
         handle.write(idx_bytes(labels, magic=0x0803))
-    with pytest.raises(data.DataError, match=r"train-labels-idx1-ubyte: wrong magic number"):
-        data.load(_mnist_config(tmp_path))
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: wrong magic number"):
+        arrays_lib.load(_mnist_config(tmp_path))
 
 
 def test_image_and_label_counts_must_agree(tmp_path):
     paths = write_mnist(str(tmp_path), n_train=300)
-    labels = data.read_idx(paths["train_labels"], data.LABEL_MAGIC)
+    labels = mnist.read_idx(paths["train_labels"], mnist.LABEL_MAGIC)
     write_idx(paths["train_labels"], labels[:-1])
-    with pytest.raises(data.DataError, match=r"300 images but .* has 299 labels"):
-        data.load(_mnist_config(tmp_path))
+    with pytest.raises(DataError, match=r"300 images but .* has 299 labels"):
+        arrays_lib.load(_mnist_config(tmp_path))
 
 
 def test_missing_idx_file_and_bad_label(tmp_path):
     paths = write_mnist(str(tmp_path), n_train=300)
-    labels = data.read_idx(paths["eval_labels"], data.LABEL_MAGIC).copy()
+    labels = mnist.read_idx(paths["eval_labels"], mnist.LABEL_MAGIC).copy()
     labels[3] = 11
     write_idx(paths["eval_labels"], labels)
-    with pytest.raises(data.DataError, match="label 11 outside 0..9"):
-        data.load(_mnist_config(tmp_path))
+    with pytest.raises(DataError, match="label 11 outside 0..9"):
+        arrays_lib.load(_mnist_config(tmp_path))
     os.remove(paths["eval_images"])
-    with pytest.raises(data.DataError, match="missing t10k-images-idx3-ubyte"):
-        data.load(_mnist_config(tmp_path))
+    with pytest.raises(DataError, match="missing t10k-images-idx3-ubyte"):
+        arrays_lib.load(_mnist_config(tmp_path))
 
 
 def test_csv_loads_and_splits(tmp_path):
     path = write_csv(str(tmp_path / "train.csv"), n=200, features=16)
-    arrays = data.load(Config(dataset="csv", csv_path=path, eval_fraction=0.25))
+    arrays = arrays_lib.load(Config(dataset="csv", csv_path=path, eval_fraction=0.25))
     assert arrays.x_train.shape == (150, 16) and arrays.x_eval.shape == (50, 16)
     assert set(np.unique(arrays.y_train)) == set(range(10))
     # Labels 0..9 are their own class ids: no class names to keep.
@@ -98,20 +100,20 @@ def test_csv_loads_and_splits(tmp_path):
 def test_bad_csv_cells_are_named(tmp_path, rows, message):
     # Line numbers count the file's lines from 1, the header being line 1.
     path = write_csv(str(tmp_path / "bad.csv"), features=2, rows=rows)
-    with pytest.raises(data.DataError, match=re.escape(message)):
-        data.load(Config(dataset="csv", csv_path=path))
+    with pytest.raises(DataError, match=re.escape(message)):
+        arrays_lib.load(Config(dataset="csv", csv_path=path))
 
 
 def test_csv_without_label_column(tmp_path):
     path = tmp_path / "test.csv"
     path.write_text("pixel0,pixel1\n1,2\n")
-    with pytest.raises(data.DataError, match="no 'label' column.*--label_column"):
-        data.load(Config(dataset="csv", csv_path=str(path)))
+    with pytest.raises(DataError, match="no 'label' column.*--label_column"):
+        arrays_lib.load(Config(dataset="csv", csv_path=str(path)))
 
 
 def test_digits_split_is_stratified_and_seeded():
-    a = data.load(Config(seed=3))
-    b = data.load(Config(seed=3))
+    a = arrays_lib.load(Config(seed=3))
+    b = arrays_lib.load(Config(seed=3))
     np.testing.assert_array_equal(a.x_eval, b.x_eval)
     assert a.x_train.shape == (1437, 64) and a.x_eval.shape == (360, 64)
     assert a.x_train.max() == 16  # raw features; scaling lives in the model
@@ -120,10 +122,10 @@ def test_digits_split_is_stratified_and_seeded():
 
 
 def test_sin_and_synthetic():
-    sin = data.load(Config(dataset="sin"))
+    sin = arrays_lib.load(Config(dataset="sin"))
     assert sin.num_classes == 0 and sin.num_outputs == 1
     np.testing.assert_allclose(sin.y_eval, np.sin(sin.x_eval[:, 0]), atol=1e-6)
-    synthetic = data.load(
+    synthetic = arrays_lib.load(
         dataclasses.replace(
             Config(dataset="synthetic"), synthetic_examples=64, synthetic_features=5
         )
@@ -138,16 +140,16 @@ def _batches(dataset, count):
 def test_train_pipeline_resumes_at_any_step_with_the_same_batches():
     x = np.arange(50, dtype=np.float32).reshape(25, 2)
     y = np.arange(25, dtype=np.int64)
-    full = _batches(data.train_dataset(x, y, batch_size=4, seed=7), 20)
+    full = _batches(pipeline.train_dataset(x, y, batch_size=4, seed=7), 20)
     for start in (1, 5, 6, 13):
-        resumed = _batches(data.train_dataset(x, y, batch_size=4, seed=7, start_step=start), 5)
+        resumed = _batches(pipeline.train_dataset(x, y, batch_size=4, seed=7, start_step=start), 5)
         for (xa, ya), (xb, yb) in zip(full[start : start + 5], resumed):
             np.testing.assert_array_equal(xa, xb)
             np.testing.assert_array_equal(ya, yb)
     # each epoch is a permutation of the training set, different per epoch
     first_epoch = np.concatenate([b[1] for b in full[:6]])
     assert len(set(first_epoch.tolist())) == 24
-    other_seed = _batches(data.train_dataset(x, y, batch_size=4, seed=8), 1)
+    other_seed = _batches(pipeline.train_dataset(x, y, batch_size=4, seed=8), 1)
     assert not np.array_equal(other_seed[0][1], full[0][1])
     assert all(b[0].shape == (4, 2) for b in full)  # drop_remainder keeps shapes static
 
@@ -164,12 +166,14 @@ def test_train_pipeline_resumes_at_any_step_with_the_same_batches():
 )
 # Two epochs cached (the order refreshed in the step at every epoch), and the
 # default for these small sets (256: refreshed only by the first batch).
-@pytest.mark.parametrize("cached_examples", [1, data.CACHED_EXAMPLES], ids=["two", "default"])
+@pytest.mark.parametrize(
+    "cached_examples", [1, memory_batches.CACHED_EXAMPLES], ids=["two", "default"]
+)
 def test_memory_batches_are_the_train_pipelines_batches(n, batch, start, shape, cached_examples):
     x = np.arange(n * math.prod(shape), dtype=np.float32).reshape(n, *shape)
     y = np.arange(n, dtype=np.int64)
-    want = _batches(data.train_dataset(x, y, batch, seed=7, start_step=start), 12)
-    memory = data.MemoryBatches(
+    want = _batches(pipeline.train_dataset(x, y, batch, seed=7, start_step=start), 12)
+    memory = memory_batches.MemoryBatches(
         x, y, batch, seed=7, start_step=start, cached_examples=cached_examples
     )
 
@@ -187,17 +191,17 @@ def test_memory_batches_are_the_train_pipelines_batches(n, batch, start, shape, 
 
 
 def test_in_memory_sources_gather_in_graph_for_one_replica_only():
-    source = sources.ArraySource(data.load(Config()), "digits")
+    source = arrays_lib.ArraySource(arrays_lib.load(Config()), "digits")
     for strategy in (tf.distribute.get_strategy(), tf.distribute.OneDeviceStrategy("/cpu:0")):
-        assert isinstance(source.train_iterator(strategy, 32, 0, 0), data.MemoryBatches)
+        assert isinstance(source.train_iterator(strategy, 32, 0, 0), memory_batches.MemoryBatches)
     # A program trains the same from either iterator (same batches, same steps).
     weights = []
     for iterator in (
-        data.MemoryBatches(source.arrays.x_train, source.arrays.y_train, 32, seed=3),
-        iter(data.train_dataset(source.arrays.x_train, source.arrays.y_train, 32, seed=3)),
+        memory_batches.MemoryBatches(source.arrays.x_train, source.arrays.y_train, 32, seed=3),
+        iter(pipeline.train_dataset(source.arrays.x_train, source.arrays.y_train, 32, seed=3)),
     ):
         model = zoo.mlp(64, (16,), 10, "sigmoid", "xavier", 0)
-        program = TrainingProgram(model, optimizers.get("adam", 0.01), global_batch_size=32)
+        program = Trainer(model, optimizers.get("adam", 0.01), global_batch_size=32)
         program.run_steps(iterator, 60)  # past an epoch of 1,437 // 32 = 44 steps
         weights.append([v.numpy() for v in model.trainable_variables])
         assert int(program.global_step.numpy()) == 60
@@ -208,7 +212,7 @@ def test_in_memory_sources_gather_in_graph_for_one_replica_only():
 def test_batch_larger_than_the_training_set_is_full_batch():
     x = np.ones((10, 3), np.float32)
     y = np.zeros(10, np.int64)
-    (batch,) = _batches(data.train_dataset(x, y, batch_size=1000, seed=0), 1)
+    (batch,) = _batches(pipeline.train_dataset(x, y, batch_size=1000, seed=0), 1)
     assert batch[0].shape == (10, 3)
 
 
@@ -229,7 +233,9 @@ def test_memory_batches_prepare_a_window_that_xla_reads_as_the_pipeline_does(
         return [iterator.next_prepared() for _ in range(count)]
 
     for start in (0, 5, 6, 7, 12, 13):
-        memory = data.MemoryBatches(x, y, batch, 7, start, cached_examples=cached_examples)
+        memory = memory_batches.MemoryBatches(
+            x, y, batch, 7, start, cached_examples=cached_examples
+        )
         assert memory.epochs_cached == epochs_cached
         assert int(memory.steps_prepared().numpy()) == 0  # nothing prepared yet
         memory.prepare()
@@ -238,7 +244,7 @@ def test_memory_batches_prepare_a_window_that_xla_reads_as_the_pipeline_does(
         expected = sum(1 for s in ahead if s * batch // n <= epoch + epochs_cached - 2)
         assert int(memory.steps_prepared().numpy()) == expected >= 1
         count = min(expected, 16)  # enough to cross two epochs; XLA unrolls the reads
-        want = _batches(data.train_dataset(x, y, batch, seed=7, start_step=start), count)
+        want = _batches(pipeline.train_dataset(x, y, batch, seed=7, start_step=start), count)
         for (xa, ya), (xb, yb) in zip(take(memory, count), want, strict=True):
             np.testing.assert_array_equal(xa.numpy(), xb)
             np.testing.assert_array_equal(ya.numpy(), yb)

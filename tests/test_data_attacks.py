@@ -16,8 +16,10 @@ import warnings
 import numpy as np
 import pytest
 
-from trainer import data
-from trainer.data import DataError
+from trainer import resources
+from trainer.data import arrays as arrays_lib
+from trainer.data import mnist
+from trainer.errors import DataError
 
 from datafiles import idx_bytes, write_csv, write_file, write_gz_bytes, write_idx, write_mnist
 from helpers import assert_one_line_error, cli, config
@@ -27,7 +29,7 @@ def _load(tmp_path, **overrides):
     """``data.load`` with warnings turned into errors: none may escape a reader."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        return data.load(config(tmp_path / "run", **overrides))
+        return arrays_lib.load(config(tmp_path / "run", **overrides))
 
 
 def _load_csv(tmp_path, content, **overrides):
@@ -135,7 +137,7 @@ def test_idx_promising_more_than_it_holds_is_truncated_not_out_of_memory(tmp_pat
 
 def test_eval_images_must_have_the_training_image_shape(tmp_path):
     folder, paths = _mnist(tmp_path)
-    count = len(data.read_idx(paths["eval_labels"], data.LABEL_MAGIC))
+    count = len(mnist.read_idx(paths["eval_labels"], mnist.LABEL_MAGIC))
     write_idx(paths["eval_images"], np.zeros((count, 14, 56)))  # 784 pixels too
     message = (
         f"{paths['eval_images']}: images are 14x56 pixels, but the training images in "
@@ -170,7 +172,7 @@ def test_corrupt_gzip_is_named(tmp_path, damage, problem):
 
 def test_label_file_with_a_label_above_9_names_its_position(tmp_path):
     folder, paths = _mnist(tmp_path)
-    labels = data.read_idx(paths["train_labels"], data.LABEL_MAGIC).copy()
+    labels = mnist.read_idx(paths["train_labels"], mnist.LABEL_MAGIC).copy()
     labels[17] = 10
     write_idx(paths["train_labels"], labels)
     with _raises(f"{paths['train_labels']}: label 10 outside 0..9 (label 17 of 200"):
@@ -374,7 +376,7 @@ def test_huge_synthetic_run_is_a_one_line_error(tmp_path):
 def test_files_too_big_for_memory_are_refused_before_reading(tmp_path, monkeypatch):
     folder, paths = _mnist(tmp_path)
     csv_path = write_csv(str(tmp_path / "train.csv"), n=100, features=16)
-    monkeypatch.setattr(data, "available_memory", lambda: 1000)
+    monkeypatch.setattr(resources, "available_memory", lambda: 1000)
     with _raises(f"{paths['train_images']}: needs 784.0 kB of memory for its images"):
         _load(tmp_path, dataset="mnist", data_dir=folder)
     with _raises(f"{csv_path}: needs 22.1 kB of memory for up to 100 rows x 17 columns"):
@@ -385,15 +387,17 @@ def test_running_out_of_memory_anyway_is_a_data_error(tmp_path, monkeypatch):
     def exhausted(config):
         raise MemoryError
 
-    monkeypatch.setitem(data.LOADERS, "digits", exhausted)
+    from trainer.data import digits
+
+    monkeypatch.setattr(digits, "load", exhausted)
     with _raises("--dataset=digits: ran out of memory while loading the data"):
         _load(tmp_path, dataset="digits")
 
 
 def test_memory_helpers():
-    assert data.human_bytes(999) == "999 bytes"
-    assert data.human_bytes(3.1e12) == "3.1 TB"
-    available = data.available_memory()
+    assert resources.human_bytes(999) == "999 bytes"
+    assert resources.human_bytes(3.1e12) == "3.1 TB"
+    available = resources.available_memory()
     assert available is None or available > 0
 
 

@@ -33,11 +33,11 @@ TRAJECTORY_SCRIPT = textwrap.dedent(
     )
 
     from models import optimizers, zoo
-    from models.training import TrainingProgram
-    from trainer import data
+    from trainer.engine.trainer import Trainer
+    from trainer.data import arrays as arrays_lib, pipeline
     from trainer.config import Config
 
-    arrays = data.load(Config())
+    arrays = arrays_lib.load(Config())
     BATCH, STEPS = 64, 20
 
 
@@ -54,10 +54,10 @@ TRAJECTORY_SCRIPT = textwrap.dedent(
                 model = zoo.build("cnn", (8, 8, 1), 10, layers=CNN, normalization=normalization)
             else:
                 model = zoo.mlp(64, (32,), 10, normalization=normalization)
-            program = TrainingProgram(
+            program = Trainer(
                 model, optimizers.get("sgd", 0.5), global_batch_size=BATCH, strategy=strategy
             )
-        dataset = data.train_dataset(source.x_train, source.y_train, BATCH, seed=0)
+        dataset = pipeline.train_dataset(source.x_train, source.y_train, BATCH, seed=0)
         iterator = iter(strategy.experimental_distribute_dataset(dataset))
         losses = []
         for _ in range(STEPS):

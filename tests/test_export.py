@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer import assembly, train_lib
 from trainer import config as config_lib
-from trainer import data as data_lib
 from trainer import export as export_lib
-from trainer import train_lib
+from trainer.data import arrays as arrays_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,7 +98,7 @@ def _config(tmp, name: str, **overrides) -> config_lib.Config:
 
 def _restored_model(cfg: config_lib.Config):
     """The trainer's own model, restored from the run's latest checkpoint."""
-    run_ = train_lib.Run(cfg)
+    run_ = assembly.Run(cfg)
     assert run_.checkpoints.restore_latest(only={"model": run_.model})
     return run_.model
 
@@ -132,7 +132,7 @@ def digits_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     cfg = _config(tmp, "run")
     results = train_lib.run(cfg)
-    arrays = data_lib.load(cfg)
+    arrays = arrays_lib.load(cfg)
     rows = tmp / "x_eval.npy"
     np.save(rows, arrays.x_eval.astype(np.float32))
     return types.SimpleNamespace(
@@ -316,7 +316,7 @@ def test_bfloat16_training_exports_a_float32_model(tmp_path):
     with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
         saved.ParseFromString(handle.read())
     assert "DT_BFLOAT16" not in str(saved.meta_graphs[0].graph_def)
-    x = data_lib.load(cfg).x_eval[:16].astype(np.float32)
+    x = arrays_lib.load(cfg).x_eval[:16].astype(np.float32)
     served = tf.saved_model.load(path).signatures["serving_default"](x=tf.constant(x))
     logits = _restored_model(cfg)(tf.constant(x))  # float32 forward pass
     np.testing.assert_allclose(
@@ -406,7 +406,7 @@ def test_a_cnn_exports_an_image_signature_in_inference_mode(tmp_path):
     path = os.path.join(cfg.model_dir, "export", "1")
     serve = tf.saved_model.load(path).signatures["serving_default"]
     assert serve.structured_input_signature[1]["x"].shape.as_list() == [None, 8, 8, 1]
-    arrays = data_lib.load(cfg).as_images()
+    arrays = arrays_lib.load(cfg).as_images()
     x = tf.constant(arrays.x_eval)
     served = serve(x=x)
     # Inference mode: no dropout, BatchNorm's moving averages; the same answer twice,

@@ -19,6 +19,7 @@ from models import (
     Sequential,
     initializers,
 )
+from trainer.data import pipeline
 
 IMAGE = (6, 6, 3)
 
@@ -347,25 +348,26 @@ def test_initializers_take_fans_from_convolution_kernels():
 
 
 def test_fit_and_bfloat16_training_work_for_every_layer():
-    from models import TrainingProgram, optimizers
-    from trainer import data
+    import trainer
+    from models import optimizers
+    from trainer.engine.trainer import Trainer
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 8, 8, 1)).astype(np.float32)
     y = (x.reshape(96, -1)[:, :32].sum(axis=1) > 0).astype(np.int64)
     model = _model_with_every_layer(3)
-    history = model.fit(
-        x, y, epochs=3, batch_size=32, optimizer="adam", learning_rate=0.01, verbose=False
+    history = trainer.fit(
+        model, x, y, epochs=3, batch_size=32, optimizer="adam", learning_rate=0.01, verbose=False
     )
     assert len(history["loss"]) == 3 and history["loss"][-1] < history["loss"][0]
     assert model.predict(x[:5]).shape == (5, 3)
 
     model = _model_with_every_layer(4)
-    program = TrainingProgram(
+    program = Trainer(
         model, optimizers.get("sgd", 0.1), global_batch_size=32, compute_dtype=tf.bfloat16
     )
-    program.run_steps(iter(data.train_dataset(x, y, 32, seed=0)), 4)
-    assert int(program.global_step.numpy()) == 4 and int(program.nonfinite_count.numpy()) == 0
+    program.run_steps(iter(pipeline.train_dataset(x, y, 32, seed=0)), 4)
+    assert int(program.global_step.numpy()) == 4 and int(program.guard.nonfinite_count.numpy()) == 0
     assert all(v.dtype == tf.float32 for v in model.variables)
     assert all(np.all(np.isfinite(v.numpy())) for v in model.variables)
     bn = model.layers[1]

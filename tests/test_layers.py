@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import Dense, Normalization, Sequential, TrainingProgram, optimizers, zoo
+import trainer
+from models import Dense, Normalization, Sequential, optimizers, zoo
+from trainer.engine.trainer import Trainer
 
 
 def test_dense_shapes_and_variable_names():
@@ -43,13 +45,15 @@ def test_gradients_match_finite_differences():
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(5, 3)).astype(np.float32))
     y = tf.constant([0, 1, 1, 0, 1])
-    program = TrainingProgram(model, optimizers.SGD(0.1), global_batch_size=5)
+    program = Trainer(model, optimizers.SGD(0.1), global_batch_size=5)
 
     def loss():
-        return float(tf.reduce_mean(program._loss_fn(y, program.forward(x))).numpy())
+        return float(
+            tf.reduce_mean(program.objective.eval_loss(y, program.step_fns.forward(x))).numpy()
+        )
 
     with tf.GradientTape() as tape:
-        value = tf.reduce_mean(program._loss_fn(y, program.forward(x)))
+        value = tf.reduce_mean(program.objective.eval_loss(y, program.step_fns.forward(x)))
     grads = tape.gradient(value, model.trainable_variables)
     eps = 1e-2
     for var, grad in zip(model.trainable_variables, grads):
@@ -75,7 +79,9 @@ def test_zero_init_leaves_hidden_units_identical_after_training():
     x = rng.normal(size=(64, 8)).astype(np.float32)
     y = rng.integers(0, 3, size=64)
     model = zoo.mlp(8, [6], 3, "sigmoid", init="zeros")
-    model.fit(x, y, epochs=5, batch_size=16, optimizer="sgd", learning_rate=0.5, verbose=False)
+    trainer.fit(
+        model, x, y, epochs=5, batch_size=16, optimizer="sgd", learning_rate=0.5, verbose=False
+    )
     hidden = model.layers[0].w.numpy()
     out = model.layers[1].w.numpy()
     assert np.abs(out).max() > 0, "the output layer should have learned something"
@@ -89,7 +95,8 @@ def test_fit_learns_a_separable_problem_and_reports_history():
     x = rng.normal(size=(256, 2)).astype(np.float32)
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
     model = zoo.linear(2, 2, seed=0)
-    history = model.fit(
+    history = trainer.fit(
+        model,
         x,
         y,
         epochs=10,

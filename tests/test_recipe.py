@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import layers, losses, optimizers, schedules
-from models.training import TrainingProgram
-from trainer import data as data_lib
+from models import Sequential, layers, losses, optimizers, schedules
 from trainer.config import Config
+from trainer.data import arrays as arrays_lib
+from trainer.engine.trainer import Trainer
 
 from helpers import ROOT, train
 
@@ -44,11 +44,11 @@ def reference(kind, base, u, warmup=0, decay_steps=1, rate=0.1, boundaries=(), f
 )
 @pytest.mark.parametrize("warmup", [0, 20])
 def test_each_schedule_matches_numpy_at_every_step(kind, options, warmup):
+    names = {"decay_steps": "decay_steps", "rate": "decay_rate", "boundaries": "boundaries",
+             "floor": "min_fraction"}  # fmt: skip
     schedule = schedules.Schedule(
-        0.01, kind, warmup_steps=warmup, decay_steps=options.get("decay_steps"),
-        decay_rate=options.get("rate", 0.1), boundaries=options.get("boundaries", ()),
-        min_fraction=options.get("floor", 0.0),
-    )  # fmt: skip
+        0.01, kind, warmup_steps=warmup, **{names[k]: v for k, v in options.items()}
+    )
     got = [float(schedule(tf.constant(u, tf.int64))) for u in range(1, 121)]
     want = [reference(kind, 0.01, u, warmup, **options) for u in range(1, 121)]
     np.testing.assert_allclose(got, want, rtol=2e-6)
@@ -71,8 +71,8 @@ def test_the_applied_learning_rate_follows_the_schedule_across_a_resume(tmp_path
         "lr_schedule": "cosine", "warmup_steps": 10, "learning_rate": 0.01, "log_every": 3,
         "summary_every": 1000, "histograms": False, "mode": "train", "batch_size": 64,
     }  # fmt: skip
-    train(tmp_path, train_steps=24, lr_decay_steps=40, **flags)
-    train(tmp_path, train_steps=48, lr_decay_steps=40, **flags)  # resumed from step 24
+    train(tmp_path, train_steps=24, lr_options={"decay_steps": 40}, **flags)
+    train(tmp_path, train_steps=48, lr_options={"decay_steps": 40}, **flags)  # resumed at 24
     rates = _learning_rates(tmp_path)
     assert set(range(3, 49, 3)) <= set(rates)
     for step, rate in rates.items():
@@ -81,9 +81,9 @@ def test_the_applied_learning_rate_follows_the_schedule_across_a_resume(tmp_path
 
 
 def _dense_program(optimizer, **options):
-    model = layers.Sequential(input_shape=(3,))
+    model = Sequential(input_shape=(3,))
     model.add(layers.Dense(3, 2, activation="linear", init="xavier", seed=0, name="out"))
-    return model, TrainingProgram(model, optimizer, loss="mse", global_batch_size=4, **options)
+    return model, Trainer(model, optimizer, loss="mse", global_batch_size=4, **options)
 
 
 def test_weight_decay_shrinks_kernels_and_leaves_excluded_biases_alone():
@@ -148,7 +148,7 @@ def test_early_stopping_exports_the_best_model_and_says_why_it_stopped(tmp_path)
     assert result["export_step"] == best
     assert os.path.exists(tmp_path / "checkpoints" / "best" / f"best-{best}.index")
     # the SavedModel is the best checkpoint's model: same eval accuracy
-    arrays = data_lib.load(Config(seed=0))
+    arrays = arrays_lib.load(Config(seed=0))
     served = tf.saved_model.load(result["export_path"]).signatures["serving_default"]
     classes = served(x=tf.constant(arrays.x_eval))["classes"].numpy()
     assert np.mean(classes == arrays.y_eval) == pytest.approx(result["best_eval_accuracy"])
@@ -184,7 +184,7 @@ def test_adam_cosine_warmup_and_weight_decay_match_keras_adamw(tmp_path):
         weight_decay=decay, batch_size=batch, epochs=epochs, export="last",
     )  # fmt: skip
 
-    arrays = data_lib.load(Config(dataset="mnist", data_dir=str(tmp_path / "mnist")))
+    arrays = arrays_lib.load(Config(dataset="mnist", data_dir=str(tmp_path / "mnist")))
     spec = importlib.util.spec_from_file_location(
         "recipe_vs_keras", os.path.join(ROOT, "scripts", "recipe_vs_keras.py")
     )

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import convert, records
+from trainer import convert
 from trainer.config import UsageError
+from trainer.data import example_codec, record_files, record_source, record_writer
 
 from datafiles import write_mnist
 from helpers import ROOT, assert_one_line_error, checkpoint_variables, cli, latest_step, train
@@ -49,7 +50,7 @@ def test_serialize_gives_the_example_protobuf_would():
     row = np.arange(12, dtype=np.uint8).tobytes()
     for label, regression in ((7, False), (300, False), (-2.5, True)):
         example = tf.train.Example()
-        example.ParseFromString(records.serialize(row, label, 123456789, regression))
+        example.ParseFromString(example_codec.serialize(row, label, 123456789, regression))
         feature = example.features.feature
         assert feature["x"].bytes_list.value == [row]
         assert feature["id"].int64_list.value == [123456789]
@@ -62,7 +63,7 @@ def test_mnist_conversion_writes_balanced_shards_and_metadata(mnist):
     assert metadata["feature_shape"] == [784] and metadata["image_shape"] == [28, 28, 1]
     assert metadata["feature_dtype"] == "uint8" and metadata["num_classes"] == 10
     train_files = metadata["splits"]["train"]["files"]
-    assert sorted(train_files) == [records.shard_name("train", i, 4) for i in range(4)]
+    assert sorted(train_files) == [record_files.shard_name("train", i, 4) for i in range(4)]
     counts = [facts["examples"] for facts in train_files.values()]
     assert sum(counts) == 1000 and max(counts) - min(counts) <= 1
     assert sorted(os.listdir(mnist.converted)) == sorted(
@@ -92,7 +93,7 @@ def test_mnist_from_tfrecords_matches_the_idx_files(mnist, tmp_path):
 
 
 def test_the_stream_resumes_at_the_position_of_the_step(mnist):
-    source = records.RecordSource.open(
+    source = record_source.RecordSource.open(
         types.SimpleNamespace(
             data_dir=mnist.converted, train_files=None, eval_files=None, shuffle_buffer=64
         )
@@ -158,7 +159,7 @@ def _copy(converted, folder):
 
 def test_a_corrupt_shard_stops_training_in_one_line_and_keeps_checkpoints(mnist, tmp_path):
     data = _copy(mnist.converted, tmp_path / "data")
-    shard = os.path.join(data, records.shard_name("train", 2, 4))
+    shard = os.path.join(data, record_files.shard_name("train", 2, 4))
     with open(shard, "r+b") as handle:  # same size: only the record checksums tell
         handle.seek(os.path.getsize(shard) // 2)
         handle.write(b"\xff" * 64)
@@ -184,7 +185,7 @@ def test_a_corrupt_shard_stops_training_in_one_line_and_keeps_checkpoints(mnist,
 )
 def test_damaged_conversions_are_named_before_training(mnist, tmp_path, damage, fragments):
     data = _copy(mnist.converted, tmp_path / "data")
-    shard = os.path.join(data, records.shard_name("train", 1, 4))
+    shard = os.path.join(data, record_files.shard_name("train", 1, 4))
     meta = os.path.join(data, "metadata.json")
     if damage == "truncate":
         with open(shard, "r+b") as handle:
@@ -238,7 +239,7 @@ import json, os, sys, types
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import tensorflow as tf
 from absl import logging
-from trainer import records
+from trainer.data import record_source
 
 logging.set_verbosity(logging.INFO)
 data_dir, out = sys.argv[1], sys.argv[2]
@@ -246,7 +247,7 @@ strategy = tf.distribute.MultiWorkerMirroredStrategy()
 config = types.SimpleNamespace(
     data_dir=data_dir, train_files=None, eval_files=None, shuffle_buffer=16
 )
-source = records.RecordSource.open(config)
+source = record_source.RecordSource.open(config)
 iterator = source.train_iterator(strategy, 8, 0, 0)
 seen = []
 for _ in range(source.num_train // 8):  # one epoch of global steps
@@ -261,11 +262,13 @@ with open(out, "w") as handle:
 def _write_three_class_records(folder, x_train, y_train, shards):
     """A converted dataset of 2 features and (per its metadata) 3 classes: the 64
     given training examples (ids 0..63) and 8 eval examples, in ``shards`` shards."""
-    with records.output_folder(str(folder)) as out:
-        writer = records.DatasetWriter(out, {"train": 64, "eval": 8}, shards, "float32", False, 2)
+    with record_writer.output_folder(str(folder)) as out:
+        writer = record_writer.DatasetWriter(
+            out, {"train": 64, "eval": 8}, shards, "float32", False, 2
+        )
         writer.write("train", x_train, y_train, np.arange(64))
         writer.write("eval", np.zeros((8, 2), np.float32), np.arange(8) % 3, np.arange(8))
-        records.write_metadata(
+        record_files.write_metadata(
             out,
             writer.metadata(
                 feature_shape=[2], image_shape=None, feature_dtype="float32",
@@ -423,7 +426,7 @@ def test_npz_files_convert_with_their_splits_or_split_by_the_seed(tmp_path):
     assert metadata["image_shape"] == [6, 6, 1] and metadata["feature_dtype"] == "uint8"
     assert metadata["class_names"] == [5, 6, 7]
     assert [metadata["splits"][s]["examples"] for s in ("train", "eval")] == [50, 10]
-    source = records.RecordSource.open(
+    source = record_source.RecordSource.open(
         types.SimpleNamespace(data_dir=out, train_files=None, eval_files=None, shuffle_buffer=8)
     )
     x, y = source.sample(50)

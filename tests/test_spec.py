@@ -1,5 +1,5 @@
 """The layer specification of ``--layers``, the presets, and one source of truth:
-the command line's choices and defaults are the library's."""
+the command line's choices, defaults and help are the registries'."""
 
 import json
 import subprocess
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from models import choices, spec
+from models import registry, spec
 from trainer import config as config_lib
 
 from helpers import ROOT
@@ -67,7 +67,7 @@ def test_bad_tokens_are_named(text, fragment):
 
 def test_resolve_checks_the_specification_and_fills_model_defaults():
     config = config_lib.resolve({"model": "cnn"})
-    assert config.layers == choices.DEFAULT_CNN_LAYERS and config.activation == "relu"
+    assert config.layers == registry.MODELS.get("cnn").layers and config.activation == "relu"
     assert config_lib.resolve({"model": "lenet"}).activation == "tanh"
     assert config_lib.resolve({"model": "notebook_deep"}).activation == "sigmoid"
     assert config_lib.resolve({"model": "mlp", "activation": "tanh"}).activation == "tanh"
@@ -91,19 +91,18 @@ print(json.dumps({
 """
 
 
-def test_the_command_line_and_the_library_agree():
-    """Every list of choices and default is defined once: flags, Config, the
-    library's registries and the data loaders all give the same answers."""
-    from models import activations, initializers, losses, optimizers, zoo
-    from trainer import data
+def test_the_command_line_and_the_registries_agree():
+    """Every list of choices and default is defined once: the flags, Config and
+    their help come from the registries and the table of data sources."""
+    from trainer.data import SOURCES
 
-    assert tuple(activations.ACTIVATIONS) == config_lib.ACTIVATIONS == choices.ACTIVATIONS
-    assert tuple(initializers.INITIALIZERS) == config_lib.INITS == choices.INITIALIZERS
-    assert tuple(losses.LOSSES) == config_lib.LOSSES
-    assert tuple(optimizers.OPTIMIZERS) == config_lib.OPTIMIZERS
-    assert zoo.MODELS == config_lib.MODELS == (*choices.FAMILIES, *choices.PRESETS)
-    assert tuple(data.LOADERS) == config_lib.IN_MEMORY_DATASETS
-    assert (*config_lib.IN_MEMORY_DATASETS, *config_lib.STREAMING_DATASETS) == config_lib.DATASETS
+    assert config_lib.CHOICES["activation"] == registry.ACTIVATIONS.names
+    assert config_lib.CHOICES["init"] == registry.INITIALIZERS.names
+    assert config_lib.CHOICES["loss"] == registry.LOSSES.names
+    assert config_lib.CHOICES["optimizer"] == registry.OPTIMIZERS.names
+    assert config_lib.CHOICES["lr_schedule"] == registry.SCHEDULES.names
+    assert config_lib.CHOICES["model"] == registry.MODELS.names
+    assert config_lib.CHOICES["dataset"] == tuple(SOURCES)
     done = subprocess.run(
         [sys.executable, "-c", DUMP_FLAGS], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
@@ -114,6 +113,9 @@ def test_the_command_line_and_the_library_agree():
         assert tuple(defined[name]["choices"]) == tuple(options), name
     for name in config_lib.FLAG_NAMES:
         flag_default = defined[name]["default"]
+        if name in config_lib.OPTION_FLAGS:  # the chosen optimizer's or schedule's own
+            assert flag_default is None, name
+            continue
         if name == "hidden":
             flag_default = config_lib.parse_hidden(flag_default)
         if name in ("epochs", "learning_rate", "loss", "model_dir"):
@@ -121,17 +123,57 @@ def test_the_command_line_and_the_library_agree():
             continue
         assert flag_default == getattr(defaults, name), name
     rates = defined["learning_rate"]["help"]
-    for name, rate in choices.DEFAULT_LEARNING_RATES.items():
-        assert f"{name} {rate:g}" in rates
-        assert config_lib.resolve({"optimizer": name}).learning_rate == rate
-    for preset in choices.PRESETS:
-        assert preset in defined["model"]["help"]
-    assert choices.DEFAULT_CNN_LAYERS in defined["layers"]["help"]
+    for optimizer in registry.OPTIMIZERS:
+        assert f"{optimizer.name} {optimizer.learning_rate:g}" in rates
+        assert config_lib.resolve({"optimizer": optimizer.name}).learning_rate == (
+            optimizer.learning_rate
+        )
+        assert optimizer.doc in defined["optimizer"]["help"]
+        for name, default in optimizer.hyperparameters.items():
+            assert f"{optimizer.name} {default}" in defined[name]["help"]
+    for schedule in registry.SCHEDULES:
+        assert schedule.doc in defined["lr_schedule"]["help"]
+        for name in schedule.options:
+            assert schedule.name in defined["lr_" + name]["help"]
+    for model in registry.MODELS:
+        assert model.name in defined["model"]["help"]
+    for source in SOURCES.values():
+        assert source.doc in defined["dataset"]["help"]
+    for kind in registry.LAYERS:
+        if not kind.fixed:
+            assert kind.usage.split(" ")[0] in defined["layers"]["help"]
+    assert registry.MODELS.get("cnn").layers in defined["layers"]["help"]
+
+
+def test_every_registered_implementation_loads_and_the_defaults_agree():
+    import inspect
+
+    for family in (registry.ACTIVATIONS, registry.INITIALIZERS, registry.LOSSES):
+        for entry in family:
+            assert callable(entry.load()), entry.name
+    for kind in registry.LAYERS:
+        cls = kind.load()
+        options = {**kind.fixed, **spec.parse(kind.example)[0].options}
+        assert set(options) <= set(inspect.signature(cls).parameters), kind.name
+    for optimizer in registry.OPTIMIZERS:
+        parameters = inspect.signature(optimizer.load()).parameters
+        for name, default in {**optimizer.hyperparameters, **optimizer.fixed}.items():
+            if name in optimizer.hyperparameters:
+                assert parameters[name].default == default, (optimizer.name, name)
+            assert name in parameters, (optimizer.name, name)
+    for schedule in registry.SCHEDULES:
+        parameters = inspect.signature(schedule.load()).parameters
+        assert list(parameters)[:2] == ["update", "elapsed"], schedule.name
+        assert set(parameters) - {"update", "elapsed"} == set(schedule.options), schedule.name
+        assert set(schedule.options) <= set(registry.SCHEDULE_OPTIONS), schedule.name
+    for optimizer in registry.OPTIMIZERS:
+        assert set(optimizer.hyperparameters) <= set(registry.HYPERPARAMETERS), optimizer.name
 
 
 def test_the_choices_and_the_parser_load_without_tensorflow():
     code = (
-        "import sys; import models.choices, models.spec, trainer.config, trainer.flags; "
+        "import sys; import models.registry, models.spec, trainer.config, trainer.flags, "
+        "trainer.data; "
         "print('tensorflow' in sys.modules)"
     )
     done = subprocess.run(

@@ -1,13 +1,25 @@
-"""The compiled step's guard and the split between plain and diagnostic calls
-(models.training), and the one-event summary writer (trainer.summaries)."""
+"""The compiled step's guard, speculative calls, the whole loop under XLA and the
+split between plain and diagnostic calls (trainer.engine), and the in-graph
+summary writer (trainer.summaries)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import models
-from models.training import TrainingProgram, finite_sum_check
 from trainer import summaries
+from trainer.data import pipeline
+from trainer.data.memory_batches import MemoryBatches
+from trainer.engine import loops
+from trainer.engine.guard import finite_sum_check
+from trainer.engine.trainer import Trainer as TrainingProgram
+
+
+def _run_checked_windows(program, iterator, count):
+    """The checked loop over XLA's prepared windows (run_steps would run it speculatively)."""
+    return loops.run_windows(
+        program.xla_train_loop, iterator, count, program._window, program.global_step
+    )
 
 
 @pytest.mark.parametrize(
@@ -61,7 +73,7 @@ def test_diagnostic_steps_run_as_their_own_call_at_step_1_and_every_n():
     program.run_steps(iterator, 7)  # diagnostic steps 1, 3 and 6
     assert int(program.global_step.numpy()) == 7
     assert (int(seen.numpy()), int(calls.numpy())) == (10, 3)
-    assert int(program.diagnosed_step.numpy()) == 6
+    assert int(program.diagnostics.diagnosed_step.numpy()) == 6
     program.run_steps(iterator, 5)  # 9 and 12
     assert int(program.global_step.numpy()) == 12
     assert (int(seen.numpy()), int(calls.numpy())) == (31, 5)
@@ -105,8 +117,8 @@ def test_a_nonfinite_step_stops_a_split_call_before_the_next_diagnostic_step():
     before = [v.numpy() for v in program.model.trainable_variables]
     program.run_steps(iterator, 10)
     assert int(program.global_step.numpy()) == 4  # stopped at the bad step
-    assert int(program.first_nonfinite_step.numpy()) == 4
-    assert int(program.diagnosed_step.numpy()) == 3  # step 6 never ran
+    assert int(program.guard.first_nonfinite_step.numpy()) == 4
+    assert int(program.diagnostics.diagnosed_step.numpy()) == 3  # step 6 never ran
     after = [v.numpy() for v in program.model.trainable_variables]
     assert all(np.all(np.isfinite(a)) for a in after)
     assert not all(np.array_equal(a, b) for a, b in zip(after, before, strict=True))
@@ -121,7 +133,7 @@ def test_without_the_guard_a_nan_batch_reaches_the_weights():
         assert bool(np.all(np.isfinite(weights))) is finite
 
 
-def test_write_summaries_writes_every_value_in_one_event(tmp_path):
+def test_write_summaries_writes_every_value_with_its_tag_and_plugin(tmp_path):
     from tensorboard.plugins.histogram import metadata as histogram_metadata
     from tensorboard.plugins.scalar import metadata as scalar_metadata
 
@@ -149,8 +161,8 @@ def test_write_summaries_writes_every_value_in_one_event(tmp_path):
 
     [path] = list(tmp_path.iterdir())
     events = [e for e in summary_iterator(str(path)) if e.summary.value]
-    assert len(events) == 1 and events[0].step == 7
-    values = {v.tag: v for v in events[0].summary.value}
+    assert {e.step for e in events} == {7}
+    values = {v.tag: v for e in events for v in e.summary.value}
     assert set(values) == {"loss/a", "weights/w"}
     assert tf.make_ndarray(values["loss/a"].tensor) == np.float32(2.5)
     np.testing.assert_array_equal(tf.make_ndarray(values["weights/w"].tensor), histogram)
@@ -186,22 +198,20 @@ def test_the_guards_bounds_hold_for_every_optimizer(name, weight_decay, clip_nor
     x, y = rng.normal(size=(64, 4)).astype(np.float32) * 3, rng.integers(0, 3, 64)
     iterator = iter(tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(8))
     if mode == "xla_loop":  # XLA over the whole call (the in-memory batches)
-        from trainer import data
-
-        iterator = data.MemoryBatches(x, y, 8, seed=0)
+        iterator = MemoryBatches(x, y, 8, seed=0)
     for call in range(1, 4):
         if mode == "xla_loop":  # the checked loop (run_steps would run it speculatively)
-            assert not program._run_prepared(iterator, 6, program.xla_train_loop)
+            assert not _run_checked_windows(program, iterator, 6)
             assert program.xla_train_loop.experimental_get_tracing_count() == 1
         else:
             assert not bool(program.train_loop(iterator, tf.constant(6)))
         assert int(program.global_step.numpy()) == 6 * call  # no call cut short
         largest = max(np.abs(v.numpy()).max() for v in model.trainable_variables)
-        bound = float(program.weight_bound.numpy())
+        bound = float(program.guard.weight_bound.numpy())
         assert largest <= bound < 1e6, (largest, bound)
         if optimizer.bound_slot is not None:
             slot = max(np.abs(v.numpy()).max() for v in optimizer.slots[optimizer.bound_slot])
-            assert 0 < slot <= float(program.slot_bound.numpy()) < 1e9
+            assert 0 < slot <= float(program.guard.slot_bound.numpy()) < 1e9
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
@@ -210,8 +220,6 @@ def test_weights_overflowing_at_a_later_step_stop_the_loop_at_that_step(jit, sou
     # Finite loss and gradients throughout; the rate jumps at step 5 and that update
     # overflows the weights. The checked loop (tf.data), trusting the bound for steps
     # 1-4, stops at 5; a speculative call (memory) is undone and replayed checked.
-    from trainer import data
-
     model = models.Sequential()
     model.add(models.Dense(4, 3, "linear", init="xavier", seed=0, name="output"))
     program = TrainingProgram(
@@ -224,12 +232,12 @@ def test_weights_overflowing_at_a_later_step_stop_the_loop_at_that_step(jit, sou
     x = np.full([8, 4], 1000.0, np.float32)
     y = np.array([0, 1] * 4, np.int64)  # no rate fits both: gradients stay ~1e3
     if source == "memory":
-        program.run_steps(data.MemoryBatches(x, y, 8, seed=0), 10)
+        program.run_steps(MemoryBatches(x, y, 8, seed=0), 10)
     else:
         program.run_steps(iter(tf.data.Dataset.from_tensors((x, y)).repeat()), 10)
     assert int(program.global_step.numpy()) == 5
-    assert int(program.nonfinite_weights_step.numpy()) == 5
-    assert int(program.nonfinite_count.numpy()) == 0  # loss and gradients were finite
+    assert int(program.guard.nonfinite_weights_step.numpy()) == 5
+    assert int(program.guard.nonfinite_count.numpy()) == 0  # loss and gradients were finite
     assert not bool(finite_sum_check(model.trainable_variables))  # step 5's update applied
 
 
@@ -243,13 +251,13 @@ def test_weights_too_large_to_bound_still_train_one_checked_step_per_call():
     data = tf.data.Dataset.from_tensors((tf.ones([8, 4]), tf.zeros([8], tf.int64)))
     program.run_steps(iter(data.repeat()), 4)
     assert int(program.global_step.numpy()) == 4
-    assert int(program.nonfinite_weights_step.numpy()) == -1
-    assert float(program.weight_bound.numpy()) >= 1e37
+    assert int(program.guard.nonfinite_weights_step.numpy()) == -1
+    assert float(program.guard.weight_bound.numpy()) >= 1e37
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 2e19])
 def test_the_gradient_check_finds_nan_inf_and_squares_past_float32(bad):
-    from models.training import gradient_check
+    from trainer.engine.guard import gradient_check
 
     grads = [tf.fill([3, 4], 0.5), tf.constant([-2.0, 1.0, 0.0])]
     finite, bound = gradient_check(tf.constant(3.0), grads)
@@ -264,7 +272,7 @@ def test_the_gradient_check_finds_nan_inf_and_squares_past_float32(bad):
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 3e38])
 @pytest.mark.parametrize("compiled", ["eager", "xla"])
 def test_the_matvec_check_finds_nan_inf_anywhere(bad, compiled):
-    from models.training import matvec_gradient_check
+    from trainer.engine.guard import matvec_gradient_check
 
     rng = np.random.default_rng(1)
     shapes = [(37, 300), (300,), (3, 3, 5, 7), (1,)]  # odd sizes: the kernels' edge blocks
@@ -289,15 +297,13 @@ def test_the_matvec_check_finds_nan_inf_anywhere(bad, compiled):
 
 
 def _memory_program(x, y, batch, jit, cached_examples=None, **kwargs):
-    from trainer import data
-
     model = models.zoo.mlp(x.shape[1], (5,), 3, "sigmoid", "xavier", 0)
     program = TrainingProgram(
         model, models.optimizers.get("adam", 0.05), global_batch_size=batch, jit_compile=jit,
         **kwargs,
     )  # fmt: skip
     cache = {} if cached_examples is None else {"cached_examples": cached_examples}
-    return program, data.MemoryBatches(x, y, batch, seed=3, **cache), model
+    return program, MemoryBatches(x, y, batch, seed=3, **cache), model
 
 
 def _weights(model):
@@ -308,7 +314,7 @@ def _weights(model):
 # of 255 (the default for 50 examples: one window).
 @pytest.mark.parametrize("cached", [1, None], ids=["one-epoch-windows", "default-windows"])
 def test_the_whole_loop_under_xla_trains_as_graph_mode_across_epochs_and_calls(cached):
-    from models.training import reads_in_xla
+    from trainer.engine.batches import reads_in_xla
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 6)).astype(np.float32)
@@ -340,26 +346,26 @@ def test_the_whole_loop_under_xla_trains_as_graph_mode_across_epochs_and_calls(c
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("skip", [False, True], ids=["stop", "skip"])
 def test_a_nonfinite_batch_in_a_speculative_call_is_never_applied(skip, jit):
-    from trainer import data
-
     # Two examples, batch 1: the NaN example's steps follow from the epochs' shuffles.
     x = np.array([[1.0, 2.0], [np.nan, 1.0]], np.float32)
     y = np.array([0, 1], np.int64)
-    order = [int(b[1][0]) for b in data.train_dataset(x, y, 1, seed=3).take(12).as_numpy_iterator()]
+    order = [
+        int(b[1][0]) for b in pipeline.train_dataset(x, y, 1, seed=3).take(12).as_numpy_iterator()
+    ]
     nan_steps = [s + 1 for s, label in enumerate(order) if label == 1]
     first = nan_steps[0]
     program, batches, model = _memory_program(x, y, 1, jit=jit, skip_nonfinite=skip)
     before = _weights(model)
     program.run_steps(batches, 12)
-    assert int(program.first_nonfinite_step.numpy()) == first
+    assert int(program.guard.first_nonfinite_step.numpy()) == first
     assert all(np.isfinite(w).all() for w in _weights(model))
     if skip:  # every clean step applied, every NaN step skipped
         assert int(program.global_step.numpy()) == 12
-        assert int(program.nonfinite_count.numpy()) == len([s for s in nan_steps if s <= 12])
+        assert int(program.guard.nonfinite_count.numpy()) == len([s for s in nan_steps if s <= 12])
         assert program.train_metrics.result()["count"] == 12 - len(nan_steps)
     else:  # stopped at the first NaN step, its update not applied
         assert int(program.global_step.numpy()) == first
-        assert int(program.nonfinite_count.numpy()) == 1
+        assert int(program.guard.nonfinite_count.numpy()) == 1
         clean, clean_batches, clean_model = _memory_program(x, y, 1, jit=jit)
         if first > 1:
             clean.run_steps(clean_batches, first - 1)
@@ -371,8 +377,7 @@ def test_a_nonfinite_batch_in_a_speculative_call_is_never_applied(skip, jit):
 
 
 def test_convolutions_stay_out_of_the_xla_loop_and_compile_step_by_step():
-    from models.training import has_convolutions
-    from trainer import data
+    from trainer.engine.trainer import has_convolutions
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(24, 6, 6, 1)).astype(np.float32)
@@ -385,7 +390,7 @@ def test_convolutions_stay_out_of_the_xla_loop_and_compile_step_by_step():
             model, models.optimizers.get("sgd", 0.1), global_batch_size=8, jit_compile=jit
         )
         assert not program.xla_whole_loop
-        program.run_steps(data.MemoryBatches(x, y, 8, seed=3), 7)
+        program.run_steps(MemoryBatches(x, y, 8, seed=3), 7)
         assert int(program.global_step.numpy()) == 7
         assert program.xla_train_loop.experimental_get_tracing_count() == 0
         assert program.trace_counts == {"train_loop": 1}
@@ -403,8 +408,6 @@ def test_convolutions_stay_out_of_the_xla_loop_and_compile_step_by_step():
 
 
 def _speculation_program(jit, skip, cached=None):
-    from trainer import data
-
     rng = np.random.default_rng(4)
     x = rng.normal(size=(40, 6)).astype(np.float32)
     x[29, 2] = np.nan  # one bad example: its batch's loss and gradients are NaN
@@ -415,13 +418,14 @@ def _speculation_program(jit, skip, cached=None):
         skip_nonfinite=skip,
     )  # fmt: skip
     cache = {} if cached is None else {"cached_examples": cached}
-    return program, data.MemoryBatches(x, y, 8, seed=5, **cache)
+    return program, MemoryBatches(x, y, 8, seed=5, **cache)
 
 
 def _program_state(program):
-    names = ("nonfinite_count", "first_nonfinite_step", "skipped_in_a_row", "global_step")
-    counters = {name: int(getattr(program, name).numpy()) for name in names}
-    return [v.numpy() for v in program._state()], counters
+    names = ("nonfinite_count", "first_nonfinite_step", "skipped_in_a_row")
+    counters = {name: int(getattr(program.guard, name).numpy()) for name in names}
+    counters["global_step"] = program.step
+    return [v.numpy() for v in program.state_variables()], counters
 
 
 # Under XLA also with windows of one epoch: calls then cross windows, and a
@@ -437,7 +441,7 @@ def test_speculative_calls_end_where_checked_calls_end(skip, jit, cached):
     # Weights, BatchNorm's averages, Adam's slots, the loss sums and the guard's
     # counters: run_steps on rewindable batches (speculative calls, undone and
     # replayed checked where a NaN batch falls) against checked calls only.
-    from models.training import rewinds
+    from trainer.engine.batches import rewinds
 
     speculative, batches = _speculation_program(jit, skip, cached)
     assert rewinds(batches)
@@ -447,10 +451,10 @@ def test_speculative_calls_end_where_checked_calls_end(skip, jit, cached):
     whole = checked.xla_whole_loop
     for count in (3, 9, 4, 14):
         if whole:
-            checked._run_prepared(checked_batches, count, checked.xla_train_loop)
+            _run_checked_windows(checked, checked_batches, count)
         else:
             checked.train_loop(checked_batches, tf.constant(count))
-        if int(checked.nonfinite_count.numpy()) and not skip:
+        if int(checked.guard.nonfinite_count.numpy()) and not skip:
             break
     values, counters = _program_state(speculative)
     expected, expected_counters = _program_state(checked)
@@ -471,8 +475,6 @@ def test_speculative_calls_end_where_checked_calls_end(skip, jit, cached):
 def test_speculative_calls_under_a_one_replica_strategy():
     # --strategy=mirrored on one device gets MemoryBatches, so its calls run
     # speculatively, and undoing one assigns mirrored and sync-on-read variables.
-    from trainer import data
-
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 6)).astype(np.float32)
     x[29, 2] = np.nan
@@ -484,11 +486,11 @@ def test_speculative_calls_under_a_one_replica_strategy():
             model, models.optimizers.get("adam", 0.01), global_batch_size=8,
             strategy=strategy, skip_nonfinite=True,
         )  # fmt: skip
-    assert data.gathers_in_graph(strategy)
-    program.run_steps(data.MemoryBatches(x, y, 8, seed=5), 12)
+    assert pipeline.gathers_in_graph(strategy)
+    program.run_steps(MemoryBatches(x, y, 8, seed=5), 12)
     assert int(program.global_step.numpy()) == 12
-    assert int(program.nonfinite_count.numpy()) >= 1
+    assert int(program.guard.nonfinite_count.numpy()) >= 1
     assert all(np.isfinite(v.numpy()).all() for v in model.variables)
     metrics = program.train_metrics.result()
-    assert metrics["count"] == 8 * (12 - int(program.nonfinite_count.numpy()))
+    assert metrics["count"] == 8 * (12 - int(program.guard.nonfinite_count.numpy()))
     assert np.isfinite(metrics["loss"])

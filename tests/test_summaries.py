@@ -15,6 +15,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from trainer import summaries
+from trainer.engine.diagnostics import GradientWarnings
 
 from helpers import cli, train
 
@@ -180,7 +181,7 @@ def test_uniform_deep_sigmoid_net_warns_of_vanishing_gradients(tmp_path):
 
 
 def test_gradient_warnings_name_layer_kind_and_step():
-    warnings = summaries.GradientWarnings(["a", "b", "c", "out"])
+    warnings = GradientWarnings(["a", "b", "c", "out"])
     messages = warnings.check(7, np.array([0.0, 5e4, np.nan, 1.0]))
     assert any(m.startswith("vanishing gradients in layer a at step 7") for m in messages)
     assert any(m.startswith("exploding gradients in layer b at step 7") for m in messages)

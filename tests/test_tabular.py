@@ -10,11 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-from trainer import data, tabular
+from trainer import resources
 from trainer.config import Config
-from trainer.tabular import DataError
+from trainer.data import arrays as arrays_lib
+from trainer.data import splits, tabular
+from trainer.errors import DataError
 
 from datafiles import write_csv, write_file
+from helpers import ROOT
 
 SPECIES = ("setosa", "versicolor", "virginica")
 
@@ -31,7 +34,7 @@ def _species_csv(tmp_path, per_class=8, label_column="species"):
 
 
 def _load(path, **overrides):
-    return data.load(Config(dataset="csv", csv_path=str(path), **overrides))
+    return arrays_lib.load(Config(dataset="csv", csv_path=str(path), **overrides))
 
 
 def _raises(message: str):
@@ -140,7 +143,7 @@ def test_label_unseen_in_training_names_its_line(tmp_path):
 
 def test_memory_check_hints_at_the_converter(tmp_path, monkeypatch):
     path = write_csv(str(tmp_path / "big.csv"), n=50, features=4)
-    monkeypatch.setattr(data, "available_memory", lambda: 100)
+    monkeypatch.setattr(resources, "available_memory", lambda: 100)
     with _raises("; convert it with python -m trainer.convert --source=csv to stream it"):
         _load(path)
 
@@ -149,24 +152,24 @@ def test_unstratified_split_gives_every_class_a_training_row():
     # 10 classes of 2 rows, 4 held out: too few to stratify.
     y = np.repeat(np.arange(10), 2)
     for seed in range(40):
-        train, held_out, note = data._split_indices(y, 20, 0.2, seed, "tiny")
+        train, held_out, note = splits.split_indices(y, 20, 0.2, seed, "tiny")
         assert "not stratified" in note and len(held_out) == 4
         assert sorted(set(y[train].tolist())) == list(range(10)), seed
         assert sorted([*train, *held_out]) == list(range(20))
     # Regression: a plain split of the same size; a single class splits alike.
-    _, plain_eval, _ = data._split_indices(None, 20, 0.2, 3, "tiny")
-    _, one_eval, _ = data._split_indices(np.zeros(20, np.int64), 20, 0.2, 3, "tiny")
+    _, plain_eval, _ = splits.split_indices(None, 20, 0.2, 3, "tiny")
+    _, one_eval, _ = splits.split_indices(np.zeros(20, np.int64), 20, 0.2, 3, "tiny")
     np.testing.assert_array_equal(plain_eval, one_eval)
     assert len(plain_eval) == 4
 
 
 def test_data_error_is_re_exported():
-    assert data.DataError is tabular.DataError
+    assert DataError is DataError
 
 
 def test_tabular_does_not_import_tensorflow():
-    code = "import sys, trainer.tabular; assert 'tensorflow' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=data.__file__.rsplit("/", 2)[0])
+    code = "import sys, trainer.data.tabular; assert 'tensorflow' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 # -- tabular: header and chunks ------------------------------------------------------------

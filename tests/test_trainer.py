@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import train_lib
+from trainer import assembly, run_folder, tf_internals, train_lib, xla_policy
+from trainer.data import arrays as arrays_lib
 
 from datafiles import write_mnist
 from helpers import config, results, train
@@ -32,39 +33,40 @@ def test_jit_choice_is_applied_and_recorded(tmp_path, jit):
 
 
 def test_auto_jit_follows_the_kernels_it_would_replace(monkeypatch):
-    from trainer import runtime
     from trainer.config import resolve
 
-    width = runtime.XLA_DENSE_WIDTH
-    plain, avx512 = runtime.CpuFeatures(), runtime.CpuFeatures(avx512=True)
-    bf16 = runtime.CpuFeatures(avx512=True, bf16=True)
+    width = xla_policy.XLA_DENSE_WIDTH
+    plain, avx512 = xla_policy.CpuFeatures(), xla_policy.CpuFeatures(avx512=True)
+    bf16 = xla_policy.CpuFeatures(avx512=True, bf16=True)
     for cpu in (plain, avx512, bf16):
         for onednn in (True, False):
             for convolutions in (True, False):
                 for precision in ("float32", "bfloat16"):
-                    assert runtime.auto_jit("gpu", convolutions, precision, onednn, width + 1, cpu)
+                    assert xla_policy.auto_jit(
+                        "gpu", convolutions, precision, onednn, width + 1, cpu
+                    )
             # float32 on CPU: convolutions only without oneDNN; dense networks up to
             # XLA_DENSE_WIDTH wide, and wider ones on AVX-512 CPUs.
-            assert runtime.auto_jit("cpu", True, "float32", onednn, 0, cpu) is (not onednn)
-            assert runtime.auto_jit("cpu", False, "float32", onednn, width, cpu)
-            wide = runtime.auto_jit("cpu", False, "float32", onednn, width + 1, cpu)
+            assert xla_policy.auto_jit("cpu", True, "float32", onednn, 0, cpu) is (not onednn)
+            assert xla_policy.auto_jit("cpu", False, "float32", onednn, width, cpu)
+            wide = xla_policy.auto_jit("cpu", False, "float32", onednn, width + 1, cpu)
             assert wide is cpu.avx512
             # bfloat16 on CPU: XLA only where the kernels it replaces lack bfloat16 hardware.
             for convolutions in (True, False):
-                on = runtime.auto_jit("cpu", convolutions, "bfloat16", onednn, 10, cpu)
+                on = xla_policy.auto_jit("cpu", convolutions, "bfloat16", onednn, 10, cpu)
                 assert on is not (onednn and cpu.bf16)
     # Every choice comes with its reason for the log.
-    reason = runtime.auto_jit_reason("cpu", False, "float32", True, width + 1, plain)
+    reason = xla_policy.auto_jit_reason("cpu", False, "float32", True, width + 1, plain)
     assert "without AVX-512" in reason and "slower" in reason
-    assert "bfloat16 instructions" in runtime.auto_jit_reason(
+    assert "bfloat16 instructions" in xla_policy.auto_jit_reason(
         "cpu", True, "bfloat16", True, 0, bf16
     )
 
     def chosen(cpu, **values):
-        monkeypatch.setattr(runtime, "cpu_features", lambda: cpu)
-        return runtime.resolve_jit(resolve(values), "cpu", 1, "default")
+        monkeypatch.setattr(xla_policy, "cpu_features", lambda: cpu)
+        return xla_policy.resolve_jit(resolve(values), "cpu", 1, "default")
 
-    onednn = runtime.onednn_enabled()
+    onednn = tf_internals.onednn_enabled()
     for cpu in (plain, bf16):
         assert chosen(cpu, model="mlp", hidden=(100,)) and chosen(cpu, model="notebook_mlp")
         assert chosen(cpu, model="softmax_regression")
@@ -79,27 +81,26 @@ def test_auto_jit_follows_the_kernels_it_would_replace(monkeypatch):
         assert not chosen(cpu, model="cnn", precision="bfloat16", deterministic=True)
         assert not chosen(cpu, model="lenet", precision="bfloat16", jit_compile="false")
         assert chosen(cpu, model="notebook_deep", jit_compile="true")
-    assert runtime.resolve_jit(resolve({"model": "notebook_deep"}), "gpu", 1, "default")
+    assert xla_policy.resolve_jit(resolve({"model": "notebook_deep"}), "gpu", 1, "default")
 
 
 def test_cpu_features_read_the_flags_line(tmp_path):
-    from trainer import runtime
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16\nbugs\t: x\n")
-    assert runtime.cpu_features(str(info)) == runtime.CpuFeatures(avx512=True, bf16=True)
+    assert xla_policy.cpu_features(str(info)) == xla_policy.CpuFeatures(avx512=True, bf16=True)
     info = tmp_path / "cpuinfo2"  # (read once per path)
     info.write_text("flags\t: fpu avx2 avx512_bf16\nflags\t: avx512f\n")  # the first line counts
-    assert runtime.cpu_features(str(info)) == runtime.CpuFeatures(avx512=False, bf16=True)
-    assert runtime.cpu_features(str(tmp_path / "missing")) == runtime.CpuFeatures()
+    assert xla_policy.cpu_features(str(info)) == xla_policy.CpuFeatures(avx512=False, bf16=True)
+    assert xla_policy.cpu_features(str(tmp_path / "missing")) == xla_policy.CpuFeatures()
     (tmp_path / "binary").write_bytes(b"\xff\xfe flags : \x00")
-    assert runtime.cpu_features(str(tmp_path / "binary")) == runtime.CpuFeatures()
+    assert xla_policy.cpu_features(str(tmp_path / "binary")) == xla_policy.CpuFeatures()
 
 
 def _first_layer_gradient(cfg):
-    run = train_lib.Run(cfg)
+    run = assembly.Run(cfg)
     x, y = (tf.constant(v) for v in run.source.sample(64))
-    _, grads = run.program.loss_and_gradients(x, y)
+    _, grads = run.trainer.loss_and_gradients(x, y)
     names = [v.name for v in run.model.trainable_variables]
     return grads[names.index("hidden_0/w:0")].numpy(), run
 
@@ -181,9 +182,7 @@ def test_mnist_mlp_trains_as_well_as_keras(tmp_path):
     )  # fmt: skip
     import keras
 
-    from trainer import data
-
-    arrays = data.load(config(tmp_path, dataset="mnist", data_dir=str(tmp_path / "mnist")))
+    arrays = arrays_lib.load(config(tmp_path, dataset="mnist", data_dir=str(tmp_path / "mnist")))
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -215,10 +214,9 @@ def test_lenet_reaches_0_985_on_mnist_format_files_in_10_epochs_at_batch_64(tmp_
     saved = results(tmp_path / "run")
     assert figures["global_step"] == 10 * (1400 // 64)
     assert figures["eval_accuracy"] >= 0.985, figures["eval_accuracy"]
-    from trainer import runtime
 
     # auto: XLA for float32 convolutions on CPU only without oneDNN's kernels
-    assert figures["jit_compile"] is (not runtime.onednn_enabled())
+    assert figures["jit_compile"] is (not tf_internals.onednn_enabled())
     config_json = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config_json["input_shape"] == [28, 28, 1] and config_json["activation"] == "tanh"
     assert saved["eval_accuracy"] == figures["eval_accuracy"]
@@ -226,7 +224,7 @@ def test_lenet_reaches_0_985_on_mnist_format_files_in_10_epochs_at_batch_64(tmp_
 
 def test_overrides_of_a_saved_run_keep_its_architecture(tmp_path):
     train(tmp_path, train_steps=20, hidden=(24,))
-    merged = train_lib.merge_saved_config(
+    merged = run_folder.merge_saved_config(
         dataclasses.replace(config(tmp_path), hidden=(100,), train_steps=30), {"train_steps"}
     )
     assert merged.hidden == (24,) and merged.train_steps == 30
@@ -246,17 +244,17 @@ def test_a_diverged_model_is_never_checkpointed_or_exported(tmp_path):
 
 def test_weights_overflowing_after_a_finite_update_stop_the_loop_at_that_step():
     import models
-    from models.training import TrainingProgram
+    from trainer.engine.trainer import Trainer
 
     model = models.Sequential()
     model.add(models.Dense(4, 3, "linear", init="xavier", name="output"))
     # Finite loss and gradients (~1e3), but 3e38 x 1e3 overflows the weights.
-    program = TrainingProgram(model, models.optimizers.get("sgd", 3e38), global_batch_size=8)
+    program = Trainer(model, models.optimizers.get("sgd", 3e38), global_batch_size=8)
     data = tf.data.Dataset.from_tensors((tf.fill([8, 4], 1000.0), tf.zeros([8], tf.int64))).repeat()
     program.run_steps(iter(data), 5)
-    assert int(program.nonfinite_weights_step.numpy()) == 1
+    assert int(program.guard.nonfinite_weights_step.numpy()) == 1
     assert int(program.global_step.numpy()) == 1  # the loop stopped right there
-    assert int(program.nonfinite_count.numpy()) == 0  # loss and gradients were finite
+    assert int(program.guard.nonfinite_count.numpy()) == 0  # loss and gradients were finite
 
 
 def test_a_network_too_big_for_memory_is_refused_saying_what_it_needs(tmp_path):
@@ -264,5 +262,5 @@ def test_a_network_too_big_for_memory_is_refused_saying_what_it_needs(tmp_path):
 
     huge = config(tmp_path, hidden=(100000, 100000))
     with pytest.raises(UsageError, match=r"--hidden=100000,100000: .*10,079,600,010 parameters"):
-        train_lib.check_memory(huge, 784, 10)
-    train_lib.check_memory(config(tmp_path, hidden=(500,) * 6), 784, 10)  # fits
+        assembly.check_memory(huge, 784, 10)
+    assembly.check_memory(config(tmp_path, hidden=(500,) * 6), 784, 10)  # fits

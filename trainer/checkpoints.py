@@ -5,7 +5,8 @@ folder's lock.
 Problems with checkpoints surface as ``CheckpointError`` with one line that
 names the checkpoint and what is wrong. Nothing here deletes a checkpoint
 except the manager's own ``--keep_checkpoints`` rotation: an unreadable one is
-skipped (and, when training continues, moved aside into ``corrupt/``).
+skipped (and, when training continues, moved aside into ``corrupt/``). Nothing
+non-finite is saved: every save first checks the model (``check_finite_model``).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import shutil
 import socket
 import stat
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from trainer.cli import one_line
-from trainer.config import UsageError
+from trainer.errors import NonFiniteError, UsageError, one_line
 from trainer.files import write_atomically
 
 
@@ -56,13 +57,21 @@ class Checkpoints:
         count: this process saves into ``scratch_directory`` instead, which is
         removed again right after each save. Restores still read ``directory``
         (the chief's), so every worker resumes from the same checkpoint.
+      check: ``check(step)`` runs before every save (rolling or best) and raises
+        to refuse it (``check_finite_model``); None: no check.
       objects: what to save, e.g. ``model=..., optimizer=..., global_step=...``.
     """
 
     def __init__(
-        self, directory: str, keep: int = 3, scratch_directory: str | None = None, **objects
+        self,
+        directory: str,
+        keep: int = 3,
+        scratch_directory: str | None = None,
+        check=None,
+        **objects,
     ):
         self.directory = directory
+        self._check = check
         self.scratch_directory = scratch_directory
         self.remove_scratch()  # left over if this worker died while saving
         self.objects = objects
@@ -126,6 +135,8 @@ class Checkpoints:
 
     def save(self, step: int) -> str:
         """Writes ``ckpt-<step>``; raises ``CheckpointError`` if it cannot."""
+        if self._check is not None:
+            self._check(step)
         directory = self.scratch_directory or self.directory
         what = f"the checkpoint of step {step}"
         with self._saving(directory, what, "earlier checkpoints are untouched"):
@@ -153,6 +164,8 @@ class Checkpoints:
         Raises:
           CheckpointError: it cannot be written (the earlier best stays).
         """
+        if self._check is not None:
+            self._check(step)
         directory = (
             os.path.join(self.scratch_directory, "best")
             if self.scratch_directory
@@ -360,3 +373,30 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def check_finite_model(model, when: str, latest: str | None = None, sample=None) -> None:
+    """Raises ``NonFiniteError`` if ``model`` is broken: a weight is NaN or Inf, or
+    (given ``sample``, raw features ``[n, *input_shape]``) its outputs on those
+    examples are.
+
+    Such a model is never checkpointed or exported. Finite weights can still
+    give non-finite outputs when training diverged (weights near 1e36 overflow
+    the logits), hence the forward pass on a few training examples.
+    """
+    for variable in model.variables:  # BatchNorm's moving averages too
+        if not np.all(np.isfinite(variable.numpy())):
+            raise NonFiniteError(
+                f"variable {variable.name.split(':')[0]} holds NaN/Inf at {when}; nothing was "
+                f"saved or exported (last good checkpoint: {latest or 'none'})"
+            )
+    if sample is None or not len(sample):
+        return
+    outputs = model(np.asarray(sample[:256], np.float32)).numpy()
+    if not np.all(np.isfinite(outputs)):
+        largest = max(float(np.max(np.abs(v.numpy()))) for v in model.trainable_variables)
+        raise NonFiniteError(
+            f"the model's outputs are NaN/Inf at {when} (weights up to {largest:.3g} in "
+            f"magnitude: training diverged); nothing was saved or exported (last good "
+            f"checkpoint: {latest or 'none'}); lower --learning_rate or set --clip_norm"
+        )

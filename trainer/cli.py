@@ -1,4 +1,6 @@
-"""What every command-line program of this project shares: one-line errors.
+"""What the command-line programs share (``trainer.main``, ``convert``, ``sweep``,
+``inspect`` and the scripts): one-line errors and exit statuses, flag parsing,
+signals. Only programs import it; the library below raises ``trainer.errors``.
 
 Bad input ends a program with ``error: <one line>`` on standard error and a
 non-zero status, never a traceback. Imports absl only (no TensorFlow).
@@ -15,8 +17,6 @@ import threading
 
 from absl import flags, logging
 
-from trainer.config import UsageError
-
 
 def fail(message, status: int = 2):
     """Ends the program with one line on standard error."""
@@ -27,20 +27,6 @@ def fail(message, status: int = 2):
     if "tensorflow" in sys.modules:
         sys.modules["tensorflow"].get_logger().setLevel("ERROR")
     exit_now(status)
-
-
-def one_line(error: BaseException, limit: int = 300) -> str:
-    """``error``'s message on one line, at most ``limit`` characters.
-
-    TensorFlow's messages open with "Graph execution error:" and the Python
-    frames of the failing op; those lines are left out, so the cause leads.
-    """
-    lines = str(getattr(error, "message", error)).splitlines()
-    noise = ("Graph execution error", "Detected at node", "File ")
-    lines = [line.strip() for line in lines if line.strip()]
-    lines = [line for line in lines if not line.startswith(noise)]
-    text = " ".join(" ".join(lines).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def exit_now(status: int = 0):
@@ -119,16 +105,6 @@ def _check_flagfiles(args) -> None:
 def no_positional_arguments(argv) -> None:
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
-
-
-def writable_folder(folder: str, label: str) -> None:
-    """Creates ``folder`` if needed; raises ``UsageError`` naming ``label`` if unusable."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"{label}: cannot create ({error.strerror or error})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"{label}: folder is not writable")
 
 
 class Interrupted(BaseException):

@@ -2,8 +2,14 @@
 
 No TensorFlow here: a configuration is plain data, validated with messages that
 name the flag (or the config.json field), so bad input fails before anything
-heavy starts. Every list of choices and every default lives here once; the
-flags (``trainer/flags.py``) are derived from it.
+heavy starts. The choices come from the registries (``models.registry``,
+``trainer.data.SOURCES``); the flags (``trainer/flags.py``) are derived from
+them and from ``Config``'s defaults.
+
+Two fields group settings that are also flags of their own, so that an
+optimizer or a schedule brings its settings without a field here:
+``optimizer_options`` (``--beta_2=0.99`` -> ``{"beta_2": 0.99}``) and
+``lr_options`` (``--lr_decay_steps=900`` -> ``{"decay_steps": 900}``).
 """
 
 from __future__ import annotations
@@ -11,41 +17,16 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import math
 import os
-import stat
 import types
 
-from models import choices as model_choices  # names only: no TensorFlow
+from models import registry
 from models import spec as model_spec
+from trainer.data import DATASETS, SOURCES
+from trainer.errors import UsageError
+from trainer.files import is_regular_file
 
-# The choices of the command line's enum flags. The library's names (models,
-# initializers, activations, losses, optimizers and their default learning
-# rates) come from models.choices; the datasets are the trainer's own, each
-# marked with whether it is a regression (whose default loss is mse).
-DATASET_IS_REGRESSION = {
-    "digits": False,
-    "mnist": False,
-    "csv": False,
-    "sin": True,
-    "synthetic": False,
-    "tfrecord": False,  # the converter's metadata says; see dataset_is_regression
-}
-DATASETS = tuple(DATASET_IS_REGRESSION)
-# Read as a stream of files (trainer/records.py), never whole into memory.
-STREAMING_DATASETS = ("tfrecord",)
-IN_MEMORY_DATASETS = tuple(name for name in DATASETS if name not in STREAMING_DATASETS)
-REGRESSION_DATASETS = tuple(
-    name for name, is_regression in DATASET_IS_REGRESSION.items() if is_regression
-)
 MODES = ("train", "eval", "train_and_eval", "export")
-MODELS = model_choices.MODELS
-INITS = model_choices.INITIALIZERS
-ACTIVATIONS = model_choices.ACTIVATIONS
-LOSSES = model_choices.LOSSES
-DEFAULT_LEARNING_RATES = model_choices.DEFAULT_LEARNING_RATES
-OPTIMIZERS = model_choices.OPTIMIZERS
-LR_SCHEDULES = model_choices.LR_SCHEDULES
 BEST_METRICS = ("auto", "eval_accuracy", "eval_loss")
 EXPORT_CHOICES = ("best", "last")
 JIT_CHOICES = ("auto", "true", "false")
@@ -63,12 +44,12 @@ SEED_MAX = 2**31 - 1
 CHOICES = {
     "mode": MODES,
     "dataset": DATASETS,
-    "model": MODELS,
-    "activation": ACTIVATIONS,
-    "init": INITS,
-    "loss": LOSSES,
-    "optimizer": OPTIMIZERS,
-    "lr_schedule": LR_SCHEDULES,
+    "model": registry.MODELS.names,
+    "activation": registry.ACTIVATIONS.names,
+    "init": registry.INITIALIZERS.names,
+    "loss": registry.LOSSES.names,
+    "optimizer": registry.OPTIMIZERS.names,
+    "lr_schedule": registry.SCHEDULES.names,
     "best_metric": BEST_METRICS,
     "export": EXPORT_CHOICES,
     "jit_compile": JIT_CHOICES,
@@ -96,22 +77,19 @@ INT_RANGES = {
     "num_classes": (0, INT32_MAX),
     "shuffle_buffer": (1, INT32_MAX),
     "warmup_steps": (0, INT32_MAX),
-    "lr_decay_steps": (1, INT32_MAX),
     "lr_plateau_patience": (0, INT32_MAX),
     "early_stopping_patience": (0, INT32_MAX),
 }
-# Float fields: a check and what it says when it fails (NaN and Inf never pass).
+# Float fields: what each must be (NaN and Inf never pass).
 FLOAT_CHECKS = {
-    "eval_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
-    "learning_rate": (lambda v: v > 0, "must be a finite number > 0"),
-    "clip_norm": (lambda v: v > 0, "must be a finite number > 0"),
-    "worker_timeout": (lambda v: v > 0, "must be a finite number of seconds > 0"),
-    "lr_decay_rate": (lambda v: v > 0, "must be a finite number > 0"),
-    "lr_min_fraction": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
-    "lr_plateau_factor": (lambda v: 0 < v < 1, "must be in (0, 1)"),
-    "weight_decay": (lambda v: v >= 0, "must be a finite number >= 0"),
-    "l2": (lambda v: v >= 0, "must be a finite number >= 0"),
-    "label_smoothing": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "eval_fraction": registry.Check(lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "learning_rate": registry.POSITIVE,
+    "clip_norm": registry.POSITIVE,
+    "worker_timeout": registry.Check(lambda v: v > 0, "must be a finite number of seconds > 0"),
+    "lr_plateau_factor": registry.Check(lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "weight_decay": registry.NON_NEGATIVE,
+    "l2": registry.NON_NEGATIVE,
+    "label_smoothing": registry.FRACTION,
 }
 # Fields whose value may be None ("choose for me" or "not given").
 OPTIONAL = {
@@ -123,8 +101,6 @@ OPTIONAL = {
     "eval_files",
     "class_names",
     "clip_norm",
-    "lr_decay_steps",
-    "lr_boundaries",
     "eval_every",
     "epochs",
     "train_steps",
@@ -142,8 +118,35 @@ PATHS = ("model_dir", "data_dir", "csv_path", "train_files", "eval_files", "expo
 PATTERN_CHARACTERS = "*?[\\"
 
 
-class UsageError(ValueError):
-    """Bad input from the user: printed as one line, exit status 2."""
+@dataclasses.dataclass(frozen=True)
+class OptionGroup:
+    """A Config field holding the settings of the entry another field chooses:
+    each setting is the flag ``<prefix><name>``; ``chooser`` is the field naming
+    the entry, found in ``entries``; ``settings`` says what each must be."""
+
+    chooser: str
+    prefix: str
+    entries: registry.Registry
+    settings: dict
+
+    def takes(self, chosen: str) -> dict:
+        """The options of entry ``chosen``, with their defaults."""
+        entry = self.entries.get(chosen)
+        return entry.hyperparameters if hasattr(entry, "hyperparameters") else entry.options
+
+
+OPTION_GROUPS = {
+    "optimizer_options": OptionGroup(
+        "optimizer", "", registry.OPTIMIZERS, registry.HYPERPARAMETERS
+    ),
+    "lr_options": OptionGroup("lr_schedule", "lr_", registry.SCHEDULES, registry.SCHEDULE_OPTIONS),
+}
+# Flag -> (Config field, option name), for every option of every group.
+OPTION_FLAGS = {
+    group.prefix + name: (field, name)
+    for field, group in OPTION_GROUPS.items()
+    for name in group.settings
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,14 +173,12 @@ class Config:
     init: str = "xavier"
     loss: str = "cross_entropy"
     optimizer: str = "adam"
-    learning_rate: float = DEFAULT_LEARNING_RATES["adam"]
+    learning_rate: float = registry.OPTIMIZERS.get("adam").learning_rate
+    optimizer_options: dict = dataclasses.field(default_factory=dict)
     clip_norm: float | None = None
     lr_schedule: str = "constant"
+    lr_options: dict = dataclasses.field(default_factory=dict)
     warmup_steps: int = 0
-    lr_decay_steps: int | None = None
-    lr_decay_rate: float = 0.1
-    lr_boundaries: str | None = None
-    lr_min_fraction: float = 0.0
     lr_plateau_patience: int = 0
     lr_plateau_factor: float = 0.5
     weight_decay: float = 0.0
@@ -216,14 +217,17 @@ class Config:
     class_names: tuple | None = None
     data_fingerprint: str = ""
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
 
 # Fields filled in from the data, not from flags.
 DATA_FACTS = ("input_size", "input_shape", "num_classes", "class_names", "data_fingerprint")
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
-FLAG_NAMES = tuple(name for name in FIELD_NAMES if name not in DATA_FACTS)
+SETTING_NAMES = tuple(name for name in FIELD_NAMES if name not in DATA_FACTS)
+# Every flag that is a setting: the fields, the option groups' flags in their place.
+FLAG_NAMES = (
+    *(name for name in SETTING_NAMES if name not in OPTION_GROUPS),
+    *OPTION_FLAGS,
+)
+_TYPES = {f.name: str(f.type) for f in dataclasses.fields(Config)}
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -245,25 +249,8 @@ def parse_hidden(text: str) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def field_problem(name: str, value) -> str | None:
-    """What is wrong with ``value`` for Config field ``name`` (None if nothing).
-
-    The same rules hold for a flag and for a value read back from config.json,
-    so a hand-edited config.json is checked as strictly as the command line.
-    """
-    field_type = {f.name: f.type for f in dataclasses.fields(Config)}.get(name)
-    if field_type is None:
-        return "is not a setting of this trainer"
-    if value is None:
-        return None if name in OPTIONAL else "must be given (null is not allowed)"
-    if name == "layers":
-        if not isinstance(value, str):
-            return "must be a string"
-        try:
-            model_spec.parse(value)
-        except model_spec.SpecError as error:
-            return str(error)
-        return None
+def _sizes_problem(name: str, value) -> str | None:
+    """What is wrong with ``hidden`` (layer sizes) or ``input_shape`` (one example's)."""
     if name == "input_shape":
         if not isinstance(value, list | tuple) or len(value) > 3:
             return "must be a list of at most 3 sizes"
@@ -272,6 +259,42 @@ def field_problem(name: str, value) -> str | None:
         ):
             return "sizes must be integers >= 1"
         return None
+    if not isinstance(value, list | tuple) or not value:
+        return "must be a non-empty list of layer sizes"
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return "layer sizes must be integers"
+    if not all(v >= 1 for v in value):
+        return "layer sizes must be >= 1"
+    if not all(v <= INT32_MAX for v in value):
+        return f"layer sizes must be <= {INT32_MAX}"
+    return None
+
+
+def _options_problem(field: str, value) -> str | None:
+    group = OPTION_GROUPS[field]
+    if not isinstance(value, dict):
+        return "must be an object of settings"
+    for name, option in value.items():
+        if name not in group.settings:
+            return f"{name!r} is not one of {', '.join(group.settings)}"
+        problem = group.settings[name].problem(option)
+        if problem:
+            return f"{name} {problem}"
+    return None
+
+
+def _structured_problem(name: str, value) -> str | None:
+    """What is wrong with a value of a field that is not a plain number or string."""
+    if name == "layers":
+        if not isinstance(value, str):
+            return "must be a string"
+        try:
+            model_spec.parse(value)
+        except model_spec.SpecError as error:
+            return str(error)
+        return None
+    if name in ("input_shape", "hidden"):
+        return _sizes_problem(name, value)
     if name == "class_names":
         if not isinstance(value, list | tuple) or not value:
             return "must be a non-empty list of labels"
@@ -279,53 +302,66 @@ def field_problem(name: str, value) -> str | None:
         if kinds not in ({str}, {int}) or len(set(value)) != len(value):
             return "must be distinct labels, all strings or all integers"
         return None
-    if name == "lr_boundaries":
-        if not isinstance(value, str):
-            return "must be a comma list of steps"
-        try:
-            steps = [int(part) for part in value.split(",") if part.strip()]
-        except ValueError:
-            return "must be a comma list of whole steps, e.g. 3000,6000"
-        if not steps or steps != sorted(set(steps)) or steps[0] < 1:
-            return "must be increasing steps >= 1, e.g. 3000,6000"
-        return None
-    if name == "hidden":
-        if not isinstance(value, list | tuple) or not value:
-            return "must be a non-empty list of layer sizes"
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return "layer sizes must be integers"
-        if not all(v >= 1 for v in value):
-            return "layer sizes must be >= 1"
-        if not all(v <= INT32_MAX for v in value):
-            return f"layer sizes must be <= {INT32_MAX}"
-        return None
+    return _options_problem(name, value)
+
+
+def field_problem(name: str, value) -> str | None:
+    """What is wrong with ``value`` for Config field ``name`` (None if nothing).
+
+    The same rules hold for a flag and for a value read back from config.json,
+    so a hand-edited config.json is checked as strictly as the command line.
+    """
+    if name not in _TYPES:
+        return "is not a setting of this trainer"
+    if value is None:
+        return None if name in OPTIONAL else "must be given (null is not allowed)"
+    if name in ("layers", "input_shape", "hidden", "class_names", *OPTION_GROUPS):
+        return _structured_problem(name, value)
     if name in CHOICES:
-        if value not in CHOICES[name]:
-            return f"must be one of {', '.join(CHOICES[name])}"
-        return None
+        return None if value in CHOICES[name] else f"must be one of {', '.join(CHOICES[name])}"
     if name in INT_RANGES:
         if isinstance(value, bool) or not isinstance(value, int):
             return "must be an integer"
         low, high = INT_RANGES[name]
-        if value < low:
-            return f"must be >= {low}"
-        if value > high:
-            return f"must be <= {high}"
-        return None
+        return (
+            f"must be >= {low}" if value < low else f"must be <= {high}" if value > high else None
+        )
     if name in FLOAT_CHECKS:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return "must be a number"
-        check, message = FLOAT_CHECKS[name]
-        if not math.isfinite(value) or not check(value):
-            return message
-        return None
-    if "bool" in str(field_type):
+        return FLOAT_CHECKS[name].problem(value)
+    if "bool" in _TYPES[name]:
         return None if isinstance(value, bool) else "must be true or false"
     if not isinstance(value, str):
         return "must be a string"
-    if "\0" in value:
-        return "must not contain a NUL character"
-    return None
+    return "must not contain a NUL character" if "\0" in value else None
+
+
+def _typed(kind: str, text: str):
+    """A value written as text, as the type ``kind`` names (text if it is not one)."""
+    try:
+        if "bool" in kind:
+            return {"true": True, "false": False}.get(text.lower(), text)
+        if "int" in kind and "float" not in kind:
+            return int(text)
+        if "float" in kind:
+            return float(text)
+    except ValueError:
+        return text
+    return text
+
+
+def flag_problem(name: str, text: str) -> str | None:
+    """What is wrong with flag ``--name=text`` on its own (None if nothing)."""
+    if name in OPTION_FLAGS:
+        field, option = OPTION_FLAGS[name]
+        setting = OPTION_GROUPS[field].settings[option]
+        return setting.problem(text if setting.kind == "steps" else _typed(setting.kind, text))
+    if name == "hidden":
+        try:
+            parse_hidden(text)
+        except UsageError as error:
+            return str(error).partition(": ")[2]
+        return None
+    return field_problem(name, _typed(_TYPES.get(name, ""), text))
 
 
 def _require(condition: bool, message: str) -> None:
@@ -348,61 +384,121 @@ def from_flags(flag_values) -> Config:
     return resolve({name: getattr(flag_values, name) for name in FLAG_NAMES})
 
 
+def _show(value) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _group_options(values: dict) -> None:
+    """Moves the option flags given (not None) into their groups' fields, in place,
+    each checked on its own."""
+    for field in OPTION_GROUPS:
+        values[field] = dict(values.get(field) or {})
+    for flag, (field, name) in OPTION_FLAGS.items():
+        given = values.pop(flag, None)
+        if given is None:
+            continue
+        problem = OPTION_GROUPS[field].settings[name].problem(given)
+        _require(problem is None, f"--{flag}={_show(given)}: {problem}")
+        if name == "boundaries":
+            given = registry.parse_steps(given)
+        values[field][name] = given
+
+
+def _check_options(values: dict) -> None:
+    """Each option given applies to the chosen entry, and the required ones are given."""
+    for field, group in OPTION_GROUPS.items():
+        chosen = values[group.chooser]
+        takes = group.takes(chosen)
+        for name, value in values[field].items():
+            if name not in takes:
+                users = [e.name for e in group.entries if name in group.takes(e.name)]
+                raise UsageError(
+                    f"--{group.prefix}{name}={_show(value)}: applies to "
+                    f"--{group.chooser}={'|'.join(users)} only"
+                )
+        for name, default in takes.items():
+            if default is None and name not in values[field]:
+                setting = group.settings[name]
+                example = (
+                    f", e.g. --{group.prefix}{name}=3000,6000" if setting.kind == "steps" else ""
+                )
+                flag = f"--{group.prefix}{name}"
+                raise UsageError(
+                    f"--{group.chooser}={chosen}: give {flag} ({setting.doc}){example}"
+                )
+
+
 def resolve(values: dict) -> Config:
     """Validates plain setting values and resolves the defaults that follow others.
 
     Args:
-      values: ``{field name: value}`` as given on the command line; missing
-        fields take ``Config``'s defaults, ``None`` means "choose for me".
+      values: ``{setting: value}`` as given on the command line (flags, the
+        option groups' flags among them, or the groups' fields); missing ones
+        take ``Config``'s defaults, ``None`` means "choose for me".
 
     Raises:
       UsageError: a value is out of range, of the wrong kind, or inconsistent.
     """
     values = dict(values)
-    unknown = sorted(set(values) - set(FLAG_NAMES))
+    unknown = sorted(set(values) - set(SETTING_NAMES) - set(OPTION_FLAGS))
     _require(not unknown, f"unknown settings: {', '.join(unknown)}")
+    _group_options(values)
     defaults = dataclasses.asdict(Config())
-    for name in FLAG_NAMES:
+    for name in SETTING_NAMES:
         values.setdefault(name, None if name in OPTIONAL | CHOSEN_LATER else defaults[name])
     for name in PATHS:
         values[name] = expand_path(values[name])
+    hidden = values["hidden"]
     values["hidden"] = parse_hidden(
-        ",".join(map(str, values["hidden"]))
-        if isinstance(values["hidden"], list | tuple)
-        else values["hidden"]
+        ",".join(map(str, hidden)) if isinstance(hidden, list | tuple) else hidden
     )
-    if values["layers"] is not None and values["model"] != "cnn":
+    _fill_defaults(values)
+    for name in SETTING_NAMES:
+        problem = field_problem(name, values[name])
+        _require(problem is None, f"--{name}={_show(values[name])}: {problem}")
+    _check_options(values)
+    _check_consistent(types.SimpleNamespace(**values))
+    return Config(**values)
+
+
+def _fill_defaults(values: dict) -> None:
+    """The defaults that follow other settings, in place."""
+    model = values["model"]
+    takes = registry.MODELS.get(model).takes if model in registry.MODELS else None
+    if values["layers"] is not None and takes != "layers":
         raise UsageError(
-            f"--layers: applies to --model=cnn only (--model={values['model']} has its own layers)"
+            f"--layers: applies to --model=cnn only (--model={model} has its own layers)"
         )
-    values.update(model_defaults(values["model"], values["layers"], values["activation"]))
+    values.update(model_defaults(model, values["layers"], values["activation"]))
     if values["loss"] is None:
         values["loss"] = "mse" if dataset_is_regression(values) else "cross_entropy"
-    if values["learning_rate"] is None:
-        values["learning_rate"] = DEFAULT_LEARNING_RATES.get(values["optimizer"], 0.1)
+    if values["learning_rate"] is None and values["optimizer"] in registry.OPTIMIZERS:
+        values["learning_rate"] = registry.OPTIMIZERS.get(values["optimizer"]).learning_rate
     if not values["model_dir"]:  # eval and export need a run folder: no default
         training = values["mode"] in ("train", "train_and_eval")
         values["model_dir"] = (
-            default_model_dir(str(values["dataset"]), str(values["model"])) if training else ""
+            default_model_dir(str(values["dataset"]), str(model)) if training else ""
         )
-    for name in FLAG_NAMES:
-        problem = field_problem(name, values[name])
-        _require(problem is None, f"--{name}={_show(values[name])}: {problem}")
-    f = types.SimpleNamespace(**values)
-    if f.dataset == "mnist":
-        _require(bool(f.data_dir), "--data_dir: required with --dataset=mnist (the IDX files)")
-        _require(os.path.isdir(f.data_dir), f"--data_dir={f.data_dir}: no such folder")
-    if f.dataset == "csv":
-        _require(bool(f.csv_path), "--csv_path: required with --dataset=csv")
-        _require(os.path.isfile(f.csv_path), f"--csv_path={f.csv_path}: no such file")
-    if f.dataset == "tfrecord":
-        _require(
-            bool(f.data_dir or f.train_files),
-            "--dataset=tfrecord: give --data_dir (a folder written by python -m trainer.convert) "
-            "or --train_files (a glob of TFRecord files)",
-        )
-        if f.data_dir:
-            _require(os.path.isdir(f.data_dir), f"--data_dir={f.data_dir}: no such folder")
+    if values["epochs"] is None and not values["train_steps"]:
+        values["epochs"] = DEFAULT_EPOCHS
+
+
+def _check_data_flags(f) -> None:
+    source = SOURCES[f.dataset]
+    for group in source.needs:
+        if not any(getattr(f, flag) for flag in group):
+            given = " or ".join(f"--{flag}" for flag in group)
+            raise UsageError(f"{given}: required with --dataset={f.dataset} ({source.doc})")
+    for flag, kind in source.paths.items():
+        path = getattr(f, flag)
+        if path:
+            exists = os.path.isdir(path) if kind == "folder" else os.path.isfile(path)
+            _require(exists, f"--{flag}={path}: no such {kind}")
+
+
+def _check_folders(f) -> None:
     if f.mode in ("eval", "export"):
         _require(bool(f.model_dir), f"--model_dir: required with --mode={f.mode}")
         _require(os.path.isdir(f.model_dir), f"--model_dir={f.model_dir}: no such folder")
@@ -425,45 +521,32 @@ def resolve(values: dict) -> Config:
             os.access(f.model_dir, os.R_OK | os.X_OK),
             f"--model_dir={f.model_dir}: cannot read the folder (permission denied)",
         )
-    if f.lr_schedule == "piecewise":
-        _require(
-            bool(f.lr_boundaries),
-            "--lr_schedule=piecewise: give --lr_boundaries (steps where the rate is "
-            "multiplied by --lr_decay_rate), e.g. --lr_boundaries=3000,6000",
-        )
-    elif f.lr_boundaries:
-        raise UsageError("--lr_boundaries: applies to --lr_schedule=piecewise only")
+
+
+def _check_consistent(f) -> None:
+    _check_data_flags(f)
+    _check_folders(f)
     if f.label_smoothing and f.loss != "cross_entropy":
         raise UsageError(
             f"--label_smoothing={f.label_smoothing}: applies to --loss=cross_entropy only"
         )
-    if values["epochs"] is None and not values["train_steps"]:
-        values["epochs"] = DEFAULT_EPOCHS
-    return Config(**values)
 
 
 def dataset_is_regression(values: dict) -> bool:
-    """Whether the data of these settings are a regression (their default loss is mse):
-    fixed per dataset, except TFRecords, whose converter's metadata.json says."""
-    dataset = values.get("dataset")
-    if dataset == "tfrecord" and values.get("data_dir"):
-        try:
-            with open(os.path.join(values["data_dir"], "metadata.json"), encoding="utf-8") as f:
-                metadata = json.load(f)
-            return isinstance(metadata, dict) and metadata.get("task") == "regression"
-        except (OSError, ValueError, RecursionError):
-            return False  # reported with its file when the data are read
-    return dataset in REGRESSION_DATASETS
+    """Whether the data of these settings are a regression (their default loss is mse)."""
+    source = SOURCES.get(values.get("dataset"))
+    return source is not None and source.is_regression(values)
 
 
 def model_defaults(model: str, layers: str | None, activation: str | None) -> dict:
     """``{"layers", "activation"}`` with the defaults that follow ``--model`` filled in:
-    the default specification for ``cnn``, the model's own activation."""
-    if model == "cnn" and layers is None:
-        layers = model_choices.DEFAULT_CNN_LAYERS
-    if activation is None and model in MODELS:
-        activation = model_choices.default_activation(model)
-    return {"layers": layers, "activation": activation}
+    the default specification of a model that takes one, the model's own activation."""
+    if model not in registry.MODELS:
+        return {"layers": layers, "activation": activation}
+    kind = registry.MODELS.get(model)
+    if kind.takes == "layers" and layers is None:
+        layers = kind.layers
+    return {"layers": layers, "activation": activation or kind.activation}
 
 
 def complete(config: Config) -> Config:
@@ -474,10 +557,29 @@ def complete(config: Config) -> Config:
     )
 
 
-def _show(value) -> str:
-    if isinstance(value, list | tuple):
-        return ",".join(map(str, value))
-    return str(value)
+# config.json fields of earlier versions, now options of the schedule.
+_RENAMED = {
+    "lr_decay_steps": "decay_steps",
+    "lr_decay_rate": "decay_rate",
+    "lr_boundaries": "boundaries",
+    "lr_min_fraction": "min_fraction",
+}
+
+
+def _migrate(saved: dict) -> dict:
+    """An earlier version's config.json in this version's fields."""
+    if not any(name in saved for name in _RENAMED) or "lr_options" in saved:
+        return saved
+    saved = dict(saved)
+    schedule = saved.get("lr_schedule")
+    takes = registry.SCHEDULES.get(schedule).options if schedule in registry.SCHEDULES else {}
+    options = {}
+    for old, new in _RENAMED.items():
+        value = saved.pop(old, None)
+        if value is not None and new in takes:
+            options[new] = registry.parse_steps(value) if new == "boundaries" else value
+    saved["lr_options"] = options
+    return saved
 
 
 def load(path: str) -> dict:
@@ -487,10 +589,9 @@ def load(path: str) -> dict:
       UsageError: the file cannot be read, is not a JSON object, or holds a
         value of the wrong kind or out of range (named with the field).
     """
+    if os.path.exists(path) and not is_regular_file(path):
+        raise UsageError(f"{path}: not a regular file; remove it or put the run's config back")
     try:
-        # A FIFO would block and a device never end: only a regular file is read.
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise UsageError(f"{path}: not a regular file; remove it or put the run's config back")
         with open(path, encoding="utf-8") as handle:
             saved = json.load(handle)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -499,6 +600,7 @@ def load(path: str) -> dict:
         raise UsageError(f"{path}: cannot read the run's config (nested too deeply)") from None
     if not isinstance(saved, dict):
         raise UsageError(f"{path}: not a JSON object of settings")
+    saved = _migrate(saved)
     for name, value in saved.items():
         if name not in FIELD_NAMES:
             continue  # written by another version: ignored

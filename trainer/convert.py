@@ -34,7 +34,6 @@ import zipfile
 import numpy as np
 from absl import app, flags, logging
 
-from trainer import records
 from trainer.cli import (
     Interrupted,
     end_on_signals,
@@ -44,7 +43,9 @@ from trainer.cli import (
     no_positional_arguments,
 )
 from trainer.cli import parse_flags as _parse_flags
-from trainer.config import UsageError
+from trainer.data import record_files, record_writer
+from trainer.data.arrays import image_shape_of
+from trainer.errors import UsageError, one_line
 
 SOURCES = ("mnist", "csv", "npz")
 TASKS = ("classification", "regression")
@@ -88,14 +89,14 @@ FLAGS = flags.FLAGS
 
 # -- MNIST ---------------------------------------------------------------------------
 def convert_mnist(opts, folder: str) -> dict:
-    from trainer import data
+    from trainer.data import mnist
 
     data_dir = opts.data_dir
-    data._check_data_dir(data_dir)
-    paths = {key: data._find(data_dir, stem) for key, stem in data.MNIST_FILES.items()}
-    dims = {key: data.idx_dims(path, _magic(key)) for key, path in paths.items()}
+    mnist.check_data_dir(data_dir)
+    paths = {key: mnist.find_file(data_dir, stem) for key, stem in mnist.MNIST_FILES.items()}
+    dims = {key: mnist.idx_dims(path, _magic(key)) for key, path in paths.items()}
     for split in ("train", "eval"):
-        data.check_mnist_counts(
+        mnist.check_mnist_counts(
             paths[f"{split}_images"], dims[f"{split}_images"][0],
             paths[f"{split}_labels"], dims[f"{split}_labels"][0],
         )  # fmt: skip
@@ -104,27 +105,27 @@ def convert_mnist(opts, folder: str) -> dict:
     shape = list(dims["train_images"][1:])
     size = int(np.prod(shape))
     counts = {"train": dims["train_images"][0], "eval": dims["eval_images"][0]}
-    writer = records.DatasetWriter(folder, counts, opts.num_shards, "uint8", False, size)
+    writer = record_writer.DatasetWriter(folder, counts, opts.num_shards, "uint8", False, size)
     for split in ("train", "eval"):
         start = 0
-        images = data.iter_idx(paths[f"{split}_images"], data.IMAGE_MAGIC, _ROWS)
-        labels = data.iter_idx(paths[f"{split}_labels"], data.LABEL_MAGIC, _ROWS)
+        images = mnist.iter_idx(paths[f"{split}_images"], mnist.IMAGE_MAGIC, _ROWS)
+        labels = mnist.iter_idx(paths[f"{split}_labels"], mnist.LABEL_MAGIC, _ROWS)
         total = dims[f"{split}_labels"][0]
         for x, y in zip(images, labels, strict=True):
-            data.check_mnist_labels(y, paths[f"{split}_labels"], start, total)
+            mnist.check_mnist_labels(y, paths[f"{split}_labels"], start, total)
             writer.write(split, x, y.astype(np.int64), np.arange(start, start + len(x)))
             start += len(x)
     return writer.metadata(
-        source="mnist", feature_shape=[size], image_shape=list(data._image_shape(shape)),
+        source="mnist", feature_shape=[size], image_shape=list(image_shape_of(shape)),
         feature_dtype="uint8", task="classification", num_classes=10, class_names=None,
         pixels=True,
     )  # fmt: skip
 
 
 def _magic(key: str) -> int:
-    from trainer import data
+    from trainer.data import mnist
 
-    return data.IMAGE_MAGIC if key.endswith("images") else data.LABEL_MAGIC
+    return mnist.IMAGE_MAGIC if key.endswith("images") else mnist.LABEL_MAGIC
 
 
 def _required_file(path, flag: str, source: str) -> str:
@@ -137,7 +138,7 @@ def _required_file(path, flag: str, source: str) -> str:
 
 # -- CSV -----------------------------------------------------------------------------
 def convert_csv(opts, folder: str) -> dict:
-    from trainer import tabular
+    from trainer.data import tabular
 
     path = _required_file(opts.csv_path, "csv_path", "csv")
     regression = opts.task == "regression"
@@ -160,7 +161,9 @@ def convert_csv(opts, folder: str) -> dict:
         labels = tabular.encode(texts, vocabulary, lines, path=path, column=label_column)
     is_eval = _eval_mask(opts, labels, vocabulary, path, lines, label_column)
     counts = {"train": int((~is_eval).sum()), "eval": int(is_eval.sum())}
-    writer = records.DatasetWriter(folder, counts, opts.num_shards, "float32", regression, size)
+    writer = record_writer.DatasetWriter(
+        folder, counts, opts.num_shards, "float32", regression, size
+    )
     # Pass 2: the features, routed to their split; statistics on the way.
     start = 0
     for chunk in tabular.iter_chunks(path, columns, label_column, rows=_ROWS):
@@ -185,14 +188,14 @@ def convert_csv(opts, folder: str) -> dict:
 
 def _eval_mask(opts, labels, vocabulary, path, lines, label_column) -> np.ndarray:
     """Which rows are held out: the split ``--dataset=csv`` makes of the same file."""
-    from trainer import data
+    from trainer.data import csv_table, splits
 
     classes = None if vocabulary is None else labels
-    train, held_out, _ = data._split_indices(
+    train, held_out, _ = splits.split_indices(
         classes, len(labels), opts.eval_fraction, opts.seed, path
     )
     if vocabulary is not None:
-        data._check_classes(vocabulary, labels, train, held_out, lines, path, label_column)
+        csv_table.check_classes(vocabulary, labels, train, held_out, lines, path, label_column)
     is_eval = np.zeros(len(labels), bool)
     is_eval[held_out] = True
     return is_eval
@@ -205,9 +208,7 @@ def _class_names(vocabulary):
 
 
 def _image(size: int):
-    from trainer import data
-
-    shape = data._image_shape((size,))
+    shape = image_shape_of((size,))
     return list(shape) if shape else None
 
 
@@ -305,9 +306,9 @@ def _convert_npz(opts, folder, path, archive, names) -> dict:
         for split in labels:
             labels[split] = np.searchsorted(np.asarray(vocabulary), labels[split]).astype(np.int64)
     if "all" in pairs:
-        from trainer import data
+        from trainer.data import splits
 
-        _, eval_ids, _ = data._split_indices(
+        _, eval_ids, _ = splits.split_indices(
             None if regression else labels["all"], len(labels["all"]),
             opts.eval_fraction, opts.seed, path,
         )  # fmt: skip
@@ -316,7 +317,7 @@ def _convert_npz(opts, folder, path, archive, names) -> dict:
         counts = {"train": int((~is_eval).sum()), "eval": int(is_eval.sum())}
     else:
         counts = {split: len(y) for split, y in labels.items()}
-    writer = records.DatasetWriter(folder, counts, opts.num_shards, dtype, regression, size)
+    writer = record_writer.DatasetWriter(folder, counts, opts.num_shards, dtype, regression, size)
     for split, (x_name, _) in pairs.items():
         member = _NpyMember(archive, x_name + ".npy", path)
         start = 0
@@ -388,12 +389,12 @@ def convert(opts) -> dict:
         raise UsageError(f"--eval_fraction={opts.eval_fraction}: must be in (0, 1)")
     output_dir = os.path.expanduser(opts.output_dir)
     started = time.time()
-    with records.output_folder(output_dir) as folder:
+    with record_writer.output_folder(output_dir) as folder:
         metadata = CONVERTERS[opts.source](opts, folder)
         for split in ("train", "eval"):
             if not metadata["splits"][split]["examples"]:
                 raise UsageError(f"--source={opts.source}: the {split} split holds no example")
-        records.write_metadata(folder, metadata)
+        record_files.write_metadata(folder, metadata)
     splits = metadata["splits"]
     logging.info(
         "wrote %s: %d train examples in %d files, %d eval examples in %d files (%.1fs)",
@@ -427,8 +428,6 @@ def main(argv) -> None:
             "written to --output_dir"
         )
     except Exception as error:  # TensorFlow's writers raise their own errors: one line
-        from trainer.cli import one_line
-
         fail(f"conversion failed ({one_line(error)}); nothing was written to --output_dir", 1)
     exit_now(0)
 

@@ -1,4 +1,4 @@
-"""SavedModel export (SPEC §5) in TensorFlow Serving's numbered-version layout.
+"""SavedModel export in TensorFlow Serving's numbered-version layout.
 
 ``export_run(run)`` writes ``<export_dir>/<version>/`` (``saved_model.pb`` and
 ``variables/``), ``<version>`` being the next integer after the largest numeric
@@ -42,9 +42,8 @@ import tempfile
 import tensorflow as tf
 from absl import logging
 
-from trainer import cli
-from trainer.cli import one_line
-from trainer.config import UsageError
+from trainer.errors import UsageError, one_line
+from trainer.files import writable_folder
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "x"
@@ -170,7 +169,7 @@ def export_model(
     Raises:
       UsageError: the folder cannot be created or written.
     """
-    cli.writable_folder(export_dir, _folder_label(export_dir, config))
+    writable_folder(export_dir, _folder_label(export_dir, config))
     module = ServingModule(model, input_shape, classification, class_names)
     # Trace outside any summary writer's reach: the export writes no summaries.
     with tf.summary.record_if(False):

@@ -1,35 +1,56 @@
-"""Command-line flags (SPEC §3). All optional; ``main`` validates them.
+"""Command-line flags, all optional; ``main`` validates them (``config.resolve``).
 
-This module imports absl only, never TensorFlow, so ``main`` can decide how
-verbose TensorFlow's start-up should be before importing it.
+Their choices, defaults and help come from ``Config`` and the registries
+(``models.registry``, ``trainer.data.SOURCES``): an optimizer's
+hyperparameters and a schedule's options become flags of their own. This module
+imports absl only, never TensorFlow, so bad flags fail before it starts.
 """
 
 from __future__ import annotations
 
 from absl import flags
 
-from models import choices
+from models import registry
 from trainer import config as config_lib
 from trainer.config import Config
+from trainer.data import SOURCES
 
 _DEFAULTS = Config()
-_RATES = ", ".join(f"{name} {rate:g}" for name, rate in config_lib.DEFAULT_LEARNING_RATES.items())
-_ACTIVATIONS = ", ".join(f"{name} {act}" for name, act in choices.FAMILIES.items())
-_PRESETS = "; ".join(
-    f"{name}: {spec or 'no hidden layer'} ({act})" for name, (spec, act) in choices.PRESETS.items()
-)
-_LAYERS_HELP = (
-    "--model=cnn: comma list of layers before the output layer, e.g. "
-    f"{choices.DEFAULT_CNN_LAYERS} (the default). Tokens: dense:N, convKxK:F, maxpoolK, "
-    "avgpoolK, flatten, dropout:R, batchnorm, or an activation; options after colons: "
-    "an activation, sN (stride), same|valid (padding). A linear output layer with one "
-    "unit per class follows (a last dense:N with N the number of classes, and no "
-    "activation, is that output layer)."
-)
+
+
+def _listing(entries, text) -> str:
+    return "; ".join(f"{entry.name}: {text(entry)}" for entry in entries)
+
+
+def _layers_help() -> str:
+    tokens = ", ".join(kind.usage.split(" ")[0] for kind in registry.LAYERS if not kind.fixed)
+    return (
+        "--model=cnn: comma list of layers before the output layer, e.g. "
+        f"{registry.MODELS.get('cnn').layers} (the default). Tokens: {tokens}, or an "
+        "activation; options after colons: an activation, sN (stride), same|valid "
+        "(padding), mM (batchnorm momentum). A linear output layer with one unit per class "
+        "follows (a last dense:N with N the number of classes, and no activation, is that "
+        "output layer)."
+    )
 
 
 def _enum(name: str, help_text: str) -> None:
     flags.DEFINE_enum(name, getattr(_DEFAULTS, name), config_lib.CHOICES[name], help_text)
+
+
+def _define_option_flags() -> None:
+    """One flag per optimizer hyperparameter and per schedule option, default None
+    (the chosen optimizer's or schedule's own)."""
+    for group in config_lib.OPTION_GROUPS.values():
+        for name, setting in group.settings.items():
+            users = [
+                f"{entry.name} {group.takes(entry.name)[name]}"
+                for entry in group.entries
+                if name in group.takes(entry.name)
+            ]
+            help_text = f"{setting.doc.capitalize()}; for --{group.chooser}={', '.join(users)}."
+            define = {"int": flags.DEFINE_integer, "float": flags.DEFINE_float}
+            define.get(setting.kind, flags.DEFINE_string)(group.prefix + name, None, help_text)
 
 
 _enum("mode", "What to do.")
@@ -38,7 +59,7 @@ flags.DEFINE_string(
     None,
     "Run folder. One with checkpoints is resumed; default: runs/<dataset>-<model>-<time>.",
 )
-_enum("dataset", "Training data.")
+_enum("dataset", "Training data: " + _listing(SOURCES.values(), lambda s: s.doc) + ".")
 flags.DEFINE_string(
     "data_dir",
     None,
@@ -88,8 +109,8 @@ flags.DEFINE_integer(
 
 _enum(
     "model",
-    "Network: linear (no hidden layer), mlp (--hidden), cnn (--layers), or a preset: "
-    + _PRESETS
+    "Network: "
+    + _listing(registry.MODELS, lambda m: f"{m.doc}{f' ({m.layers})' if m.layers else ''}")
     + ".",
 )
 flags.DEFINE_string(
@@ -97,34 +118,35 @@ flags.DEFINE_string(
     ",".join(map(str, _DEFAULTS.hidden)),
     "--model=mlp: comma list of hidden layer sizes, e.g. 500,500,500.",
 )
-flags.DEFINE_string("layers", None, _LAYERS_HELP)
+flags.DEFINE_string("layers", None, _layers_help())
 flags.DEFINE_enum(
     "activation",
     None,
-    config_lib.ACTIVATIONS,
-    f"Hidden-layer activation; default by model: {_ACTIVATIONS}, a preset's own.",
+    config_lib.CHOICES["activation"],
+    "Hidden-layer activation; default by model: "
+    + ", ".join(f"{m.name} {m.activation}" for m in registry.MODELS)
+    + ".",
 )
 _enum("init", "Weight initializer (fans from the kernel shape for convolutions).")
-flags.DEFINE_enum("loss", None, config_lib.LOSSES, "Loss; default follows the dataset.")
-_enum("optimizer", "Optimizer.")
-flags.DEFINE_float("learning_rate", None, f"Step size; default by optimizer: {_RATES}.")
+flags.DEFINE_enum("loss", None, config_lib.CHOICES["loss"], "Loss; default follows the dataset.")
+_enum("optimizer", "Optimizer: " + _listing(registry.OPTIMIZERS, lambda o: o.doc) + ".")
+flags.DEFINE_float(
+    "learning_rate",
+    None,
+    "Step size; default by optimizer: "
+    + ", ".join(f"{o.name} {o.learning_rate:g}" for o in registry.OPTIMIZERS)
+    + ".",
+)
 flags.DEFINE_float("clip_norm", None, "Clip gradients to this global L2 norm.")
 _enum(
     "lr_schedule",
-    "Learning rate by step, computed in-graph: constant, piecewise (x --lr_decay_rate after "
-    "each of --lr_boundaries), exponential (x --lr_decay_rate every --lr_decay_steps), "
-    "cosine (to --lr_min_fraction over --lr_decay_steps, default the rest of the run).",
+    "Learning rate by step, computed in-graph: "
+    + _listing(registry.SCHEDULES, lambda s: s.doc)
+    + ".",
 )
+_define_option_flags()
 flags.DEFINE_integer(
     "warmup_steps", _DEFAULTS.warmup_steps, "Linear warmup of the learning rate (steps)."
-)
-flags.DEFINE_integer("lr_decay_steps", None, "exponential/cosine: the decay's length in steps.")
-flags.DEFINE_float(
-    "lr_decay_rate", _DEFAULTS.lr_decay_rate, "piecewise/exponential: the decay factor."
-)
-flags.DEFINE_string("lr_boundaries", None, "piecewise: comma list of steps, e.g. 3000,6000.")
-flags.DEFINE_float(
-    "lr_min_fraction", _DEFAULTS.lr_min_fraction, "cosine: final rate as a fraction of the peak."
 )
 flags.DEFINE_integer(
     "lr_plateau_patience",

@@ -1,11 +1,11 @@
 """``python -m trainer.inspect --model_dir=DIR``: look inside a trained network.
 
 The notebook's ``print(model.w0)`` and ``reduce_sum(abs(grad))``, done
-properly: for the latest checkpoint of a run it prints, per layer, the weight
+properly: for the latest checkpoint of a run it prints, per layer, its
 weight's (dense matrix, convolution kernel, BatchNorm scale) shape, mean, std,
-min and max, and on one batch of the run's own
-training data the gradient L1 sum and L2 norm and the fraction of saturated
-(sigmoid/tanh) or dead (relu) units. ``--json PATH`` writes the same figures.
+min and max, and on one batch of the run's own training data the gradient L1
+sum and L2 norm and the fraction of saturated (sigmoid/tanh) or dead (relu)
+units. ``--json PATH`` writes the same figures.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from absl import app, flags
 
 from trainer import config as config_lib
 from trainer.cli import fail, no_positional_arguments, parse_flags
+from trainer.errors import UsageError
 
 flags.DEFINE_string("model_dir", None, "Run folder to inspect (with config.json and checkpoints).")
 flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
@@ -41,34 +42,35 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
     import tensorflow as tf
 
     from models import diagnostics
-    from trainer import train_lib
+    from trainer import run_folder
+    from trainer.assembly import Run
 
     if batch_size < 1:
-        raise config_lib.UsageError(f"--batch_size={batch_size}: must be >= 1")
+        raise UsageError(f"--batch_size={batch_size}: must be >= 1")
     if not model_dir or not os.path.isdir(model_dir):
-        raise config_lib.UsageError(f"--model_dir={model_dir}: no such run folder")
+        raise UsageError(f"--model_dir={model_dir}: no such run folder")
     config_path = os.path.join(model_dir, "config.json")
     if not os.path.exists(config_path):
-        raise config_lib.UsageError(f"--model_dir={model_dir}: no config.json (not a run folder)")
+        raise UsageError(f"--model_dir={model_dir}: no config.json (not a run folder)")
     try:
         # The run's own config.json decides the network and data, as on resume.
-        config = train_lib.merge_saved_config(
+        config = run_folder.merge_saved_config(
             config_lib.Config(mode="eval", model_dir=model_dir), explicit=set()
         )
         config = dataclasses.replace(config, summary_every=0)
     except (TypeError, ValueError, AttributeError) as error:
-        if isinstance(error, config_lib.UsageError):
+        if isinstance(error, UsageError):
             raise
-        raise config_lib.UsageError(f"{config_path}: malformed ({error})") from None
-    run = train_lib.Run(config)
+        raise UsageError(f"{config_path}: malformed ({error})") from None
+    run = Run(config)
     path = run.checkpoints.restore_latest(
-        only={"model": run.model, "global_step": run.program.global_step}
+        only={"model": run.model, "global_step": run.trainer.global_step}
     )
     if path is None:
-        raise config_lib.UsageError(f"--model_dir={model_dir}: no checkpoint to inspect")
+        raise UsageError(f"--model_dir={model_dir}: no checkpoint to inspect")
     x, y = run.source.sample(min(batch_size, run.source.num_train))
     x, y = tf.constant(x), tf.constant(y)
-    loss, grads = run.program.loss_and_gradients(x, y)
+    loss, grads = run.trainer.loss_and_gradients(x, y)
     _, records = run.model.forward_with_activations(x, training=False)
     weights = [v.read_value() for v in run.model.trainable_variables]
     stats = diagnostics.layer_statistics(run.model, grads, weights, weights, records)
@@ -98,7 +100,7 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
     return {
         "model_dir": model_dir,
         "checkpoint": path,
-        "global_step": int(run.program.global_step.numpy()),
+        "global_step": int(run.trainer.global_step.numpy()),
         "batch_size": int(x.shape[0]),
         "loss": float(loss),
         "layers": layers,
@@ -176,18 +178,18 @@ def main(argv) -> None:
     logging.set_verbosity(logging.WARNING)
     try:
         if not FLAGS.model_dir:
-            raise config_lib.UsageError("--model_dir: required (a run folder to inspect)")
+            raise UsageError("--model_dir: required (a run folder to inspect)")
         from trainer import runtime
 
         runtime.import_tensorflow(verbose=FLAGS.tf_verbose)
         figures = inspect_run(FLAGS.model_dir, FLAGS.batch_size)
         print(format_table(figures))
         if FLAGS.json:
-            from trainer.train_lib import write_json
+            from trainer.files import write_json
 
             write_json(FLAGS.json, figures)
             print(f"wrote {FLAGS.json}")
-    except config_lib.UsageError as error:
+    except UsageError as error:
         fail(error)
 
 

@@ -22,9 +22,9 @@ from trainer.cli import (
     fail,
     fail_interrupted,
     no_positional_arguments,
-    one_line,
     parse_flags,
 )
+from trainer.errors import NonFiniteError, TrainingStopped, UsageError, one_line
 
 FLAGS = flags.FLAGS
 
@@ -44,18 +44,18 @@ def _main() -> None:
         from trainer import runtime
 
         runtime.import_tensorflow(verbose=FLAGS.tf_verbose)
-        from trainer import controller, train_lib
+        from trainer import train_lib
 
         explicit = {name for name in FLAGS if FLAGS[name].present}
         try:
             train_lib.run(config, explicit)
-        except controller.TrainingStopped as stopped:
+        except TrainingStopped as stopped:
             fail(stopped, status=128 + stopped.signum)
-        except controller.NonFiniteError as error:
+        except NonFiniteError as error:
             fail(error, status=3)
         except train_lib.PeerLostError as error:
             fail(error, status=4)
-    except config_lib.UsageError as error:
+    except UsageError as error:
         fail(error)
     except Interrupted as interrupted:
         fail_interrupted(

@@ -1,41 +1,34 @@
 """TensorBoard: the train/eval writers, hyperparameters, the step's graph, the
-controller's scalars, and log warnings for vanishing or exploding gradients.
+controller's scalars and confusion matrices, and the diagnostic steps' per-layer
+figures and histograms (``step_summary_fn``), all through ``tf.summary``.
 
-In-graph summaries (per-layer figures and histograms) are written by
-``models.TrainingProgram`` on its diagnostic steps; this module owns the
-writers they go to. Without a summary folder the writers are no-op writers, so
-callers never branch.
+Without a summary folder the writers are no-op writers, so callers never branch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
-
-# A layer whose gradient norm is below this fraction of the output layer's is
-# reported as vanishing; above this multiple, as exploding.
-# (Xavier-initialized 6x500 sigmoid networks sit near 3e-4 and still learn;
-# U[0,1) init gives exactly 0.)
-VANISHING_FRACTION = 1e-5
-EXPLODING_MULTIPLE = 1e3
 
 
 class Writers:
-    """``train`` and ``eval`` summary writers under ``model_dir`` (SPEC §4).
+    """``train`` and ``eval`` summary writers under ``model_dir``.
 
     Args:
       model_dir: the run folder; events go to ``train/`` and ``eval/``.
       enabled: ``False`` gives no-op writers (``--summary_every=0``, or a
         non-chief worker).
+      class_names: the labels of the confusion matrix's classes (default the ids).
     """
 
-    def __init__(self, model_dir: str, enabled: bool):
+    def __init__(self, model_dir: str, enabled: bool, class_names=None):
         self.model_dir = model_dir
         self.enabled = enabled
+        self.class_names = class_names
         if enabled:
             self.train = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
             self.eval = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
@@ -94,15 +87,15 @@ class Writers:
             hp.hparams(values, trial_id=os.path.basename(os.path.abspath(config.model_dir)))
         writer.close()
 
-    def confusion(self, step: int, matrix, class_names=None) -> None:
+    def confusion(self, step: int, matrix) -> None:
         """Writes an eval's confusion matrix as an image and its per-class accuracy.
 
         Args:
           matrix: ``[C, C]`` counts of (true class, predicted class).
-          class_names: labels for the per-class scalars (default the ids).
         """
         if not self.enabled:
             return
+        class_names = self.class_names
         matrix = np.asarray(matrix, np.float64)
         totals = matrix.sum(axis=1)
         accuracy = np.divide(
@@ -131,6 +124,20 @@ class Writers:
         if self.enabled:
             self.train.flush()
             self.eval.flush()
+
+    @contextlib.contextmanager
+    def graph_trace(self):
+        """Puts the graph of what runs inside (the first compiled training call) in
+        the Graphs dashboard: ``tf.summary.trace_on`` before, ``trace_export`` after."""
+        if not self.enabled:
+            yield
+            return
+        tf.summary.trace_on(graph=True, profiler=False)
+        try:
+            yield
+        finally:
+            with self.train.as_default():
+                tf.summary.trace_export(name="train_loop", step=0)
 
 
 MAX_CLASS_SCALARS = 20  # more classes: the text table and the image only
@@ -235,39 +242,11 @@ def histogram_tensors(tensors, buckets: int = HISTOGRAM_BUCKETS) -> tf.Tensor:
 
 
 def write_summaries(entries: list, step) -> None:
-    """Writes ``[(tag, tensor, plugin metadata)]`` in-graph as one event at ``step``.
-
-    One ``Summary`` protobuf holding every value is assembled in-graph: per
-    value a constant prefix (its tag, its metadata and the field headers, all
-    known when tracing) and ``tf.io.serialize_tensor`` of the tensor, joined by
-    one ``tf.strings.join`` and written by one ``write_raw_pb``. That is two
-    ops per value; ``tf.summary.write`` costs about eight (a device copy, its
-    constants, the conditional on ``record_if``), and the diagnostic step
-    writes dozens. Tags are used as given (``tf.summary.scalar`` would prefix
-    them with the enclosing name scopes, e.g. ``while/``). Tensors need static
-    shapes (their serialized length goes into the prefix).
-    """
-    # The protobuf encoder the TFRecord writer uses (field tags 0x0A: Summary.value
-    # and Value.tag, 0x42: Value.tensor, 0x4A: Value.metadata).
-    from trainer.records import _field, _varint
-
-    if not entries:
-        return
-    lengths = {}  # serialized length per (shape, dtype), found once each
-    parts = []
+    """Writes ``[(tag, tensor, plugin metadata)]`` in-graph at ``step``, each with
+    ``tf.summary.write`` (tags as given: ``tf.summary.scalar`` would prefix them
+    with the enclosing name scopes, e.g. ``while/``)."""
     for tag, tensor, metadata in entries:
-        tensor = tf.convert_to_tensor(tensor)
-        key = (tuple(tensor.shape), tensor.dtype)
-        if key not in lengths:
-            with tf.init_scope():  # eagerly, while tracing
-                zeros = tf.zeros(tensor.shape, tensor.dtype)
-                lengths[key] = len(tf.io.serialize_tensor(zeros).numpy())
-        length = lengths[key]
-        head = _field(0x0A, tag.encode()) + _field(0x4A, metadata.SerializeToString())
-        head += b"\x42" + _varint(length)  # Value.tensor's header; its bytes follow
-        parts.append(tf.constant(b"\x0a" + _varint(len(head) + length) + head))
-        parts.append(tf.io.serialize_tensor(tensor))
-    tf.summary.experimental.write_raw_pb(tf.strings.join(parts), step=step)
+        tf.summary.write(tag, tensor, step=step, metadata=metadata)
 
 
 def _histograms(tagged: list) -> list:
@@ -325,71 +304,3 @@ def step_summary_fn(histograms: bool):
         write_summaries(entries + _histograms(tagged), step)
 
     return write
-
-
-class GraphTrace:
-    """Puts the compiled training loop's graph in the Graphs dashboard.
-
-    Wraps the first compiled call: ``tf.summary.trace_on(graph=True)`` before,
-    ``trace_export`` to the train writer after.
-    """
-
-    def __init__(self, writers: Writers):
-        self.writers = writers
-        self.active = False
-
-    def __enter__(self):
-        if self.writers.enabled:
-            tf.summary.trace_on(graph=True, profiler=False)
-            self.active = True
-        return self
-
-    def __exit__(self, *exc):
-        if self.active:
-            with self.writers.train.as_default():
-                tf.summary.trace_export(name="train_loop", step=0)
-            self.active = False
-
-
-class GradientWarnings:
-    """Logs, once per layer and kind, vanishing, exploding or non-finite gradients.
-
-    Args:
-      layer_names: names of the layers with weights, first to last (the last is the output).
-    """
-
-    def __init__(self, layer_names: list[str]):
-        self.layer_names = layer_names
-        self.reported: set[tuple[str, str]] = set()
-
-    def check(self, step: int, gradient_norms: np.ndarray) -> list[str]:
-        """Compares each layer's gradient norm with the output layer's; returns warnings."""
-        messages = []
-        norms = np.asarray(gradient_norms, np.float64)
-        if norms.size == 0:
-            return messages
-        reference = norms[-1]
-        for name, norm in zip(self.layer_names, norms, strict=True):
-            kind = None
-            if not np.isfinite(norm):
-                kind, detail = "non-finite", f"gradient norm is {norm}"
-            elif np.isfinite(reference) and reference > 0:
-                ratio = norm / reference
-                if ratio < VANISHING_FRACTION:
-                    kind = "vanishing"
-                    detail = (
-                        f"gradient norm {norm:.3g} is {ratio:.2g} x the output layer's "
-                        f"({reference:.3g}), below {VANISHING_FRACTION:g}"
-                    )
-                elif ratio > EXPLODING_MULTIPLE:
-                    kind = "exploding"
-                    detail = (
-                        f"gradient norm {norm:.3g} is {ratio:.3g} x the output layer's "
-                        f"({reference:.3g}), above {EXPLODING_MULTIPLE:g}"
-                    )
-            if kind and (name, kind) not in self.reported:
-                self.reported.add((name, kind))
-                message = f"{kind} gradients in layer {name} at step {step}: {detail}"
-                logging.warning(message)
-                messages.append(message)
-        return messages

@@ -52,7 +52,7 @@ from trainer.cli import (
     parse_flags,
     run_as_python,
 )
-from trainer.config import UsageError
+from trainer.errors import UsageError
 from trainer.files import write_atomically
 
 FINISHED = ("steps_done", "early_stop")
@@ -128,31 +128,13 @@ def parse_grid(text: str | None) -> dict[str, list[str]]:
         if not listed:
             raise UsageError(f"--grid: {name} has no values")
         for value in listed:
-            if name == "hidden":
-                config_lib.parse_hidden(value)
-            else:
-                problem = config_lib.field_problem(name, _typed(name, value))
-                if problem:
-                    raise UsageError(f"--grid: {name}={value} {problem}")
+            problem = config_lib.flag_problem(name, value)
+            if problem:
+                raise UsageError(f"--grid: {name}={value} {problem}")
         grid[name] = listed
     if not grid:
         raise UsageError("--grid: give at least one name=values")
     return grid
-
-
-def _typed(name: str, text: str):
-    """A grid value as the Config field's type, for checking."""
-    kind = str({f.name: f.type for f in dataclasses.fields(config_lib.Config)}[name])
-    try:
-        if "bool" in kind:
-            return {"true": True, "false": False}.get(text.lower(), text)
-        if "int" in kind and "float" not in kind:
-            return int(text)
-        if "float" in kind:
-            return float(text)
-    except ValueError:
-        return text
-    return text
 
 
 def run_name(index: int, values: dict) -> str:

@@ -1,28 +1,4 @@
-"""Sharded TFRecord datasets: the files, their metadata, and a streaming source.
-
-Layout of a folder written by ``python -m trainer.convert``::
-
-    metadata.json                      what the files hold (below)
-    train-00000-of-00004.tfrecord ...  the training split, balanced shards
-    eval-00000-of-00001.tfrecord  ...  the eval split
-
-Every record is a ``tf.train.Example`` with three features:
-
-    x   bytes: the D raw feature values, little-endian, of ``feature_dtype``
-        (uint8 for MNIST pixels, float32 otherwise), row-major
-    y   int64 class id (classification) or float target (regression)
-    id  int64: the example's position in the source (row or image number)
-
-``metadata.json`` records ``feature_shape``, ``image_shape``,
-``feature_dtype``, ``task``, ``num_classes``, ``class_names`` (original labels
-when they are not ``0..C-1``), the examples and bytes of every file, and the
-training split's per-feature ``statistics`` (mean, std) with the
-``normalization`` the model folds in (``mean``/``scale``).
-
-Files made elsewhere (``--train_files``/``--eval_files`` without a
-metadata.json) must use the same ``y`` feature and ``x`` as either raw uint8
-bytes or a float list; they are scanned once at start (counts, classes,
-statistics).
+"""``--dataset=tfrecord``: sharded TFRecord files read as a stream.
 
 The training stream (``RecordSource.train_iterator``) never holds more than
 one shuffle window and a few batches: each input pipeline (one per worker)
@@ -34,342 +10,36 @@ parallel. The position of global step ``s`` is derived from the step (example
 ``s * examples_per_step`` of the endless sequence of epochs), so a resumed run
 skips (unparsed) records to where it stopped and continues with exactly the
 batches it would have seen.
+
+Files made elsewhere (``--train_files``/``--eval_files`` without a
+metadata.json) must use the same ``y`` feature and ``x`` as either raw uint8
+bytes or a float list; they are scanned once at start (counts, classes,
+statistics).
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import hashlib
-import json
 import math
 import os
-import shutil
-import stat
-import struct
-import tempfile
 
 import numpy as np
 from absl import logging
 
-from trainer.config import Config
-from trainer.data import DataError
-from trainer.sources import DataSource
+from trainer.data import DataSource
+from trainer.data.arrays import image_shape_of
+from trainer.data.record_files import (
+    METADATA,
+    Split,
+    fingerprint,
+    glob_files,
+    read_metadata,
+)
+from trainer.errors import DataError, one_line
 
-METADATA = "metadata.json"
-FORMAT = "scratch-trainer.tfrecord.v1"
-SPLITS = ("train", "eval")
-FEATURE_DTYPES = ("uint8", "float32")
 _CYCLE = 8  # files read at once by one pipeline (fixed: the order must not depend on the machine)
+
+
 _READ_BUFFER = 1 << 20  # bytes buffered per open file
-
-
-def shard_name(split: str, index: int, count: int) -> str:
-    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
-
-
-# -- writing -----------------------------------------------------------------------
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # int64 two's complement, as protobuf encodes negatives
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(tag: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field (``tag`` = field number << 3 | 2)."""
-    return bytes([tag]) + _varint(len(payload)) + payload
-
-
-def _entry(key: bytes, feature: bytes) -> bytes:
-    return _field(0x0A, _field(0x0A, key) + _field(0x12, feature))
-
-
-_X_KEY, _Y_KEY, _ID_KEY = b"x", b"y", b"id"
-_FLOAT = struct.Struct("<f")
-
-
-def serialize(x_bytes: bytes, label, example_id: int, regression: bool) -> bytes:
-    """One ``tf.train.Example`` as bytes (see the module docstring).
-
-    Encoded here field by field, the bytes ``tf.train.Example(...)
-    .SerializeToString()`` gives for the same features (a test checks it),
-    about 50 times faster than building the message in Python.
-    """
-    x = _field(0x0A, _field(0x0A, x_bytes))  # Feature.bytes_list(BytesList.value)
-    if regression:
-        y = _field(0x12, _field(0x0A, _FLOAT.pack(float(label))))  # float_list, packed
-    else:
-        y = _field(0x1A, _field(0x0A, _varint(int(label))))  # int64_list, packed
-    ident = _field(0x1A, _field(0x0A, _varint(int(example_id))))
-    features = _entry(_X_KEY, x) + _entry(_Y_KEY, y) + _entry(_ID_KEY, ident)
-    return _field(0x0A, features)
-
-
-class ShardedWriter:
-    """Writes one split into ``num_shards`` files, examples dealt round-robin
-    (shard sizes differ by at most one example).
-
-    Args:
-      folder: where the files go (the converter's private temporary folder).
-      split: ``train`` or ``eval``.
-      num_shards: files to write (>= 1).
-      feature_dtype: ``uint8`` or ``float32``: how ``x`` is stored.
-      regression: ``y`` is a float target rather than a class id.
-    """
-
-    def __init__(self, folder: str, split: str, num_shards: int, feature_dtype: str, regression):
-        import tensorflow as tf
-
-        self.folder = folder
-        self.names = [shard_name(split, i, num_shards) for i in range(num_shards)]
-        self.counts = [0] * num_shards
-        self.dtype = np.dtype(feature_dtype).newbyteorder("<")
-        self.regression = bool(regression)
-        self._next = 0
-        self._writers = [tf.io.TFRecordWriter(os.path.join(folder, n)) for n in self.names]
-
-    def write(self, x: np.ndarray, y: np.ndarray, ids: np.ndarray) -> None:
-        """Writes examples ``x`` ``[k, ...]`` (D values each), labels ``y`` ``[k]``
-        and their ids ``[k]``."""
-        x = np.ascontiguousarray(x.reshape(len(x), -1), dtype=self.dtype)
-        for row, label, example_id in zip(x, y, ids, strict=True):
-            shard = self._next
-            self._writers[shard].write(serialize(row.tobytes(), label, example_id, self.regression))
-            self.counts[shard] += 1
-            self._next = (shard + 1) % len(self._writers)
-
-    def close(self) -> dict:
-        """Closes the files; returns ``{file name: {"examples": n, "bytes": size}}``."""
-        for writer in self._writers:
-            writer.close()
-        return {
-            name: {"examples": count, "bytes": os.path.getsize(os.path.join(self.folder, name))}
-            for name, count in zip(self.names, self.counts, strict=True)
-        }
-
-
-class DatasetWriter:
-    """Writes a dataset folder's files: both splits' shards, the training split's
-    statistics (one streaming pass), and the metadata.
-
-    Args:
-      folder: where the files go (``output_folder``'s temporary folder).
-      counts: ``{"train": n, "eval": m}``: examples to come (caps the shards).
-      num_shards: files per split.
-      dtype: ``uint8`` or ``float32``, how features are stored.
-      regression: labels are float targets rather than class ids.
-      size: features per example, ``D``.
-    """
-
-    def __init__(self, folder, counts: dict, num_shards: int, dtype: str, regression: bool, size):
-        from trainer import tabular
-
-        self.writers = {
-            split: ShardedWriter(folder, split, max(1, min(num_shards, count)), dtype, regression)
-            for split, count in counts.items()
-        }
-        self.moments = tabular.Moments(size)
-
-    def write(self, split: str, x: np.ndarray, y: np.ndarray, ids: np.ndarray) -> None:
-        if not len(x):
-            return
-        if split == "train":
-            self.moments.update(x.reshape(len(x), -1).astype(np.float64))
-        self.writers[split].write(x, y, ids)
-
-    def metadata(self, **facts) -> dict:
-        """Closes the files; returns metadata.json's content: ``facts`` (with
-        ``pixels=True``, a fixed scaling by 255 as for MNIST) and the splits,
-        statistics and normalization."""
-        mean, std = self.moments.mean, self.moments.std
-        if facts.pop("pixels", False):  # as --dataset=mnist scales: a fixed 255
-            normalization = {"mean": [0.0] * len(mean), "scale": [255.0] * len(mean)}
-        else:
-            center, scale = self.moments.standardization()
-            normalization = {"mean": center.tolist(), "scale": scale.tolist()}
-        splits = {}
-        for split, writer in self.writers.items():
-            files = writer.close()
-            splits[split] = {
-                "examples": sum(f["examples"] for f in files.values()),
-                "files": files,
-            }
-        return {
-            "format": FORMAT,
-            **facts,
-            "splits": splits,
-            "statistics": {"mean": mean.tolist(), "std": std.tolist()},
-            "normalization": normalization,
-        }
-
-
-@contextlib.contextmanager
-def output_folder(output_dir: str):
-    """Yields a hidden temporary folder beside ``output_dir`` that becomes
-    ``output_dir`` in one rename once the block succeeds.
-
-    A conversion that fails or is killed leaves no file that looks complete:
-    only a ``.tmp-convert-*`` folder (removed on failure when possible).
-
-    Raises:
-      DataError: ``output_dir`` exists and is not an empty folder, or its
-        parent cannot be written.
-    """
-    output_dir = os.path.abspath(output_dir)
-    label = f"--output_dir={output_dir}"
-    if os.path.lexists(output_dir):
-        if os.path.islink(output_dir) or not os.path.isdir(output_dir):
-            raise DataError(f"{label}: exists and is not a folder")
-        if os.listdir(output_dir):
-            raise DataError(f"{label}: is not empty; converted files go to a new or empty folder")
-    parent = os.path.dirname(output_dir)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        temporary = tempfile.mkdtemp(prefix=".tmp-convert-", dir=parent)
-    except OSError as error:
-        raise DataError(f"{label}: cannot write there ({error.strerror or error})") from None
-    try:
-        yield temporary
-        os.chmod(temporary, 0o755)
-        os.replace(temporary, output_dir)  # onto a missing or empty folder: atomic
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-
-
-def write_metadata(folder: str, metadata: dict) -> None:
-    from trainer.files import write_atomically
-
-    write_atomically(os.path.join(folder, METADATA), json.dumps(metadata, indent=1) + "\n")
-
-
-# -- reading -------------------------------------------------------------------------
-def _problem(path: str, text: str) -> DataError:
-    return DataError(f"{path}: {text}")
-
-
-def read_metadata(data_dir: str) -> dict:
-    """Reads and checks ``<data_dir>/metadata.json``.
-
-    Raises:
-      DataError: missing, unreadable, or not what the converter writes.
-    """
-    path = os.path.join(data_dir, METADATA)
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise _problem(path, "not a regular file")
-        with open(path, encoding="utf-8") as handle:
-            metadata = json.load(handle)
-    except FileNotFoundError:
-        raise DataError(
-            f"--data_dir={data_dir}: no {METADATA}; convert data with python -m trainer.convert "
-            "(an interrupted conversion leaves no folder), or give --train_files and --eval_files"
-        ) from None
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise _problem(path, f"cannot read ({' '.join(str(error).split())[:120]})") from None
-    _check_metadata(path, metadata)
-    return metadata
-
-
-def _is_int(value, low: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _check_metadata(path: str, metadata) -> None:
-    def require(condition, text):
-        if not condition:
-            raise _problem(path, text + "; convert the data again")
-
-    require(isinstance(metadata, dict), "not a JSON object")
-    require(metadata.get("format") == FORMAT, f"format is not {FORMAT!r}")
-    shape = metadata.get("feature_shape")
-    require(
-        isinstance(shape, list) and 1 <= len(shape) <= 3 and all(_is_int(d, 1) for d in shape),
-        "feature_shape must be a list of 1 to 3 sizes >= 1",
-    )
-    image = metadata.get("image_shape")
-    require(
-        image is None
-        or (isinstance(image, list) and len(image) == 3 and all(_is_int(d, 1) for d in image)
-            and math.prod(image) == math.prod(shape)),
-        "image_shape must be null or [H, W, C] with H*W*C features",
-    )  # fmt: skip
-    require(
-        metadata.get("feature_dtype") in FEATURE_DTYPES, "feature_dtype must be uint8 or float32"
-    )
-    task = metadata.get("task")
-    require(task in ("classification", "regression"), "task must be classification or regression")
-    classes = metadata.get("num_classes")
-    if task == "classification":
-        require(_is_int(classes, 2), "num_classes must be an integer >= 2")
-    names = metadata.get("class_names")
-    if names is not None:
-        require(
-            isinstance(names, list)
-            and len(names) == classes
-            and ({type(n) for n in names} in ({str}, {int}))
-            and len(set(names)) == len(names),
-            "class_names must be num_classes distinct labels",
-        )
-    splits = metadata.get("splits")
-    require(
-        isinstance(splits, dict) and set(SPLITS) <= set(splits), "splits must hold train and eval"
-    )
-    for split in SPLITS:
-        files = splits[split].get("files") if isinstance(splits[split], dict) else None
-        require(isinstance(files, dict) and files, f"splits.{split}.files must list the files")
-        for name, facts in files.items():
-            require(
-                isinstance(name, str) and os.path.basename(name) == name and name.strip("."),
-                f"splits.{split}.files: {name!r} is not a file name",
-            )
-            require(
-                isinstance(facts, dict)
-                and _is_int(facts.get("examples"))
-                and _is_int(facts.get("bytes")),
-                f"splits.{split}.files.{name}: needs examples and bytes counts",
-            )
-        require(
-            sum(f["examples"] for f in files.values()) >= 1, f"splits.{split} holds no examples"
-        )
-    size = math.prod(shape)
-    normalization = metadata.get("normalization")
-    require(isinstance(normalization, dict), "normalization must give mean and scale")
-    for key in ("mean", "scale"):
-        values = normalization.get(key)
-        require(
-            isinstance(values, list)
-            and len(values) == size
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values),
-            f"normalization.{key} must list {size} numbers",
-        )
-        array = np.asarray(values, np.float64)
-        require(np.all(np.isfinite(array)), f"normalization.{key} must be finite")
-        if key == "scale":
-            require(np.all(array > 0), "normalization.scale must be > 0")
-
-
-def _glob(pattern: str, flag: str) -> list[str]:
-    files = sorted(path for path in glob.glob(pattern) if os.path.isfile(path))
-    if not files:
-        raise DataError(f"{flag}={pattern}: matches no file")
-    return files
-
-
-class _Split:
-    """One split's files and example counts."""
-
-    def __init__(self, files: list[str], counts: list[int]):
-        self.files = files
-        self.counts = counts
-
-    @property
-    def examples(self) -> int:
-        return int(sum(self.counts))
 
 
 class RecordSource(DataSource):
@@ -399,7 +69,7 @@ class RecordSource(DataSource):
 
     # -- opening ----------------------------------------------------------------
     @classmethod
-    def open(cls, config: Config) -> RecordSource:
+    def open(cls, config) -> RecordSource:
         """Checks the files and their metadata; reads no more than a record per file
         (files made elsewhere are scanned once).
 
@@ -415,7 +85,7 @@ class RecordSource(DataSource):
         return cls._scanned(config)
 
     @classmethod
-    def _from_metadata(cls, config: Config) -> RecordSource:
+    def _from_metadata(cls, config) -> RecordSource:
         data_dir = config.data_dir
         metadata = read_metadata(data_dir)
         metadata_path = os.path.join(data_dir, METADATA)
@@ -423,7 +93,7 @@ class RecordSource(DataSource):
         for split, flag in (("train", config.train_files), ("eval", config.eval_files)):
             listed = metadata["splits"][split]["files"]
             if flag:
-                files = _glob(flag, f"--{split}_files")
+                files = glob_files(flag, f"--{split}_files")
                 unknown = [f for f in files if os.path.basename(f) not in listed]
                 if unknown:
                     raise DataError(f"{unknown[0]}: not a {split} file listed in {metadata_path}")
@@ -443,7 +113,7 @@ class RecordSource(DataSource):
                         "(truncated or changed); convert the data again"
                     )
             counts = [listed[os.path.basename(f)]["examples"] for f in files]
-            splits[split] = _Split(files, counts)
+            splits[split] = Split(files, counts)
         shape = tuple(metadata["feature_shape"])
         image = metadata["image_shape"]
         input_shape = (math.prod(shape),)
@@ -459,7 +129,7 @@ class RecordSource(DataSource):
             class_names=metadata.get("class_names"),
             mean=metadata["normalization"]["mean"],
             scale=metadata["normalization"]["scale"],
-            fingerprint=_fingerprint(splits, metadata),
+            fingerprint=fingerprint(splits, metadata),
             description="",
             shuffle_buffer=config.shuffle_buffer,
         )
@@ -468,17 +138,17 @@ class RecordSource(DataSource):
         return source
 
     @classmethod
-    def _scanned(cls, config: Config) -> RecordSource:
+    def _scanned(cls, config) -> RecordSource:
         import tensorflow as tf
 
-        from trainer import tabular
+        from trainer.data import tabular
 
-        train_files = _glob(config.train_files, "--train_files")
-        eval_files = _glob(config.eval_files, "--eval_files")
+        train_files = glob_files(config.train_files, "--train_files")
+        eval_files = glob_files(config.eval_files, "--eval_files")
         x_kind, size, regression = _schema(train_files[0])
         probe = cls(
-            train=_Split(train_files, [0] * len(train_files)),
-            eval_=_Split(eval_files, [0] * len(eval_files)),
+            train=Split(train_files, [0] * len(train_files)),
+            eval_=Split(eval_files, [0] * len(eval_files)),
             input_shape=(size,), image_shape=None,
             feature_dtype="uint8" if x_kind == "bytes" else "float32", x_kind=x_kind,
             num_classes=0 if regression else 2, class_names=None,
@@ -504,7 +174,7 @@ class RecordSource(DataSource):
                                 raise DataError(f"{path}: class id {int(y.min())} is negative")
                             highest = max(highest, int(y.max()))
                 except tf.errors.OpError as error:
-                    raise DataError(f"{path}: {_read_problem(error)}") from None
+                    raise DataError(f"{path}: {read_problem(error)}") from None
                 counts[split].append(count)
         if not sum(counts["train"]):
             raise DataError(f"--train_files={config.train_files}: the files hold no example")
@@ -514,16 +184,15 @@ class RecordSource(DataSource):
             raise DataError(f"--train_files={config.train_files}: fewer than 2 classes")
         mean, scale = moments.standardization()
         splits = {
-            "train": _Split(train_files, counts["train"]),
-            "eval": _Split(eval_files, counts["eval"]),
+            "train": Split(train_files, counts["train"]),
+            "eval": Split(eval_files, counts["eval"]),
         }
-        from trainer.data import _image_shape
 
         source = cls(
             train=splits["train"], eval_=splits["eval"], input_shape=(size,),
-            image_shape=_image_shape((size,)), feature_dtype=probe.feature_dtype, x_kind=x_kind,
+            image_shape=image_shape_of((size,)), feature_dtype=probe.feature_dtype, x_kind=x_kind,
             num_classes=0 if regression else highest + 1, class_names=None, mean=mean,
-            scale=scale, fingerprint=_fingerprint(splits, {"mean": mean.tolist()}),
+            scale=scale, fingerprint=fingerprint(splits, {"mean": mean.tolist()}),
             description="", shuffle_buffer=config.shuffle_buffer,
         )  # fmt: skip
         source.description = source._describe(os.path.dirname(train_files[0]))
@@ -552,7 +221,7 @@ class RecordSource(DataSource):
                     .map(self._parse)
                 )
             except tf.errors.OpError as error:
-                raise DataError(f"{path}: {_read_problem(error)}") from None
+                raise DataError(f"{path}: {read_problem(error)}") from None
             if not records and os.path.getsize(path):
                 raise DataError(f"{path}: not a TFRecord file")
 
@@ -607,7 +276,7 @@ class RecordSource(DataSource):
         images.feature_scale = self.feature_scale.reshape(images.input_shape)
         return images
 
-    def _assignment(self, split: _Split, pipelines: int, index: int, log: bool):
+    def _assignment(self, split: Split, pipelines: int, index: int, log: bool):
         """This pipeline's files, example count per epoch, and whether it shards by data."""
         if pipelines <= 1:
             return split.files, split.examples, False
@@ -748,7 +417,7 @@ def _schema(path: str) -> tuple[str, int, bool]:
     try:
         first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
     except tf.errors.OpError as error:
-        raise DataError(f"{path}: {_read_problem(error)}") from None
+        raise DataError(f"{path}: {read_problem(error)}") from None
     if first is None:
         raise DataError(f"{path}: holds no record")
     example = tf.train.Example()
@@ -780,21 +449,8 @@ def _schema(path: str) -> tuple[str, int, bool]:
     return kind, size, regression
 
 
-def _read_problem(error) -> str:
-    from trainer.cli import one_line
-
+def read_problem(error) -> str:
     text = one_line(error, limit=200)
     if "corrupted record" in text.lower() or "truncated record" in text.lower():
         return f"corrupt or truncated TFRecord file ({text})"
     return f"cannot read its records as this dataset's examples ({text})"
-
-
-def _fingerprint(splits: dict, metadata: dict) -> str:
-    digest = hashlib.blake2b(digest_size=8)
-    for split in SPLITS:
-        for path, count in zip(splits[split].files, splits[split].counts, strict=True):
-            digest.update(f"{split}/{os.path.basename(path)}:{count}:".encode())
-            with contextlib.suppress(OSError):
-                digest.update(str(os.path.getsize(path)).encode())
-    digest.update(json.dumps(metadata.get("normalization", metadata), sort_keys=True).encode())
-    return digest.hexdigest()

@@ -1,6 +1,6 @@
 """Any CSV as a table of float features and one label column, read as a stream.
 
-Shared by the in-memory loader (``trainer.data.load_csv``) and the streaming
+Shared by the in-memory loader (``trainer.data.csv_table``) and the streaming
 converter: nothing here imports TensorFlow, and no function holds more than one
 chunk of the file in memory.
 
@@ -36,7 +36,8 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from trainer.config import UsageError
+from trainer.errors import DataError
+from trainer.resources import human_bytes
 
 # A decimal at or beyond this rounds to infinity in float32 (max + half an ulp).
 _FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
@@ -47,10 +48,6 @@ _COUNT_BLOCK = 1 << 24  # bytes read at a time when only counting lines
 _MOMENT_BLOCK = 4096  # rows converted to float64 at a time by Moments.update
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _POWERS_OF_10 = 10.0 ** np.arange(18)  # exact in float64
-
-
-class DataError(UsageError):
-    """A missing or malformed data file; the message names the file."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,17 +70,6 @@ class Chunk:
 
 
 # -- header ------------------------------------------------------------------------
-def human_bytes(count: float) -> str:
-    """``3.1e12`` -> ``"3.1 TB"`` (decimal units)."""
-    if count < 1000:
-        return f"{int(count)} bytes"
-    for unit in ("kB", "MB", "GB", "TB", "PB"):
-        count /= 1000
-        if count < 1000 or unit == "PB":
-            return f"{count:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
 def _not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
     return (
         f"not UTF-8 text (byte 0x{raw[error.start]:02x} at byte {error.start + 1} of the line); "

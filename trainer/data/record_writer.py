@@ -1,0 +1,148 @@
+"""Writing sharded TFRecord datasets: balanced shards, the training split's
+statistics in the same pass, and a folder that appears only when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from trainer.data import example_codec
+from trainer.data.record_files import FORMAT, shard_name
+from trainer.errors import DataError
+
+
+class ShardedWriter:
+    """Writes one split into ``num_shards`` files, examples dealt round-robin
+    (shard sizes differ by at most one example).
+
+    Args:
+      folder: where the files go (the converter's private temporary folder).
+      split: ``train`` or ``eval``.
+      num_shards: files to write (>= 1).
+      feature_dtype: ``uint8`` or ``float32``: how ``x`` is stored.
+      regression: ``y`` is a float target rather than a class id.
+    """
+
+    def __init__(self, folder: str, split: str, num_shards: int, feature_dtype: str, regression):
+        import tensorflow as tf
+
+        self.folder = folder
+        self.names = [shard_name(split, i, num_shards) for i in range(num_shards)]
+        self.counts = [0] * num_shards
+        self.dtype = np.dtype(feature_dtype).newbyteorder("<")
+        self.regression = bool(regression)
+        self._next = 0
+        self._writers = [tf.io.TFRecordWriter(os.path.join(folder, n)) for n in self.names]
+
+    def write(self, x: np.ndarray, y: np.ndarray, ids: np.ndarray) -> None:
+        """Writes examples ``x`` ``[k, ...]`` (D values each), labels ``y`` ``[k]``
+        and their ids ``[k]``."""
+        x = np.ascontiguousarray(x.reshape(len(x), -1), dtype=self.dtype)
+        for row, label, example_id in zip(x, y, ids, strict=True):
+            shard = self._next
+            record = example_codec.serialize(row.tobytes(), label, example_id, self.regression)
+            self._writers[shard].write(record)
+            self.counts[shard] += 1
+            self._next = (shard + 1) % len(self._writers)
+
+    def close(self) -> dict:
+        """Closes the files; returns ``{file name: {"examples": n, "bytes": size}}``."""
+        for writer in self._writers:
+            writer.close()
+        return {
+            name: {"examples": count, "bytes": os.path.getsize(os.path.join(self.folder, name))}
+            for name, count in zip(self.names, self.counts, strict=True)
+        }
+
+
+class DatasetWriter:
+    """Writes a dataset folder's files: both splits' shards, the training split's
+    statistics (one streaming pass), and the metadata.
+
+    Args:
+      folder: where the files go (``output_folder``'s temporary folder).
+      counts: ``{"train": n, "eval": m}``: examples to come (caps the shards).
+      num_shards: files per split.
+      dtype: ``uint8`` or ``float32``, how features are stored.
+      regression: labels are float targets rather than class ids.
+      size: features per example, ``D``.
+    """
+
+    def __init__(self, folder, counts: dict, num_shards: int, dtype: str, regression: bool, size):
+        from trainer.data import tabular
+
+        self.writers = {
+            split: ShardedWriter(folder, split, max(1, min(num_shards, count)), dtype, regression)
+            for split, count in counts.items()
+        }
+        self.moments = tabular.Moments(size)
+
+    def write(self, split: str, x: np.ndarray, y: np.ndarray, ids: np.ndarray) -> None:
+        if not len(x):
+            return
+        if split == "train":
+            self.moments.update(x.reshape(len(x), -1).astype(np.float64))
+        self.writers[split].write(x, y, ids)
+
+    def metadata(self, **facts) -> dict:
+        """Closes the files; returns metadata.json's content: ``facts`` (with
+        ``pixels=True``, a fixed scaling by 255 as for MNIST) and the splits,
+        statistics and normalization."""
+        mean, std = self.moments.mean, self.moments.std
+        if facts.pop("pixels", False):  # as --dataset=mnist scales: a fixed 255
+            normalization = {"mean": [0.0] * len(mean), "scale": [255.0] * len(mean)}
+        else:
+            center, scale = self.moments.standardization()
+            normalization = {"mean": center.tolist(), "scale": scale.tolist()}
+        splits = {}
+        for split, writer in self.writers.items():
+            files = writer.close()
+            splits[split] = {
+                "examples": sum(f["examples"] for f in files.values()),
+                "files": files,
+            }
+        return {
+            "format": FORMAT,
+            **facts,
+            "splits": splits,
+            "statistics": {"mean": mean.tolist(), "std": std.tolist()},
+            "normalization": normalization,
+        }
+
+
+@contextlib.contextmanager
+def output_folder(output_dir: str):
+    """Yields a hidden temporary folder beside ``output_dir`` that becomes
+    ``output_dir`` in one rename once the block succeeds.
+
+    A conversion that fails or is killed leaves no file that looks complete:
+    only a ``.tmp-convert-*`` folder (removed on failure when possible).
+
+    Raises:
+      DataError: ``output_dir`` exists and is not an empty folder, or its
+        parent cannot be written.
+    """
+    output_dir = os.path.abspath(output_dir)
+    label = f"--output_dir={output_dir}"
+    if os.path.lexists(output_dir):
+        if os.path.islink(output_dir) or not os.path.isdir(output_dir):
+            raise DataError(f"{label}: exists and is not a folder")
+        if os.listdir(output_dir):
+            raise DataError(f"{label}: is not empty; converted files go to a new or empty folder")
+    parent = os.path.dirname(output_dir)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        temporary = tempfile.mkdtemp(prefix=".tmp-convert-", dir=parent)
+    except OSError as error:
+        raise DataError(f"{label}: cannot write there ({error.strerror or error})") from None
+    try:
+        yield temporary
+        os.chmod(temporary, 0o755)
+        os.replace(temporary, output_dir)  # onto a missing or empty folder: atomic
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
