@@ -159,9 +159,9 @@ def _check_objective(config: Config) -> None:
 def _open_data(config: Config):
     """``(source, config with the data's facts)``; refuses other data on resume."""
     from models import spec
-    from trainer import data
+    from trainer.data.sources import open_source
 
-    source = data.open_source(config)
+    source = open_source(config)
     logging.info("data: %s", source.description)
     if (
         config.mode in ("train", "train_and_eval")

@@ -263,23 +263,24 @@ def convert_npz(opts, folder: str) -> dict:
         return _convert_npz(opts, folder, path, archive, names)
 
 
-def _convert_npz(opts, folder, path, archive, names) -> dict:
-    regression = opts.task == "regression"
-    pairs = None
+def _npz_pairs(path: str, names: set) -> dict:
+    """``{split: (x array name, y array name)}`` of an archive's members."""
     for eval_name in ("test", "eval"):
         wanted = {"x_train.npy", "y_train.npy", f"x_{eval_name}.npy", f"y_{eval_name}.npy"}
         if wanted <= names:
-            pairs = {"train": ("x_train", "y_train"), "eval": (f"x_{eval_name}", f"y_{eval_name}")}
-    if pairs is None and {"x.npy", "y.npy"} <= names:
-        pairs = {"all": ("x", "y")}
-    if pairs is None:
-        shown = ", ".join(sorted(n[:-4] for n in names)) or "nothing"
-        raise UsageError(
-            f"{path}: needs arrays x_train, y_train, x_test, y_test (or x_eval, y_eval), or x "
-            f"and y; it holds {shown}"
-        )
-    labels = {}
-    shapes = {}
+            return {"train": ("x_train", "y_train"), "eval": (f"x_{eval_name}", f"y_{eval_name}")}
+    if {"x.npy", "y.npy"} <= names:
+        return {"all": ("x", "y")}
+    shown = ", ".join(sorted(n[:-4] for n in names)) or "nothing"
+    raise UsageError(
+        f"{path}: needs arrays x_train, y_train, x_test, y_test (or x_eval, y_eval), or x "
+        f"and y; it holds {shown}"
+    )
+
+
+def _npz_labels_and_shape(archive, path, pairs, regression):
+    """``(labels per split, one example's shape)``, checked against the features."""
+    labels, shapes = {}, {}
     for split, (x_name, y_name) in pairs.items():
         y_member = _NpyMember(archive, y_name + ".npy", path)
         x_member = _NpyMember(archive, x_name + ".npy", path)
@@ -296,7 +297,38 @@ def _convert_npz(opts, folder, path, archive, names) -> dict:
             f"{path}: train and eval examples differ in shape "
             f"({', '.join(str(list(s)) for s in shapes.values())})"
         )
-    shape = list(next(iter(shapes.values()))) or [1]
+    return labels, list(next(iter(shapes.values()))) or [1]
+
+
+def _write_npz_split(writer, member, split, labels, dtype, size, is_eval) -> None:
+    """One array's examples in chunks, routed to their split (``all``: by ``is_eval``)."""
+    start = 0
+    for x in member.chunks(_ROWS):
+        x = x.reshape(len(x), size)
+        if dtype == "float32":
+            with np.errstate(over="ignore", invalid="ignore"):
+                x = x.astype(np.float32)
+            bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+            if bad.size:
+                raise UsageError(
+                    f"{member.label}: example {start + int(bad[0])} holds a value that is "
+                    "not a finite float32 number"
+                )
+        y = labels[split][start : start + len(x)]
+        ids = np.arange(start, start + len(x))
+        if split == "all":
+            mask = is_eval[start : start + len(x)]
+            writer.write("train", x[~mask], y[~mask], ids[~mask])
+            writer.write("eval", x[mask], y[mask], ids[mask])
+        else:
+            writer.write(split, x, y, ids)
+        start += len(x)
+
+
+def _convert_npz(opts, folder, path, archive, names) -> dict:
+    regression = opts.task == "regression"
+    pairs = _npz_pairs(path, names)
+    labels, shape = _npz_labels_and_shape(archive, path, pairs, regression)
     size = int(np.prod(shape))
     x_dtype = _NpyMember(archive, next(iter(pairs.values()))[0] + ".npy", path).dtype
     dtype = "uint8" if x_dtype == np.uint8 else "float32"
@@ -305,6 +337,7 @@ def _convert_npz(opts, folder, path, archive, names) -> dict:
         vocabulary = tuple(int(v) for v in np.unique(np.concatenate(list(labels.values()))))
         for split in labels:
             labels[split] = np.searchsorted(np.asarray(vocabulary), labels[split]).astype(np.int64)
+    is_eval = None
     if "all" in pairs:
         from trainer.data import splits
 
@@ -320,27 +353,7 @@ def _convert_npz(opts, folder, path, archive, names) -> dict:
     writer = record_writer.DatasetWriter(folder, counts, opts.num_shards, dtype, regression, size)
     for split, (x_name, _) in pairs.items():
         member = _NpyMember(archive, x_name + ".npy", path)
-        start = 0
-        for x in member.chunks(_ROWS):
-            x = x.reshape(len(x), size)
-            if dtype == "float32":
-                with np.errstate(over="ignore", invalid="ignore"):
-                    x = x.astype(np.float32)
-                bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-                if bad.size:
-                    raise UsageError(
-                        f"{member.label}: example {start + int(bad[0])} holds a value that is "
-                        "not a finite float32 number"
-                    )
-            y = labels[split][start : start + len(x)]
-            ids = np.arange(start, start + len(x))
-            if split == "all":
-                mask = is_eval[start : start + len(x)]
-                writer.write("train", x[~mask], y[~mask], ids[~mask])
-                writer.write("eval", x[mask], y[mask], ids[mask])
-            else:
-                writer.write(split, x, y, ids)
-            start += len(x)
+        _write_npz_split(writer, member, split, labels, dtype, size, is_eval)
     image = [*shape, 1] if len(shape) == 2 else (shape if len(shape) == 3 else _image(size))
     return writer.metadata(
         source="npz", npz_path=os.path.abspath(path), feature_shape=[size],

@@ -38,31 +38,16 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
     Raises:
       UsageError: a missing or malformed run folder, or no usable checkpoint.
     """
-    import numpy as np
     import tensorflow as tf
 
     from models import diagnostics
-    from trainer import run_folder
     from trainer.assembly import Run
 
     if batch_size < 1:
         raise UsageError(f"--batch_size={batch_size}: must be >= 1")
     if not model_dir or not os.path.isdir(model_dir):
         raise UsageError(f"--model_dir={model_dir}: no such run folder")
-    config_path = os.path.join(model_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise UsageError(f"--model_dir={model_dir}: no config.json (not a run folder)")
-    try:
-        # The run's own config.json decides the network and data, as on resume.
-        config = run_folder.merge_saved_config(
-            config_lib.Config(mode="eval", model_dir=model_dir), explicit=set()
-        )
-        config = dataclasses.replace(config, summary_every=0)
-    except (TypeError, ValueError, AttributeError) as error:
-        if isinstance(error, UsageError):
-            raise
-        raise UsageError(f"{config_path}: malformed ({error})") from None
-    run = Run(config)
+    run = Run(_saved_config(model_dir))
     path = run.checkpoints.restore_latest(
         only={"model": run.model, "global_step": run.trainer.global_step}
     )
@@ -74,29 +59,11 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
     _, records = run.model.forward_with_activations(x, training=False)
     weights = [v.read_value() for v in run.model.trainable_variables]
     stats = diagnostics.layer_statistics(run.model, grads, weights, weights, records)
-    layers = []
     activation_names = run.model.activation_names()
-    for position, layer in enumerate(run.model.weighted_layers):
-        w = layer.kernel.numpy()
-        units = w.shape[-1]
-        b = layer.bias.numpy() if layer.bias is not None else np.zeros(units, np.float32)
-        layers.append(
-            {
-                "layer": layer.name,
-                "activation": activation_names[position],
-                "weight_shape": list(w.shape),
-                "weight_mean": float(w.mean()),
-                "weight_std": float(w.std()),
-                "weight_min": float(w.min()),
-                "weight_max": float(w.max()),
-                "bias_mean": float(np.mean(b)),
-                # a unit is a column of a dense matrix, a filter of a convolution
-                "distinct_units": distinct_units(w.reshape(-1, units), b),
-                "grad_l1": float(stats["gradient_l1"][position]),
-                "grad_l2": float(stats["gradient_norm"][position]),
-                "saturation": float(stats["saturation"][position]),
-            }
-        )
+    layers = [
+        _layer_figures(layer, activation_names[position], stats, position)
+        for position, layer in enumerate(run.model.weighted_layers)
+    ]
     return {
         "model_dir": model_dir,
         "checkpoint": path,
@@ -104,6 +71,48 @@ def inspect_run(model_dir: str, batch_size: int = 256) -> dict:
         "batch_size": int(x.shape[0]),
         "loss": float(loss),
         "layers": layers,
+    }
+
+
+def _saved_config(model_dir: str):
+    """The run's own config.json, as on resume (it decides the network and data)."""
+    from trainer import run_folder
+
+    config_path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise UsageError(f"--model_dir={model_dir}: no config.json (not a run folder)")
+    try:
+        config = run_folder.merge_saved_config(
+            config_lib.Config(mode="eval", model_dir=model_dir), explicit=set()
+        )
+    except (TypeError, ValueError, AttributeError) as error:
+        if isinstance(error, UsageError):
+            raise
+        raise UsageError(f"{config_path}: malformed ({error})") from None
+    return dataclasses.replace(config, summary_every=0)
+
+
+def _layer_figures(layer, activation: str, stats: dict, position: int) -> dict:
+    """One row of the table: the layer's weights and its figures on the batch."""
+    import numpy as np
+
+    w = layer.kernel.numpy()
+    units = w.shape[-1]
+    b = layer.bias.numpy() if layer.bias is not None else np.zeros(units, np.float32)
+    return {
+        "layer": layer.name,
+        "activation": activation,
+        "weight_shape": list(w.shape),
+        "weight_mean": float(w.mean()),
+        "weight_std": float(w.std()),
+        "weight_min": float(w.min()),
+        "weight_max": float(w.max()),
+        "bias_mean": float(np.mean(b)),
+        # a unit is a column of a dense matrix, a filter of a convolution
+        "distinct_units": distinct_units(w.reshape(-1, units), b),
+        "grad_l1": float(stats["gradient_l1"][position]),
+        "grad_l2": float(stats["gradient_norm"][position]),
+        "saturation": float(stats["saturation"][position]),
     }
 
 

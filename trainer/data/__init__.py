@@ -8,7 +8,8 @@ stream is a function of the seed and the global step alone: the batch of step
 ``s``, which is what makes ``--deterministic`` resumes bit-identical.
 
 Adding a source: its module (returning ``arrays.Arrays`` for data held in
-memory, or a ``DataSource`` that streams) and one entry in ``SOURCES``.
+memory, or a ``DataSource`` that streams) and one entry in ``SOURCES``;
+``sources.open_source`` opens the one a configuration names.
 """
 
 from __future__ import annotations
@@ -170,18 +171,3 @@ SOURCES = {
     )
 }
 DATASETS = tuple(SOURCES)
-
-
-def open_source(config) -> DataSource:
-    """The data of ``config.dataset``: streamed, or loaded into memory.
-
-    Raises:
-      DataError: naming a bad file or flag.
-    """
-    from trainer.data import arrays
-
-    source = SOURCES.get(config.dataset)
-    if source is not None and source.streaming:
-        return source.load()(config)
-    loaded = arrays.load(config)
-    return arrays.ArraySource(loaded, arrays.fingerprint_arrays(loaded))

@@ -217,6 +217,23 @@ def _plain_chunk(buffer: bytes, rows: int, width: int, label: int):
         buffer = buffer.replace(b"\r\n", b"\n")
     if not buffer.endswith(b"\n"):
         buffer += b"\n"
+    cells = _cells(buffer, rows, width, label)
+    if cells is None:
+        return None
+    data, ends, lengths, label_ends, label_lengths = cells
+    values = _decimals(buffer, data, ends, lengths, width, label)
+    if values is None:
+        return None
+    features = np.delete(values.reshape(rows, width), label, axis=1).astype(np.float32, copy=False)
+    labels = _label_cells(buffer, data, label_ends, label_lengths, rows)
+    return None if labels is None else (features, labels)
+
+
+def _cells(buffer: bytes, rows: int, width: int, label: int):
+    """Where each cell ends and how long it is: ``(bytes uint8, ends, lengths,
+    label_ends, label_lengths)`` (int32, the label cells' lengths set to 1 in
+    ``lengths``), or ``None`` unless every row has ``width`` non-empty cells of
+    digits, '-' and '.' (labels apart) no longer than 17 bytes."""
     data = np.frombuffer(buffer, np.uint8)
     newline = data == 10
     ends = np.flatnonzero(newline | (data == 44)).astype(np.int32)  # each cell's separator
@@ -228,21 +245,25 @@ def _plain_chunk(buffer: bytes, rows: int, width: int, label: int):
     lengths -= 1
     label_ends, label_lengths = ends[label::width].copy(), lengths[label::width].copy()
     lengths[label::width] = 1  # the label cells are read as text below
-
     # Bytes other than digits, '-', '.' and separators may only be in labels.
     odd = np.flatnonzero(((data < 48) | (data > 57)) & (data != 46) & (data != 45) & (data != 44))
     odd = odd[~newline[odd]]
     if odd.size and np.any(np.searchsorted(ends, odd) % width != label):
         return None
-    if lengths.min() < 1:
-        return None  # an empty cell
-    longest = int(lengths.max())
-    if longest > 17:
-        return None
+    if lengths.min() < 1 or lengths.max() > 17:
+        return None  # an empty cell, or one too long for a plain decimal
+    return data, ends, lengths, label_ends, label_lengths
 
-    # Horner's rule over each cell's bytes, from the longest cell's first byte on:
-    # bytes before a cell's start are masked out (leading zeros), a '.' is
-    # skipped and remembered (with the digits after it), a '-' must start the cell.
+
+def _decimals(buffer: bytes, data, ends, lengths, width: int, label: int):
+    """Every cell's value as a float (float32 or float64 ``[rows * width]``), or
+    ``None`` for a cell that is not a plain decimal of at most 15 digits.
+
+    Horner's rule over each cell's bytes, from the longest cell's first byte on:
+    bytes before a cell's start are masked out (leading zeros), a '.' is skipped
+    and remembered (with the digits after it), a '-' must start the cell.
+    """
+    longest = int(lengths.max())
     has_dot, has_minus = b"." in buffer, b"-" in buffer
     mantissa = np.zeros(len(ends), np.int64 if longest > 9 else np.int32)
     places = np.zeros(len(ends), np.int8)  # digits after the '.'
@@ -279,14 +300,17 @@ def _plain_chunk(buffer: bytes, rows: int, width: int, label: int):
     else:
         values = mantissa.astype(np.float32)
     np.negative(values, out=values, where=negative)
-    table = values.reshape(rows, width)
-    features = np.delete(table, label, axis=1).astype(np.float32, copy=False)
+    return values
 
+
+def _label_cells(buffer: bytes, data, label_ends, label_lengths, rows: int):
+    """The label cells as bytes ``S [rows]``, unquoted; ``None`` for a label over
+    256 bytes or quotes anywhere but around a whole label."""
     widest = int(label_lengths.max())
     if widest > 256:
         return None
     if widest == 0:
-        return features, np.zeros(rows, "S1")
+        return np.zeros(rows, "S1")
     spots = (label_ends - label_lengths)[:, None] + np.arange(widest, dtype=np.int32)
     grid = np.where(np.arange(widest) < label_lengths[:, None], data.take(spots, mode="clip"), 0)
     labels = np.ascontiguousarray(grid, np.uint8).view(f"S{widest}").ravel()
@@ -304,7 +328,7 @@ def _plain_chunk(buffer: bytes, rows: int, width: int, label: int):
         labels = labels.astype(object)
         labels[quoted] = [label[1:-1] for label in labels[quoted].tolist()]
         labels = labels.astype(f"S{widest}")
-    return features, labels
+    return labels
 
 
 def _loadtxt_chunk(text: str, records: list[bytes], width: int, label: int):

@@ -66,14 +66,13 @@ def fit(
     evaluator = Evaluator(
         trainer.step_fns.forward, trainer.objective, trainer.strategy, model.output_size
     )
-    dataset = (
+    iterator = iter(
         tf.data.Dataset.from_tensor_slices((x, y))
         .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         .repeat()
         .batch(batch_size, drop_remainder=True)
         .prefetch(tf.data.AUTOTUNE)
     )
-    iterator = iter(dataset)
     history = collections.defaultdict(list)
     for epoch in range(epochs):
         start = time.perf_counter()
@@ -85,14 +84,17 @@ def fit(
         if trainer.classification:
             line += f", accuracy {result['accuracy']:.4f}"
         if validation_data is not None:
-            xv, yv = validation_data
-            yv = np.asarray(yv).astype(y.dtype)
-            val = evaluator.evaluate(
-                tf.data.Dataset.from_tensor_slices((np.asarray(xv, np.float32), yv)).batch(1024)
-            )
+            val = evaluator.evaluate(_batches(validation_data, y.dtype))
             history["val_loss"].append(val["loss"])
             history["val_accuracy"].append(val.get("accuracy", float("nan")))
             line += f", val_loss {val['loss']:.4f}"
         if verbose:
             print(f"{line} ({time.perf_counter() - start:.2f}s)")
     return dict(history)
+
+
+def _batches(data, label_dtype):
+    """``(x, y)`` arrays as a dataset of batches of 1024."""
+    x, y = data
+    y = np.asarray(y).astype(label_dtype)
+    return tf.data.Dataset.from_tensor_slices((np.asarray(x, np.float32), y)).batch(1024)
