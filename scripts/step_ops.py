@@ -6,8 +6,8 @@ diagnostic loop's body.
 
     python scripts/step_ops.py --preset=mlp
 
-Fewer ops matter on small steps (784-100-10 at batch 128 is about 1 ms on two
-cores), where per-op overhead is a large share. Nothing is trained.
+Fewer ops matter on small steps, where per-op overhead is a large share.
+Nothing is trained.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SavedModel export (SPEC §5): layout, signature, serving in a fresh process, CLI.
+"""SavedModel export: layout, signature, serving in a fresh process, CLI.
 
 One tiny digits run is trained in-process and shared by the module (it exports
 version 1 at the end of training). The exported model is then loaded in a

@@ -12,7 +12,7 @@ from trainer.data import pipeline
 from trainer.data.memory_batches import MemoryBatches
 from trainer.engine import loops
 from trainer.engine.guard import finite_sum_check
-from trainer.engine.trainer import Trainer as TrainingProgram
+from trainer.engine.trainer import Trainer
 
 
 def _run_checked_windows(program, iterator, count):
@@ -45,9 +45,7 @@ def test_finite_sum_check_finds_any_nan_or_inf(bad, finite):
 def _program(batches, **kwargs):
     model = models.Sequential()
     model.add(models.Dense(4, 3, "linear", init="xavier", seed=0, name="output"))
-    program = TrainingProgram(
-        model, models.optimizers.get("sgd", 0.1), global_batch_size=8, **kwargs
-    )
+    program = Trainer(model, models.optimizers.get("sgd", 0.1), global_batch_size=8, **kwargs)
     data = tf.data.Dataset.from_tensor_slices(
         (np.asarray(batches, np.float32), np.zeros([len(batches), 8], np.int64))
     )
@@ -193,7 +191,7 @@ def test_the_guards_bounds_hold_for_every_optimizer(name, weight_decay, clip_nor
     model.add(models.Dense(None, 3, "linear", init="xavier", seed=2, name="output"))
     optimizer = models.optimizers.get(name, 0.05, clip_norm=clip_norm)
     optimizer.set_weight_decay(weight_decay, [layer.kernel for layer in model.weighted_layers])
-    program = TrainingProgram(model, optimizer, global_batch_size=8, jit_compile=mode != "graph")
+    program = Trainer(model, optimizer, global_batch_size=8, jit_compile=mode != "graph")
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 4)).astype(np.float32) * 3, rng.integers(0, 3, 64)
     iterator = iter(tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(8))
@@ -222,7 +220,7 @@ def test_weights_overflowing_at_a_later_step_stop_the_loop_at_that_step(jit, sou
     # 1-4, stops at 5; a speculative call (memory) is undone and replayed checked.
     model = models.Sequential()
     model.add(models.Dense(4, 3, "linear", init="xavier", seed=0, name="output"))
-    program = TrainingProgram(
+    program = Trainer(
         model,
         models.optimizers.get("sgd", 0.1),
         global_batch_size=8,
@@ -247,7 +245,7 @@ def test_weights_too_large_to_bound_still_train_one_checked_step_per_call():
     model = models.Sequential()
     model.add(models.Dense(4, 3, "linear", init="zeros", name="output"))
     model.layers[0].bias.assign([1e37, -1e37, 0.0])  # logits differ by 2e37
-    program = TrainingProgram(model, models.optimizers.get("sgd", 0.1), global_batch_size=8)
+    program = Trainer(model, models.optimizers.get("sgd", 0.1), global_batch_size=8)
     data = tf.data.Dataset.from_tensors((tf.ones([8, 4]), tf.zeros([8], tf.int64)))
     program.run_steps(iter(data.repeat()), 4)
     assert int(program.global_step.numpy()) == 4
@@ -298,7 +296,7 @@ def test_the_matvec_check_finds_nan_inf_anywhere(bad, compiled):
 
 def _memory_program(x, y, batch, jit, cached_examples=None, **kwargs):
     model = models.zoo.mlp(x.shape[1], (5,), 3, "sigmoid", "xavier", 0)
-    program = TrainingProgram(
+    program = Trainer(
         model, models.optimizers.get("adam", 0.05), global_batch_size=batch, jit_compile=jit,
         **kwargs,
     )  # fmt: skip
@@ -386,7 +384,7 @@ def test_convolutions_stay_out_of_the_xla_loop_and_compile_step_by_step():
     for jit in (False, True):
         model = models.zoo.from_spec("conv3x3:2,maxpool2,flatten", (6, 6, 1), 3, seed=0)
         assert has_convolutions(model)
-        program = TrainingProgram(
+        program = Trainer(
             model, models.optimizers.get("sgd", 0.1), global_batch_size=8, jit_compile=jit
         )
         assert not program.xla_whole_loop
@@ -401,7 +399,7 @@ def test_convolutions_stay_out_of_the_xla_loop_and_compile_step_by_step():
     assert not has_convolutions(dense)
     batchnorm = models.zoo.from_spec("batchnorm,dense:4", (6,), 3, seed=0)
     assert not has_convolutions(batchnorm)
-    program = TrainingProgram(
+    program = Trainer(
         dense, models.optimizers.get("sgd", 0.1), global_batch_size=8, jit_compile=True
     )
     assert program.xla_whole_loop
@@ -413,7 +411,7 @@ def _speculation_program(jit, skip, cached=None):
     x[29, 2] = np.nan  # one bad example: its batch's loss and gradients are NaN
     y = rng.integers(0, 3, 40).astype(np.int64)
     model = models.zoo.from_spec("dense:8,batchnorm,dropout:0.3,dense:5", (6,), 3, seed=2)
-    program = TrainingProgram(
+    program = Trainer(
         model, models.optimizers.get("adam", 0.01), global_batch_size=8, jit_compile=jit,
         skip_nonfinite=skip,
     )  # fmt: skip
@@ -482,7 +480,7 @@ def test_speculative_calls_under_a_one_replica_strategy():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
         model = models.zoo.from_spec("dense:8,batchnorm,dense:5", (6,), 3, seed=2)
-        program = TrainingProgram(
+        program = Trainer(
             model, models.optimizers.get("adam", 0.01), global_batch_size=8,
             strategy=strategy, skip_nonfinite=True,
         )  # fmt: skip

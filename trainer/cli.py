@@ -33,10 +33,10 @@ def exit_now(status: int = 0):
     """Ends the program with ``status`` once everything written is flushed.
 
     With TensorFlow loaded, interpreter shutdown waits on tf.data's and the
-    summary writers' background threads (measured: 1.5-5 s on 2 cores after
-    the last line); everything the program writes is already on disk by then
-    (checkpoints, exports and JSON files are written synchronously, summary
-    writers flushed), so it skips that wait. Without TensorFlow: ``sys.exit``.
+    summary writers' background threads, seconds after the last line;
+    everything the program writes is already on disk by then (checkpoints,
+    exports and JSON files are written synchronously, summary writers flushed),
+    so it skips that wait. Without TensorFlow: ``sys.exit``.
     """
     if "tensorflow" not in sys.modules:
         sys.exit(status)

@@ -80,9 +80,8 @@ def _without_keras():
     scikit-learn) when Keras is installed, only to register Keras objects for
     SavedModels of Keras models, inside a ``try/except ImportError``. This
     product never uses Keras, and that import was more than half of the
-    start-up time (9.3 s -> 3.7 s wall on the 2-core machine, see BUILD.md). ``tf.keras``
-    still loads lazily if anything asks for it, and ``import keras`` works as
-    usual afterwards.
+    start-up time (BUILD.md). ``tf.keras`` still loads lazily if anything asks
+    for it, and ``import keras`` works as usual afterwards.
     """
     if any(name == "keras" or name.startswith("keras.") for name in sys.modules):
         yield

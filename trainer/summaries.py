@@ -274,7 +274,7 @@ def _scalar(tag: str, value) -> tuple:
 
 
 def step_summary_fn(histograms: bool):
-    """The ``summary_fn`` for ``TrainingProgram``: per-layer scalars and histograms.
+    """The ``summary_fn`` of the engine's ``Trainer``: per-layer scalars and histograms.
 
     Tags: ``<figure>/<layer>`` for every per-layer figure of
     ``models.diagnostics.layer_statistics``; with ``histograms``,

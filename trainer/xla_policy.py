@@ -57,14 +57,12 @@ def auto_jit(
 ) -> bool:
     """``--jit_compile=auto``'s choice on one device (``auto_jit_reason`` says why).
 
-    XLA on GPUs. On CPUs it depends on the kernels XLA would replace
-    (docs/benchmarks.md): in bfloat16, XLA only where those lack bfloat16
-    hardware (oneDNN off, or a CPU without AVX512_BF16/AMX-BF16: XLA ran LeNet
-    3.6x faster than oneDNN's emulated bfloat16 there, while on a CPU with AMX
-    oneDNN's bfloat16 kernels ran dense networks 1.4-2x and LeNet 3-4x faster
-    than XLA). In float32, convolutions only without oneDNN (oneDNN's ran 2.6-2.8x
-    faster than XLA's); dense networks when no layer is wider than
-    ``XLA_DENSE_WIDTH`` or the CPU has AVX-512 (``cpu``: the host's by default).
+    XLA on GPUs. On CPUs it depends on the kernels XLA would replace, as
+    measured (docs/benchmarks.md, fifth round): in bfloat16, XLA only where
+    those lack bfloat16 hardware (oneDNN off, or a CPU without
+    AVX512_BF16/AMX-BF16); in float32, convolutions only without oneDNN; dense
+    networks when no layer is wider than ``XLA_DENSE_WIDTH`` or the CPU has
+    AVX-512 (``cpu``: the host's by default).
     """
     if device == "gpu":
         return True

@@ -53,7 +53,7 @@ def train_dataset(x, y, batch_size: int, seed: int, start_step: int = 0):
         tf.data.Dataset.range(start_epoch, 2**62)
         .map(epoch_indices)
         # rebatch slices whole epochs into batches without handling examples
-        # one by one (unbatch + batch cost ~2x more CPU per example).
+        # one by one (unbatch + batch cost more CPU per example).
         .rebatch(batch_size, drop_remainder=True)
         .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
