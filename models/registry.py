@@ -318,13 +318,13 @@ SCHEDULES: Registry[Schedule] = Registry(
         Schedule(
             "exponential",
             _SCHED + "exponential",
-            "x decay_rate every decay_steps (default one epoch)",
+            "x decay_rate every decay_steps",
             {"decay_steps": ONE_EPOCH, "decay_rate": 0.1},
         ),
         Schedule(
             "cosine",
             _SCHED + "cosine",
-            "half a cosine to min_fraction over decay_steps (default the rest of the run)",
+            "half a cosine down to min_fraction x the base over decay_steps",
             {"decay_steps": REST_OF_RUN, "min_fraction": 0.0},
         ),
     ],
