@@ -418,6 +418,11 @@ LAYERS: Registry[LayerKind] = Registry(
             "batch normalization over the last axis", aliases=("bn",),
             usage="batchnorm", example="batchnorm", options=("momentum",),
         ),
+        LayerKind(
+            "layernorm", _LAYER + "layer_norm:LayerNorm",
+            "layer normalization over each example's last axis", aliases=("ln",),
+            usage="layernorm", example="layernorm",
+        ),
         *(
             LayerKind(
                 activation.name, _LAYER + "activation:Activation",
