@@ -231,6 +231,9 @@ HYPERPARAMETERS: dict[str, Setting] = {
     "beta_1": Setting("float", FRACTION, "decay of the first moment"),
     "beta_2": Setting("float", FRACTION, "decay of the second moment"),
     "epsilon": Setting("float", POSITIVE, "added to the denominator"),
+    "initial_accumulator_value": Setting(
+        "float", NON_NEGATIVE, "the squared-gradient sums' starting value"
+    ),
 }
 
 
@@ -274,6 +277,13 @@ OPTIMIZERS: Registry[Optimizer] = Registry(
             "Adam, bias-corrected moments",
             0.003,
             {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+        ),
+        Optimizer(
+            "adagrad",
+            _OPT + "adagrad:Adagrad",
+            "steps scaled by the sum of past squared gradients",
+            0.01,
+            {"initial_accumulator_value": 0.1, "epsilon": 1e-7},
         ),
     ],
 )

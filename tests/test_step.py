@@ -171,11 +171,7 @@ def test_write_summaries_writes_every_value_with_its_tag_and_plugin(tmp_path):
 @pytest.mark.parametrize(
     "name, weight_decay, clip_norm",
     [
-        ("sgd", 0.0, None),
-        ("momentum", 0.0, None),
-        ("nesterov", 0.0, None),
-        ("rmsprop", 0.0, None),
-        ("adam", 0.0, None),
+        *((name, 0.0, None) for name in models.registry.OPTIMIZERS.names),  # every one
         ("sgd", 0.5, None),
         ("momentum", 0.1, 0.5),
         ("adam", 0.1, 0.5),
@@ -492,3 +488,31 @@ def test_speculative_calls_under_a_one_replica_strategy():
     metrics = program.train_metrics.result()
     assert metrics["count"] == 8 * (12 - int(program.guard.nonfinite_count.numpy()))
     assert np.isfinite(metrics["loss"])
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_an_optimizer_without_a_bound_has_its_weights_read_after_every_update(jit):
+    # An optimizer that cannot bound its update gets no weaker a guard: its
+    # weights are read after every update, and the update that breaks them is named.
+    from models.optimizers.base import Optimizer
+
+    class Unbounded(Optimizer):
+        def __init__(self, scale):
+            super().__init__(0.1)
+            self.scale = scale
+
+        def _update(self, grad, var, slots, lr, step):
+            var.assign_sub(lr * self.scale * grad)
+
+    x = np.full([8, 4], 1.0, np.float32)
+    y = np.array([0, 1] * 4, np.int64)
+    for scale, stops_at in ((1.0, None), (1e39, 1)):
+        model = models.Sequential()
+        model.add(models.Dense(4, 3, "linear", init="xavier", seed=0, name="output"))
+        program = Trainer(model, Unbounded(scale), global_batch_size=8, jit_compile=jit)
+        program.run_steps(MemoryBatches(x, y, 8, seed=0), 6)
+        if stops_at is None:
+            assert program.step == 6 and int(program.guard.nonfinite_weights_step.numpy()) == -1
+        else:
+            assert program.step == stops_at
+            assert int(program.guard.nonfinite_weights_step.numpy()) == stops_at
