@@ -296,6 +296,7 @@ SCHEDULE_OPTIONS: dict[str, Setting] = {
     "decay_rate": Setting("float", POSITIVE, "the decay factor (default 0.1)"),
     "decay_steps": Setting("int", AT_LEAST_ONE, "the decay's length in steps"),
     "min_fraction": Setting("float", UNIT_INTERVAL, "the final rate as a fraction of the peak"),
+    "power": Setting("float", POSITIVE, "the polynomial's exponent"),
 }
 
 
@@ -336,6 +337,12 @@ SCHEDULES: Registry[Schedule] = Registry(
             _SCHED + "cosine",
             "half a cosine down to min_fraction x the base over decay_steps",
             {"decay_steps": REST_OF_RUN, "min_fraction": 0.0},
+        ),
+        Schedule(
+            "polynomial",
+            _SCHED + "polynomial",
+            "(1 - t / decay_steps) ** power, down to min_fraction x the base",
+            {"decay_steps": REST_OF_RUN, "min_fraction": 0.0, "power": 1.0},
         ),
     ],
 )

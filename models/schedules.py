@@ -49,6 +49,12 @@ def cosine(update, elapsed, decay_steps, min_fraction):
     return min_fraction + (1.0 - min_fraction) * wave
 
 
+def polynomial(update, elapsed, decay_steps, min_fraction, power):
+    """``m + (1 - m) * (1 - min(t, D) / D) ** power`` (D = decay_steps, m = min_fraction)."""
+    remaining = 1.0 - tf.minimum(elapsed, float(decay_steps)) / float(decay_steps)
+    return min_fraction + (1.0 - min_fraction) * tf.pow(remaining, power)
+
+
 class Schedule(tf.Module):
     """The learning rate of each update (see the module docstring).
 
