@@ -492,17 +492,3 @@ MODELS: Registry[ModelKind] = Registry(
         ),
     ],
 )
-
-
-def markdown_table(registry: Registry, columns: tuple[str, ...] = ("name", "doc")) -> str:
-    """A Markdown table of a registry's entries (README's tables are these)."""
-    header = "| " + " | ".join(columns) + " |"
-    rule = "|" + "|".join("---" for _ in columns) + "|"
-    rows = []
-    for entry in registry:
-        cells = []
-        for column in columns:
-            value = getattr(entry, column)
-            cells.append(f"`{value}`" if column in ("name", "example", "usage") else str(value))
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join([header, rule, *rows])

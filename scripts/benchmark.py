@@ -323,7 +323,7 @@ def default_settings(ctx, steps: int, steps_per_loop: list[int]) -> dict:
     return {
         "steps_per_loop": min(max(steps_per_loop), steps),
         "jit_compile": xla_policy.auto_jit(
-            device, ctx["convolutions"], "float32", tf_internals.onednn_enabled(), ctx["widest"]
+            device, ctx["convolutions"], "float32", tf_internals.onednn_enabled()
         ),
         "precision": "float32",
     }
@@ -714,12 +714,12 @@ def _options(argv) -> types.SimpleNamespace:
     )
 
 
-def _network_facts() -> tuple[bool, int]:
-    """``(convolutions, widest hidden dense layer)`` as --jit_compile=auto reads them."""
+def _convolutions() -> bool:
+    """Whether the preset has convolutions, as --jit_compile=auto reads it."""
     preset = PRESETS[FLAGS.preset]
     if isinstance(preset, str):
-        return xla_policy.layer_facts(preset)
-    return xla_policy.layer_facts("mlp", hidden=preset[1])
+        return xla_policy.uses_convolutions(preset)
+    return xla_policy.uses_convolutions("mlp", hidden=preset[1])
 
 
 def _context(tf, options) -> tuple[dict, dict, dict]:
@@ -730,7 +730,6 @@ def _context(tf, options) -> tuple[dict, dict, dict]:
     model_info = model_summary(network)
     x, y = synthetic_data(FLAGS.examples, network.input_shape, model_info["classes"], FLAGS.seed)
     batch_size = pipeline.effective_batch_size(FLAGS.batch_size, len(x))
-    convolutions, widest = _network_facts()
     ctx = {
         "preset": FLAGS.preset,
         "input_shape": tuple(network.input_shape),
@@ -742,8 +741,7 @@ def _context(tf, options) -> tuple[dict, dict, dict]:
         "examples": FLAGS.examples,
         "params": model_info["params"],
         "flops_per_example": model_info["flops_per_example"],
-        "convolutions": convolutions,
-        "widest": widest,
+        "convolutions": _convolutions(),
         "steps_per_loop": options.steps_per_loop,
         "dataset": lambda: pipeline.train_dataset(x, y, batch_size, FLAGS.seed),
         "batches": lambda: memory_batches.MemoryBatches(x, y, batch_size, FLAGS.seed),

@@ -304,9 +304,7 @@ def test_encode_names_a_label_not_in_the_vocabulary():
         tabular.encode(["1", "x"], (1, 2))
 
 
-def test_first_lines_and_descriptions():
-    found = tabular.first_lines(np.array(["b", "a", "b"]), np.array([4, 5, 6]))
-    assert found == {"a": 5, "b": 4}
+def test_class_descriptions():
     assert tabular.describe_classes(tuple(range(10))) == "10 classes (0..9)"
     assert tabular.describe_classes(("a", "b")) == "2 classes ('a', 'b')"
     assert tabular.describe_classes(tuple("abcdefg")).endswith("'e', ...)")

@@ -13,20 +13,12 @@ from absl import logging
 from trainer import tf_internals
 from trainer.config import Config
 
-# On CPU, XLA for dense float32 networks whose layers are at most this wide, and
-# for wider ones where the CPU has AVX-512 (oneDNN's matmuls win on wide layers
-# without it; docs/benchmarks.md, fifth round).
-XLA_DENSE_WIDTH = 256
-
 
 @dataclasses.dataclass(frozen=True)
 class CpuFeatures:
-    """What ``--jit_compile=auto`` reads of the host CPU: ``avx512`` (AVX-512F,
-    for which XLA generates code where TensorFlow's element-wise kernels are
-    built for AVX) and ``bf16`` (AVX512_BF16 or AMX-BF16, which oneDNN's
-    bfloat16 kernels use)."""
+    """What ``--jit_compile=auto`` reads of the host CPU: ``bf16`` (AVX512_BF16 or
+    AMX-BF16, which oneDNN's bfloat16 kernels use)."""
 
-    avx512: bool = False
     bf16: bool = False
 
 
@@ -44,7 +36,7 @@ def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> CpuFeatures:
                     break
     except OSError:
         pass
-    return CpuFeatures(avx512="avx512f" in flags, bf16=bool({"avx512_bf16", "amx_bf16"} & flags))
+    return CpuFeatures(bf16=bool({"avx512_bf16", "amx_bf16"} & flags))
 
 
 def auto_jit(
@@ -52,17 +44,15 @@ def auto_jit(
     convolutions: bool,
     precision: str = "float32",
     onednn: bool = True,
-    widest: int = 0,
     cpu: CpuFeatures | None = None,
 ) -> bool:
     """``--jit_compile=auto``'s choice on one device (``auto_jit_reason`` says why).
 
     XLA on GPUs. On CPUs it depends on the kernels XLA would replace, as
-    measured (docs/benchmarks.md, fifth round): in bfloat16, XLA only where
-    those lack bfloat16 hardware (oneDNN off, or a CPU without
-    AVX512_BF16/AMX-BF16); in float32, convolutions only without oneDNN; dense
-    networks when no layer is wider than ``XLA_DENSE_WIDTH`` or the CPU has
-    AVX-512 (``cpu``: the host's by default).
+    measured (docs/benchmarks.md, fifth and sixth rounds): in bfloat16, XLA only
+    where those lack bfloat16 hardware (oneDNN off, or a CPU without
+    AVX512_BF16/AMX-BF16; ``cpu``: the host's by default); in float32, dense
+    networks always, convolutions only without oneDNN.
     """
     if device == "gpu":
         return True
@@ -71,7 +61,7 @@ def auto_jit(
         return not (onednn and cpu.bf16)
     if convolutions:
         return not onednn
-    return widest <= XLA_DENSE_WIDTH or cpu.avx512
+    return True
 
 
 def auto_jit_reason(
@@ -79,7 +69,6 @@ def auto_jit_reason(
     convolutions: bool,
     precision: str,
     onednn: bool,
-    widest: int,
     cpu: CpuFeatures,
 ) -> str:
     """Why ``auto_jit`` chose what it did, for the log."""
@@ -95,31 +84,22 @@ def auto_jit_reason(
         if onednn:
             return "convolutions on oneDNN's float32 kernels, measured faster"
         return "convolutions on TensorFlow's own CPU kernels, measured faster with XLA"
-    if widest <= XLA_DENSE_WIDTH:
-        return (
-            f"dense layers at most {XLA_DENSE_WIDTH} wide, measured faster with XLA on CPU; "
-            "the whole loop when batches are gathered in memory"
-        )
-    if cpu.avx512:
-        return (
-            f"dense layers wider than {XLA_DENSE_WIDTH} on an AVX-512 CPU, measured faster "
-            "with XLA; the whole loop when batches are gathered in memory"
-        )
-    return f"dense layers wider than {XLA_DENSE_WIDTH} without AVX-512, measured slower with XLA"
+    return (
+        "dense layers in float32, measured faster with XLA on CPU; the whole loop when "
+        "batches are gathered in memory"
+    )
 
 
-def layer_facts(model: str, layers: str | None = None, hidden=()) -> tuple[bool, int]:
-    """``(has convolutions, widest dense layer's units)`` of a ``--model`` (with its
-    ``--layers`` or ``--hidden``); the output layer is not counted (``(False, 0)``
-    if the specification does not parse)."""
+def uses_convolutions(model: str, layers: str | None = None, hidden=()) -> bool:
+    """Whether a ``--model`` (with its ``--layers`` or ``--hidden``) has a convolution
+    (False if the specification does not parse)."""
     from models import spec
 
     try:
         specs = spec.parse(spec.model_spec(model, layers, hidden))
     except spec.SpecError:
-        return False, 0
-    widths = [item.options["output_size"] for item in specs if item.layer == "Dense"]
-    return any(item.layer == "Conv2D" for item in specs), max(widths, default=0)
+        return False
+    return any(item.kind.window == "kernel_size" for item in specs)
 
 
 def resolve_jit(config: Config, device: str, num_replicas: int, strategy_name: str) -> bool:
@@ -141,13 +121,13 @@ def resolve_jit(config: Config, device: str, num_replicas: int, strategy_name: s
     if config.deterministic:
         logging.info("XLA: off (auto: --deterministic)")
         return False
-    convolutions, widest = layer_facts(config.model, config.layers, config.hidden)
+    convolutions = uses_convolutions(config.model, config.layers, config.hidden)
     onednn = tf_internals.onednn_enabled()
     cpu = cpu_features()
-    on = auto_jit(device, convolutions, config.precision, onednn, widest, cpu)
+    on = auto_jit(device, convolutions, config.precision, onednn, cpu)
     logging.info(
         "XLA: %s (auto: %s)",
         "on" if on else "off",
-        auto_jit_reason(device, convolutions, config.precision, onednn, widest, cpu),
+        auto_jit_reason(device, convolutions, config.precision, onednn, cpu),
     )
     return on

@@ -507,12 +507,6 @@ def _distinct(labels, lines) -> dict[str, int | None]:
     return dict(zip(unique.tolist(), found))
 
 
-def first_lines(labels, lines) -> dict[str, int]:
-    """Each distinct label (stripped) -> the line of its first row; merge the
-    results of several chunks with ``{**later, **earlier}`` to keep the first."""
-    return _distinct(labels, lines)
-
-
 def class_vocabulary(
     labels,
     lines=None,
@@ -528,7 +522,7 @@ def class_vocabulary(
 
     Args:
       labels: label texts (an array or a sequence), or a mapping of distinct
-        label texts to the line of their first row (see ``first_lines``).
+        label texts to the line of their first row.
       lines: with an array of labels, each one's file line, for messages.
       path, column: name the file and the label column in messages.
 
