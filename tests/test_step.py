@@ -498,7 +498,7 @@ def test_an_optimizer_without_a_bound_has_its_weights_read_after_every_update(ji
 
     class Unbounded(Optimizer):
         def __init__(self, scale):
-            super().__init__(0.1)
+            super().__init__(100.0)
             self.scale = scale
 
         def _update(self, grad, var, slots, lr, step):
@@ -506,7 +506,7 @@ def test_an_optimizer_without_a_bound_has_its_weights_read_after_every_update(ji
 
     x = np.full([8, 4], 1.0, np.float32)
     y = np.array([0, 1] * 4, np.int64)
-    for scale, stops_at in ((1.0, None), (1e39, 1)):
+    for scale, stops_at in ((1e-3, None), (1e38, 1)):  # lr x scale: 0.1, and past float32
         model = models.Sequential()
         model.add(models.Dense(4, 3, "linear", init="xavier", seed=0, name="output"))
         program = Trainer(model, Unbounded(scale), global_batch_size=8, jit_compile=jit)
