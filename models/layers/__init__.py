@@ -8,7 +8,12 @@ import importlib
 
 # Layers that are not specification tokens: the contract, and the model's own
 # feature scaling.
-_OTHERS = {"Layer": "base", "KernelLayer": "base", "Normalization": "normalization"}
+_OTHERS = {
+    "Layer": "base",
+    "KernelLayer": "base",
+    "ScaleShift": "base",
+    "Normalization": "normalization",
+}
 
 
 def __getattr__(name):

@@ -196,6 +196,37 @@ class KernelLayer(Layer):
         return [self.w.numpy(), self.b.numpy()]
 
 
+class ScaleShift(Layer):
+    """A normalization with a learnt scale ``gamma`` and shift ``beta`` per channel
+    of the last axis (the kernel and bias diagnostics report), keeping its input's
+    shape; ``epsilon`` guards its division."""
+
+    def __init__(self, epsilon: float, name: str | None = None):
+        super().__init__(name=name)
+        if not (math.isfinite(epsilon) and epsilon > 0):
+            raise ValueError(f"epsilon must be > 0, got {epsilon}")
+        self.epsilon = float(epsilon)
+
+    def output_shape(self, input_shape):
+        input_shape = as_shape(input_shape)
+        if not input_shape:
+            raise ValueError("expects at least one feature axis")
+        return input_shape
+
+    def _create_variables(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = tf.Variable(tf.ones([channels]), name="gamma")
+        self.beta = tf.Variable(tf.zeros([channels]), name="beta")
+
+    @property
+    def kernel(self):
+        return getattr(self, "gamma", None)
+
+    @property
+    def bias(self):
+        return getattr(self, "beta", None)
+
+
 def check_padding(padding: str) -> str:
     if padding not in ("same", "valid"):
         raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")

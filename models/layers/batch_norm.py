@@ -6,10 +6,10 @@ import math
 
 import tensorflow as tf
 
-from models.layers.base import Layer, as_shape
+from models.layers.base import ScaleShift
 
 
-class BatchNorm(Layer):
+class BatchNorm(ScaleShift):
     """Batch normalization over every axis but the last (channels or features).
 
     Training: ``gamma * (x - mean_B) / sqrt(var_B + epsilon) + beta`` with the
@@ -24,27 +24,17 @@ class BatchNorm(Layer):
     """
 
     def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, name: str | None = None):
-        super().__init__(name=name)
+        super().__init__(epsilon, name=name)
         if not (math.isfinite(momentum) and 0 <= momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if not (math.isfinite(epsilon) and epsilon > 0):
-            raise ValueError(f"epsilon must be > 0, got {epsilon}")
         self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
-
-    def output_shape(self, input_shape):
-        input_shape = as_shape(input_shape)
-        if not input_shape:
-            raise ValueError("expects at least one feature axis")
-        return input_shape
 
     def parameter_count(self, input_shape) -> int:
         return 4 * int(input_shape[-1])  # gamma, beta and the two moving averages
 
     def _create_variables(self, input_shape):
+        super()._create_variables(input_shape)
         channels = input_shape[-1]
-        self.gamma = tf.Variable(tf.ones([channels]), name="gamma")
-        self.beta = tf.Variable(tf.zeros([channels]), name="beta")
         # Each replica updates its own copy with the same (all-reduced) figures;
         # reading them outside a replica gives their mean, as Keras does.
         on_read = {
@@ -54,14 +44,6 @@ class BatchNorm(Layer):
         }
         self.moving_mean = tf.Variable(tf.zeros([channels]), name="moving_mean", **on_read)
         self.moving_variance = tf.Variable(tf.ones([channels]), name="moving_variance", **on_read)
-
-    @property
-    def kernel(self):
-        return getattr(self, "gamma", None)
-
-    @property
-    def bias(self):
-        return getattr(self, "beta", None)
 
     def _batch_moments(self, x32):
         axes = list(range(len(x32.shape) - 1))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import tensorflow as tf
 
-from models.layers.base import Layer, as_shape
+from models.layers.base import ScaleShift
 
 
-class LayerNorm(Layer):
+class LayerNorm(ScaleShift):
     """``gamma * (x - mean) / sqrt(var + epsilon) + beta``, with the mean and
     variance of each example's last axis (each pixel's channels for images).
 
@@ -22,32 +20,10 @@ class LayerNorm(Layer):
     """
 
     def __init__(self, epsilon: float = 1e-3, name: str | None = None):
-        super().__init__(name=name)
-        if not (math.isfinite(epsilon) and epsilon > 0):
-            raise ValueError(f"epsilon must be > 0, got {epsilon}")
-        self.epsilon = float(epsilon)
-
-    def output_shape(self, input_shape):
-        input_shape = as_shape(input_shape)
-        if not input_shape:
-            raise ValueError("expects at least one feature axis")
-        return input_shape
+        super().__init__(epsilon, name=name)
 
     def parameter_count(self, input_shape) -> int:
         return 2 * int(input_shape[-1])  # gamma and beta
-
-    def _create_variables(self, input_shape):
-        channels = input_shape[-1]
-        self.gamma = tf.Variable(tf.ones([channels]), name="gamma")
-        self.beta = tf.Variable(tf.zeros([channels]), name="beta")
-
-    @property
-    def kernel(self):
-        return getattr(self, "gamma", None)
-
-    @property
-    def bias(self):
-        return getattr(self, "beta", None)
 
     def _call(self, x, training):
         x32 = tf.cast(x, tf.float32)

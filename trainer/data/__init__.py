@@ -15,11 +15,12 @@ memory, or a ``DataSource`` that streams) and one entry in ``SOURCES``;
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 
 import numpy as np
+
+from models.registry import Entry
 
 
 class DataSource:
@@ -91,8 +92,8 @@ class DataSource:
 
 
 @dataclasses.dataclass(frozen=True)
-class Source:
-    """One ``--dataset``.
+class Source(Entry):
+    """One ``--dataset``, an entry like those of ``models.registry``.
 
     Attributes:
       name: the flag's value.
@@ -105,20 +106,10 @@ class Source:
       paths: ``{flag: "folder" | "file"}`` that must exist when given.
     """
 
-    name: str
-    target: str
-    doc: str
     task: str = "classification"
     streaming: bool = False
     needs: tuple[tuple[str, ...], ...] = ()
     paths: dict = dataclasses.field(default_factory=dict)
-
-    def load(self):
-        module, _, attribute = self.target.partition(":")
-        value = importlib.import_module(module)
-        for part in attribute.split("."):
-            value = getattr(value, part)
-        return value
 
     def is_regression(self, settings) -> bool:
         """Whether these settings' data are a regression (their default loss is mse)."""
