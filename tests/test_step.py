@@ -168,16 +168,23 @@ def test_write_summaries_writes_every_value_with_its_tag_and_plugin(tmp_path):
     assert values["weights/w"].metadata.plugin_data.plugin_name == "histograms"
 
 
+# Every optimizer in graph mode and over XLA's whole loop; the step compiled alone
+# by XLA (the same bounds and check as the whole loop) for two of them.
 @pytest.mark.parametrize(
-    "name, weight_decay, clip_norm",
+    "name, weight_decay, clip_norm, mode",
     [
-        *((name, 0.0, None) for name in models.registry.OPTIMIZERS.names),  # every one
-        ("sgd", 0.5, None),
-        ("momentum", 0.1, 0.5),
-        ("adam", 0.1, 0.5),
+        *(
+            (name, 0.0, None, mode)
+            for name in models.registry.OPTIMIZERS.names
+            for mode in ("graph", "xla_loop")
+        ),
+        ("sgd", 0.5, None, "graph"),
+        ("momentum", 0.1, 0.5, "xla_loop"),
+        ("adam", 0.1, 0.5, "graph"),
+        ("sgd", 0.0, None, "xla_step"),
+        ("adam", 0.1, 0.5, "xla_step"),
     ],
 )
-@pytest.mark.parametrize("mode", ["graph", "xla_step", "xla_loop"])
 def test_the_guards_bounds_hold_for_every_optimizer(name, weight_decay, clip_norm, mode):
     # The guard never reads the weights inside a call: it trusts weight_bound >= max |w|
     # (and slot_bound >= max |slot|), grown from each update's bound. Check both after
@@ -427,9 +434,8 @@ def _program_state(program):
 # (Skipping replays the most: a rewind in every epoch.)
 @pytest.mark.parametrize(
     "skip, jit, cached",
-    [(False, False, None), (True, False, None), (False, True, None), (True, True, None),
-     (True, True, 1)],
-    ids=["stop-graph", "skip-graph", "stop-xla", "skip-xla", "skip-xla-one-epoch"],
+    [(False, False, None), (True, False, None), (False, True, None), (True, True, 1)],
+    ids=["stop-graph", "skip-graph", "stop-xla", "skip-xla-one-epoch"],
 )  # fmt: skip
 def test_speculative_calls_end_where_checked_calls_end(skip, jit, cached):
     # Weights, BatchNorm's averages, Adam's slots, the loss sums and the guard's
