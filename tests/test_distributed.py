@@ -246,6 +246,37 @@ def test_two_workers_train_together_and_the_chief_checkpoint_evaluates(tmp_path,
     assert results(run)["eval_accuracy"] == figures["eval_accuracy"]
 
 
+def test_two_workers_train_on_tfrecord_shards_from_the_command_line(tmp_path, processes):
+    # The strategy is made before the data are opened: opening TFRecords starts
+    # TensorFlow's runtime, after which collective ops can no longer be configured.
+    import types
+
+    from trainer import convert
+
+    from datafiles import write_csv
+
+    records = tmp_path / "records"
+    csv_path = write_csv(str(tmp_path / "d.csv"), n=256, features=16)
+    convert.convert(
+        types.SimpleNamespace(
+            source="csv", data_dir=None, csv_path=csv_path, npz_path=None,
+            output_dir=str(records), num_shards=4, label_column="label",
+            task="classification", eval_fraction=0.2, seed=0,
+        )
+    )  # fmt: skip
+    run = tmp_path / "run"
+    started = _start_workers(
+        processes, tmp_path, f"--model_dir={run}", "--dataset=tfrecord",
+        f"--data_dir={records}", "--train_steps=20", "--batch_size=32", *SMALL,
+    )  # fmt: skip
+    (chief_rc, chief_log), (worker_rc, worker_log) = _finish(started)
+    assert chief_rc == 0, chief_log
+    assert worker_rc == 0, worker_log
+    assert "input pipeline 0 of 2 reads 2 of 4 files" in chief_log
+    assert "input pipeline 1 of 2 reads 2 of 4 files" in worker_log
+    assert results(run)["global_step"] == 20
+
+
 def test_killing_the_chief_stops_the_other_worker_then_both_resume(tmp_path, processes):
     run = tmp_path / "run"
     flags = [f"--model_dir={run}", "--mode=train", "--checkpoint_every=50", *SMALL]
