@@ -341,7 +341,7 @@ SCHEDULES: Registry[Schedule] = Registry(
         Schedule(
             "polynomial",
             _SCHED + "polynomial",
-            "(1 - t / decay_steps) ** power, down to min_fraction x the base",
+            "(1 - t / decay_steps)^power, down to min_fraction x the base",
             {"decay_steps": REST_OF_RUN, "min_fraction": 0.0, "power": 1.0},
         ),
     ],
