@@ -11,11 +11,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # one worker while the others wait. Sorting is stable and the same in every worker.
 LONGEST_FIRST = (
     "test_walkthrough.py::",
-    "test_checkpoints.py::test_sigkill",
-    "test_distributed.py::test_killing_the_chief",
-    "test_distributed.py::test_two_workers",
+    "test_sweep.py::test_a_sweep_killed_half_way",
     "test_benchmark.py::test_one_run",
+    "test_distributed.py::test_killing_the_chief",
+    "test_checkpoints.py::test_sigkill",
+    "test_distributed.py::test_two_workers",
     "test_init_study.py::test_one_study",
+    "test_records.py::test_sigkill",
+    "test_records.py::test_two_workers",
+    "test_cli.py::test_readmes_first_command",
+    "test_export.py::test_saved_model_cli",
+    "test_step.py::test_speculative_calls_end_where",
 )
 
 
