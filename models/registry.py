@@ -144,6 +144,12 @@ class Setting:
             return "must be an integer"
         return self.check.problem(value) if self.check else None
 
+    def require(self, name: str, value) -> None:
+        """Raises ``ValueError("<name> <problem>, got <value>")`` if ``value`` fails."""
+        problem = self.problem(value)
+        if problem:
+            raise ValueError(f"{name} {problem}, got {value}")
+
 
 def parse_steps(value) -> list[int] | None:
     """``"3000,6000"`` or ``[3000, 6000]`` -> ``[3000, 6000]``; None if not whole numbers."""

@@ -81,9 +81,7 @@ class Schedule(tf.Module):
         for name, value in values.items():
             if value is None or value in (registry.REST_OF_RUN, registry.ONE_EPOCH):
                 raise ValueError(f"the {kind} schedule needs {name}")
-            problem = registry.SCHEDULE_OPTIONS[name].problem(value)
-            if problem:
-                raise ValueError(f"{name} {problem}, got {value}")
+            registry.SCHEDULE_OPTIONS[name].require(name, value)
         if "boundaries" in values:
             values["boundaries"] = registry.parse_steps(values["boundaries"])
         self.base = float(base)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import optimizers
+from models import optimizers, registry
 
 GRADS = [np.array([0.5, -1.0, 2.0], np.float32), np.array([1.5, 0.25, -0.5], np.float32)]
 START = np.array([1.0, 2.0, -3.0], np.float32)
@@ -78,3 +78,20 @@ def test_update_before_build_and_bad_hyperparameters_fail():
         optimizers.SGD(-0.1)
     with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
         optimizers.get("lbfgs", 0.1)
+
+
+@pytest.mark.parametrize("name", [entry.name for entry in registry.OPTIMIZERS])
+def test_constructors_check_hyperparameters_as_flags_do(name):
+    # Whatever the library accepts, --<hyperparameter> accepts, and the other way round.
+    for option, default in registry.OPTIMIZERS.get(name).hyperparameters.items():
+        setting = registry.HYPERPARAMETERS[option]
+        for value in (default, 0.0, 0.5, 1.0, 2.0, -1e-9, float("nan"), float("inf")):
+            if setting.problem(value) is None:
+                assert getattr(optimizers.get(name, **{option: value}), option) == value
+            else:
+                with pytest.raises(ValueError, match=f"^{option} must be"):
+                    optimizers.get(name, **{option: value})
+        # NumPy scalars are numbers too.
+        assert getattr(optimizers.get(name, **{option: np.float32(default)}), option) == (
+            pytest.approx(default)
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from models.optimizers.base import Optimizer
+from models.optimizers.base import Optimizer, hyperparameter
 
 
 class Adagrad(Optimizer):
@@ -24,14 +24,10 @@ class Adagrad(Optimizer):
         name=None,
     ):
         super().__init__(learning_rate, clip_norm, name)
-        if not initial_accumulator_value >= 0:
-            raise ValueError(
-                f"initial_accumulator_value must be >= 0, got {initial_accumulator_value}"
-            )
-        if not epsilon > 0:
-            raise ValueError(f"epsilon must be > 0, got {epsilon}")
-        self.initial_accumulator_value = float(initial_accumulator_value)
-        self.epsilon = float(epsilon)
+        self.initial_accumulator_value = hyperparameter(
+            "initial_accumulator_value", initial_accumulator_value
+        )
+        self.epsilon = hyperparameter("epsilon", epsilon)
 
     def initial_slot(self, slot, variable):
         return tf.fill(variable.shape, tf.constant(self.initial_accumulator_value, variable.dtype))

@@ -6,7 +6,7 @@ import math
 
 import tensorflow as tf
 
-from models.optimizers.base import Optimizer
+from models.optimizers.base import Optimizer, hyperparameter
 
 
 class Adam(Optimizer):
@@ -20,14 +20,9 @@ class Adam(Optimizer):
         self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, clip_norm=None, name=None
     ):
         super().__init__(learning_rate, clip_norm, name)
-        for label, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
-            if not 0 <= beta < 1:
-                raise ValueError(f"{label} must be in [0, 1), got {beta}")
-        if not epsilon > 0:
-            raise ValueError(f"epsilon must be > 0, got {epsilon}")
-        self.beta_1 = float(beta_1)
-        self.beta_2 = float(beta_2)
-        self.epsilon = float(epsilon)
+        self.beta_1 = hyperparameter("beta_1", beta_1)
+        self.beta_2 = hyperparameter("beta_2", beta_2)
+        self.epsilon = hyperparameter("epsilon", epsilon)
         # m and v sum the same gradients (from zero), so by Cauchy-Schwarz
         # |m| / sqrt(v) <= (1 - b1) / sqrt((1 - b2) (1 - b1^2 / b2)) when b1^2 < b2
         # (7.27 for the defaults); float32's underflow of tiny terms of v adds at

@@ -12,9 +12,20 @@ in cross-replica context.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import tensorflow as tf
+
+from models import registry
+
+
+def hyperparameter(name: str, value) -> float:
+    """``value`` as a float, if it passes ``registry.HYPERPARAMETERS[name]``'s check
+    (the one flags and config.json get); ``ValueError`` naming it otherwise."""
+    value = float(value) if isinstance(value, numbers.Real) else value
+    registry.HYPERPARAMETERS[name].require(name, value)
+    return value
 
 
 def largest_norm(tensors) -> tf.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from models.optimizers.base import Optimizer
+from models.optimizers.base import Optimizer, hyperparameter
 
 
 class Momentum(Optimizer):
@@ -18,9 +18,7 @@ class Momentum(Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.9, nesterov=False, clip_norm=None, name=None):
         super().__init__(learning_rate, clip_norm, name)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.momentum = float(momentum)
+        self.momentum = hyperparameter("momentum", momentum)
         self.nesterov = bool(nesterov)
 
     def step_bound(self, grad_bound, slot_bound, step):

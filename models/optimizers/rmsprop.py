@@ -6,7 +6,7 @@ import math
 
 import tensorflow as tf
 
-from models.optimizers.base import Optimizer
+from models.optimizers.base import Optimizer, hyperparameter
 
 
 class RMSprop(Optimizer):
@@ -20,12 +20,8 @@ class RMSprop(Optimizer):
 
     def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7, clip_norm=None, name=None):
         super().__init__(learning_rate, clip_norm, name)
-        if not 0 <= rho < 1:
-            raise ValueError(f"rho must be in [0, 1), got {rho}")
-        if not epsilon > 0:
-            raise ValueError(f"epsilon must be > 0, got {epsilon}")
-        self.rho = float(rho)
-        self.epsilon = float(epsilon)
+        self.rho = hyperparameter("rho", rho)
+        self.epsilon = hyperparameter("epsilon", epsilon)
 
     def step_bound(self, grad_bound, slot_bound, step):
         # sqrt(s) + eps >= eps, so |g| / (sqrt(s) + eps) <= |g| / eps; and since
