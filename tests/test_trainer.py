@@ -49,9 +49,10 @@ def test_auto_jit_follows_the_kernels_it_would_replace(monkeypatch):
                 on = xla_policy.auto_jit("cpu", convolutions, "bfloat16", onednn, cpu)
                 assert on is not (onednn and cpu.bf16)
     # Every choice comes with its reason for the log.
-    assert "dense layers" in xla_policy.auto_jit_reason("cpu", False, "float32", True, plain)
-    assert "bfloat16 instructions" in xla_policy.auto_jit_reason(
-        "cpu", True, "bfloat16", True, bf16
+    assert "dense layers" in xla_policy.auto_jit_choice("cpu", False, "float32", True, plain)[1]
+    assert (
+        "bfloat16 instructions"
+        in xla_policy.auto_jit_choice("cpu", True, "bfloat16", True, bf16)[1]
     )
 
     def chosen(cpu, **values):

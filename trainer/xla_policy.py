@@ -46,7 +46,18 @@ def auto_jit(
     onednn: bool = True,
     cpu: CpuFeatures | None = None,
 ) -> bool:
-    """``--jit_compile=auto``'s choice on one device (``auto_jit_reason`` says why).
+    """``--jit_compile=auto``'s choice on one device (``auto_jit_choice`` gives why)."""
+    return auto_jit_choice(device, convolutions, precision, onednn, cpu)[0]
+
+
+def auto_jit_choice(
+    device: str,
+    convolutions: bool,
+    precision: str = "float32",
+    onednn: bool = True,
+    cpu: CpuFeatures | None = None,
+) -> tuple[bool, str]:
+    """``(XLA on, why)`` for ``--jit_compile=auto`` on one device, the reason for the log.
 
     XLA on GPUs. On CPUs it depends on the kernels XLA would replace, as
     measured (docs/benchmarks.md, fifth and sixth rounds): in bfloat16, XLA only
@@ -55,36 +66,23 @@ def auto_jit(
     networks always, convolutions only without oneDNN.
     """
     if device == "gpu":
-        return True
+        return True, "GPU"
     cpu = cpu_features() if cpu is None else cpu
     if precision == "bfloat16":
-        return not (onednn and cpu.bf16)
-    if convolutions:
-        return not onednn
-    return True
-
-
-def auto_jit_reason(
-    device: str,
-    convolutions: bool,
-    precision: str,
-    onednn: bool,
-    cpu: CpuFeatures,
-) -> str:
-    """Why ``auto_jit`` chose what it did, for the log."""
-    if device == "gpu":
-        return "GPU"
-    if precision == "bfloat16":
         if onednn and cpu.bf16:
-            return "bfloat16 on oneDNN with this CPU's bfloat16 instructions, measured faster"
+            return False, (
+                "bfloat16 on oneDNN with this CPU's bfloat16 instructions, measured faster"
+            )
         if onednn:
-            return "bfloat16 on a CPU without bfloat16 instructions, measured faster with XLA"
-        return "bfloat16 on TensorFlow's own CPU kernels"
+            return True, (
+                "bfloat16 on a CPU without bfloat16 instructions, measured faster with XLA"
+            )
+        return True, "bfloat16 on TensorFlow's own CPU kernels"
     if convolutions:
         if onednn:
-            return "convolutions on oneDNN's float32 kernels, measured faster"
-        return "convolutions on TensorFlow's own CPU kernels, measured faster with XLA"
-    return (
+            return False, "convolutions on oneDNN's float32 kernels, measured faster"
+        return True, "convolutions on TensorFlow's own CPU kernels, measured faster with XLA"
+    return True, (
         "dense layers in float32, measured faster with XLA on CPU; the whole loop when "
         "batches are gathered in memory"
     )
@@ -122,12 +120,8 @@ def resolve_jit(config: Config, device: str, num_replicas: int, strategy_name: s
         logging.info("XLA: off (auto: --deterministic)")
         return False
     convolutions = uses_convolutions(config.model, config.layers, config.hidden)
-    onednn = tf_internals.onednn_enabled()
-    cpu = cpu_features()
-    on = auto_jit(device, convolutions, config.precision, onednn, cpu)
-    logging.info(
-        "XLA: %s (auto: %s)",
-        "on" if on else "off",
-        auto_jit_reason(device, convolutions, config.precision, onednn, cpu),
+    on, reason = auto_jit_choice(
+        device, convolutions, config.precision, tf_internals.onednn_enabled()
     )
+    logging.info("XLA: %s (auto: %s)", "on" if on else "off", reason)
     return on
