@@ -199,7 +199,8 @@ class Run:
 
     Attributes: ``config`` (with the data's facts), ``runtime``, ``source``,
     ``plan``, ``model``, ``optimizer``, ``schedule``, ``trainer``,
-    ``evaluator``, ``tracker``, ``checkpoints``, ``started``.
+    ``evaluator``, ``tracker``, ``checkpoints``, ``best_model`` (the
+    controller's eval action, over ``tracker``), ``started``.
     """
 
     def __init__(self, config: Config, load_data: bool = True):
@@ -230,6 +231,7 @@ class Run:
             self._build(config, normalization)
         self._log_model()
         self.checkpoints = self._make_checkpoints()
+        self.best_model = self._make_best_model()
 
     def _build(self, config: Config, normalization) -> None:
         from models import optimizers
@@ -320,6 +322,20 @@ class Run:
             tracker=self.tracker,
         )
         return manager
+
+    def _make_best_model(self):
+        from trainer.best_model import BestModel, resolve_metric
+
+        config = self.config
+        return BestModel(
+            self.tracker,
+            resolve_metric(config.best_metric, self.trainer.classification),
+            self.checkpoints,
+            self.schedule,
+            config.lr_plateau_patience,
+            config.lr_plateau_factor,
+            config.early_stopping_patience,
+        )
 
     def sample(self):
         """A few raw training examples, to check the model's outputs before a save."""

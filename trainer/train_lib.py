@@ -69,7 +69,7 @@ def _run(config: Config) -> dict:
         if controller.last_eval_step != run_.trainer.step:
             controller.evaluate()
         if trained:  # the evaluation at the end of training counts for the best model too
-            _best_model(run_)(run_.trainer.step, controller.last_eval)
+            run_.best_model(run_.trainer.step, controller.last_eval)
     export = None
     if run_.runtime.is_chief:
         export = _export_if_new(run_, previous, trained)
@@ -94,21 +94,6 @@ def _restore_for_training(run_: Run) -> None:
         run_folder.save_config(config, resumed_at=run_.trainer.step if path else None)
 
 
-def _best_model(run_: Run):
-    from trainer.best_model import BestModel, resolve_metric
-
-    config = run_.config
-    return BestModel(
-        run_.tracker,
-        resolve_metric(config.best_metric, run_.trainer.classification),
-        run_.checkpoints,
-        run_.schedule,
-        config.lr_plateau_patience,
-        config.lr_plateau_factor,
-        config.early_stopping_patience,
-    )
-
-
 def _controller(run_: Run):
     from trainer import summaries
     from trainer.controller import Controller
@@ -129,7 +114,7 @@ def _controller(run_: Run):
         checkpoint_every=config.checkpoint_every,
         eval_every=plan.eval_every,
         summary_every=config.summary_every,
-        eval_actions=[_best_model(run_)],
+        eval_actions=[run_.best_model],
     )
 
 
@@ -140,7 +125,7 @@ def _train(run_: Run, controller, previous: dict) -> tuple[bool, str]:
     if start >= total:
         logging.info("already trained to step %d (asked for %d): nothing to train", start, total)
         return False, "steps_done"
-    best_model = _best_model(run_)
+    best_model = run_.best_model
     if best_model.stopped_early():
         logging.info(
             "this run stopped early at step %d (no improvement since step %d): nothing to "
@@ -197,7 +182,7 @@ def _results(run_: Run, controller, previous: dict, trained: bool, reason) -> di
     results.setdefault("eval_loss", None)
     if run_.trainer.classification:
         results.setdefault("eval_accuracy", None)
-    best_model = _best_model(run_)
+    best_model = run_.best_model
     if best_model.best_step >= 0:
         results.update(best_step=best_model.best_step, best_metric=best_model.metric)
         results[f"best_{best_model.metric}"] = best_model.best_value
@@ -244,7 +229,7 @@ def _export_if_new(run_: Run, previous: dict, trained: bool) -> tuple[str | None
 
     step = run_.trainer.step
     best = run_.checkpoints.best if run_.config.export == "best" else None
-    best_step = int(run_.tracker.best_step.numpy())
+    best_step = run_.best_model.best_step
     if best and best_step >= 0 and best_step != step:
         run_.checkpoints.restore(best, only={"model": run_.model})
         logging.info("export: the best checkpoint's model (step %d of %d)", best_step, step)
