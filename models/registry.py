@@ -144,6 +144,11 @@ class Setting:
             return "must be an integer"
         return self.check.problem(value) if self.check else None
 
+    def value(self, given):
+        """``given`` in the form its users take: a steps setting as a list of ints
+        (``"3000,6000"`` -> ``[3000, 6000]``); any other as it is."""
+        return parse_steps(given) if self.kind == "steps" else given
+
     def require(self, name: str, value) -> None:
         """Raises ``ValueError("<name> <problem>, got <value>")`` if ``value`` fails."""
         problem = self.problem(value)

@@ -82,8 +82,7 @@ class Schedule(tf.Module):
             if value is None or value in (registry.REST_OF_RUN, registry.ONE_EPOCH):
                 raise ValueError(f"the {kind} schedule needs {name}")
             registry.SCHEDULE_OPTIONS[name].require(name, value)
-        if "boundaries" in values:
-            values["boundaries"] = registry.parse_steps(values["boundaries"])
+            values[name] = registry.SCHEDULE_OPTIONS[name].value(value)
         self.base = float(base)
         self.kind = kind
         self.warmup_steps = int(warmup_steps)

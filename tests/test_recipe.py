@@ -54,6 +54,26 @@ def test_each_schedule_matches_numpy_at_every_step(kind, options, warmup):
     np.testing.assert_allclose(got, want, rtol=2e-6)
 
 
+def test_piecewise_boundaries_read_alike_from_flag_library_and_an_old_config_json(tmp_path):
+    import json
+
+    from trainer import config as config_lib
+
+    flag = config_lib.resolve({"lr_schedule": "piecewise", "lr_boundaries": "30, 70"})
+    assert flag.lr_options == {"boundaries": [30, 70]}
+    schedule = schedules.Schedule(0.1, "piecewise", boundaries="30,70")
+    assert schedule.options["boundaries"] == [30, 70]
+    # A config.json from before the schedule's options were grouped: its fields
+    # move into lr_options, the boundaries as steps, options of other schedules dropped.
+    old = tmp_path / "config.json"
+    old.write_text(
+        json.dumps({"lr_schedule": "piecewise", "lr_boundaries": "30,70", "lr_decay_steps": 5})
+    )
+    saved = config_lib.load(str(old))
+    assert saved["lr_options"] == {"boundaries": [30, 70]}
+    assert "lr_boundaries" not in saved and "lr_decay_steps" not in saved
+
+
 def _learning_rates(model_dir) -> dict[int, float]:
     from tensorboard.backend.event_processing import event_accumulator
 

@@ -399,11 +399,10 @@ def _group_options(values: dict) -> None:
         given = values.pop(flag, None)
         if given is None:
             continue
-        problem = OPTION_GROUPS[field].settings[name].problem(given)
+        setting = OPTION_GROUPS[field].settings[name]
+        problem = setting.problem(given)
         _require(problem is None, f"--{flag}={_show(given)}: {problem}")
-        if name == "boundaries":
-            given = registry.parse_steps(given)
-        values[field][name] = given
+        values[field][name] = setting.value(given)
 
 
 def _check_options(values: dict) -> None:
@@ -577,7 +576,7 @@ def _migrate(saved: dict) -> dict:
     for old, new in _RENAMED.items():
         value = saved.pop(old, None)
         if value is not None and new in takes:
-            options[new] = registry.parse_steps(value) if new == "boundaries" else value
+            options[new] = registry.SCHEDULE_OPTIONS[new].value(value)
     saved["lr_options"] = options
     return saved
 
