@@ -67,17 +67,22 @@ class TrainStep:
     def _apply(self, grads, loss_sum):
         """Applies the update, through the guard when there is one; returns whether
         the step counts (a scalar bool), or None when every step does."""
-        context = tf.distribute.get_replica_context()
         if self.guard is None:
-            if self.optimizer.clip_norm is not None:
-                grads, _ = self.optimizer.clip(grads)
-            context.merge_call(self._apply_unchecked, args=(grads,))
+            self._apply_unchecked(grads)
             return None
         grads, finite, grad_bound = self.guard.check(loss_sum, grads)
-        context.merge_call(self.guard.apply, args=(grads, finite, grad_bound))
+        tf.distribute.get_replica_context().merge_call(
+            self.guard.apply, args=(grads, finite, grad_bound)
+        )
         return finite
 
-    def _apply_unchecked(self, strategy, grads):
+    def _apply_unchecked(self, grads) -> None:
+        """Clips ``grads`` (``clip_norm``) and applies them, in cross-replica context."""
+        if self.optimizer.clip_norm is not None:
+            grads, _ = self.optimizer.clip(grads)
+        tf.distribute.get_replica_context().merge_call(self._update, args=(grads,))
+
+    def _update(self, strategy, grads):
         self.optimizer.apply_clipped(grads, self.model.trainable_variables, strategy)
 
     def checked(self, x, y) -> None:
@@ -89,9 +94,7 @@ class TrainStep:
     def unchecked(self, x, y) -> None:
         """The plain step without the per-step check (speculative calls)."""
         outputs, per_example, _, grads, _ = self._gradients(x, y)
-        if self.optimizer.clip_norm is not None:
-            grads, _ = self.optimizer.clip(grads)
-        tf.distribute.get_replica_context().merge_call(self._apply_unchecked, args=(grads,))
+        self._apply_unchecked(grads)
         self.metrics.update(per_example, self.objective.correct(y, outputs))
 
     def diagnostic(self, x, y) -> dict:
