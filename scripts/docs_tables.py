@@ -77,9 +77,7 @@ def schedules_table() -> str:
 
 
 def datasets_table() -> str:
-    rows = [
-        [_code(s.name), s.doc, "streamed" if s.streaming else "in memory"] for s in SOURCES.values()
-    ]
+    rows = [[_code(s.name), s.doc, "streamed" if s.streaming else "in memory"] for s in SOURCES]
     return _table(["`--dataset`", "what it reads", "held"], rows)
 
 

@@ -61,9 +61,7 @@ from trainer.data import SOURCES  # noqa: E402
 INITS = registry.INITIALIZERS.names
 # Classification datasets held in memory only: the study reports accuracy.
 DATASETS = tuple(
-    name
-    for name, source in SOURCES.items()
-    if source.task == "classification" and not source.streaming
+    source.name for source in SOURCES if source.task == "classification" and not source.streaming
 )
 FIGURE_NAME = "init_study.png"
 # What marks a folder as a trainer run folder (safe to clear).

@@ -26,5 +26,5 @@ def test_every_registered_name_is_in_readme():
     for family in (registry.MODELS, registry.OPTIMIZERS, registry.SCHEDULES):
         for entry in family:
             assert f"| `{entry.name}` |" in readme, entry.name
-    for name in (*registry.ACTIVATIONS.names, *registry.INITIALIZERS.names, *SOURCES):
+    for name in (*registry.ACTIVATIONS.names, *registry.INITIALIZERS.names, *SOURCES.names):
         assert f"`{name}`" in readme, name

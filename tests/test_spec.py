@@ -102,7 +102,7 @@ def test_the_command_line_and_the_registries_agree():
     assert config_lib.CHOICES["optimizer"] == registry.OPTIMIZERS.names
     assert config_lib.CHOICES["lr_schedule"] == registry.SCHEDULES.names
     assert config_lib.CHOICES["model"] == registry.MODELS.names
-    assert config_lib.CHOICES["dataset"] == tuple(SOURCES)
+    assert config_lib.CHOICES["dataset"] == SOURCES.names
     done = subprocess.run(
         [sys.executable, "-c", DUMP_FLAGS], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
@@ -137,7 +137,7 @@ def test_the_command_line_and_the_registries_agree():
             assert schedule.name in defined["lr_" + name]["help"]
     for model in registry.MODELS:
         assert model.name in defined["model"]["help"]
-    for source in SOURCES.values():
+    for source in SOURCES:
         assert source.doc in defined["dataset"]["help"]
     for kind in registry.LAYERS:
         if not kind.fixed:

@@ -485,7 +485,7 @@ def _fill_defaults(values: dict) -> None:
 
 
 def _check_data_flags(f) -> None:
-    source = SOURCES[f.dataset]
+    source = SOURCES.get(f.dataset)
     for group in source.needs:
         if not any(getattr(f, flag) for flag in group):
             given = " or ".join(f"--{flag}" for flag in group)
@@ -533,8 +533,8 @@ def _check_consistent(f) -> None:
 
 def dataset_is_regression(values: dict) -> bool:
     """Whether the data of these settings are a regression (their default loss is mse)."""
-    source = SOURCES.get(values.get("dataset"))
-    return source is not None and source.is_regression(values)
+    name = values.get("dataset")
+    return name in SOURCES and SOURCES.get(name).is_regression(values)
 
 
 def model_defaults(model: str, layers: str | None, activation: str | None) -> dict:

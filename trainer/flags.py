@@ -59,7 +59,7 @@ flags.DEFINE_string(
     None,
     "Run folder. One with checkpoints is resumed; default: runs/<dataset>-<model>-<time>.",
 )
-_enum("dataset", "Training data: " + _listing(SOURCES.values(), lambda s: s.doc) + ".")
+_enum("dataset", "Training data: " + _listing(SOURCES, lambda s: s.doc) + ".")
 flags.DEFINE_string(
     "data_dir",
     None,

@@ -271,7 +271,7 @@ def _input_errors(config: Config) -> tuple:
     """The TensorFlow errors a stream of files raises mid-run on a bad record."""
     from trainer.data import SOURCES
 
-    if not SOURCES[config.dataset].streaming:
+    if not SOURCES.get(config.dataset).streaming:
         return ()
     import tensorflow as tf
 

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from models.registry import Entry
+from models.registry import Entry, Registry
 
 
 class DataSource:
@@ -126,9 +126,9 @@ class Source(Entry):
         return isinstance(metadata, dict) and metadata.get("task") == "regression"
 
 
-SOURCES = {
-    source.name: source
-    for source in (
+SOURCES: Registry[Source] = Registry(
+    "dataset",
+    [
         Source("digits", "trainer.data.digits:load", "scikit-learn's bundled 8x8 digits"),
         Source(
             "mnist",
@@ -159,6 +159,6 @@ SOURCES = {
             needs=(("data_dir", "train_files"),),
             paths={"data_dir": "folder"},
         ),
-    )
-}
-DATASETS = tuple(SOURCES)
+    ],
+)
+DATASETS = SOURCES.names

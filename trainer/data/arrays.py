@@ -169,9 +169,9 @@ def load(config) -> Arrays:
     """
     from trainer.data import DATASETS, SOURCES
 
-    source = SOURCES.get(config.dataset)
-    if source is None:
+    if config.dataset not in SOURCES:
         raise DataError(f"--dataset={config.dataset}: unknown; choose one of {', '.join(DATASETS)}")
+    source = SOURCES.get(config.dataset)
     if source.streaming:
         raise DataError(f"--dataset={config.dataset}: streamed, not held in memory")
     try:

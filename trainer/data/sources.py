@@ -11,8 +11,7 @@ def open_source(config) -> DataSource:
     Raises:
       DataError: naming a bad file or flag.
     """
-    source = SOURCES.get(config.dataset)
-    if source is not None and source.streaming:
-        return source.load()(config)
+    if config.dataset in SOURCES and SOURCES.get(config.dataset).streaming:
+        return SOURCES.load(config.dataset)(config)
     loaded = arrays.load(config)
     return arrays.ArraySource(loaded, arrays.fingerprint_arrays(loaded))
