@@ -122,24 +122,27 @@ PATTERN_CHARACTERS = "*?[\\"
 class OptionGroup:
     """A Config field holding the settings of the entry another field chooses:
     each setting is the flag ``<prefix><name>``; ``chooser`` is the field naming
-    the entry, found in ``entries``; ``settings`` says what each must be."""
+    the entry, found in ``entries``, whose attribute ``options`` lists the ones
+    it takes with their defaults; ``settings`` says what each must be."""
 
     chooser: str
     prefix: str
     entries: registry.Registry
+    options: str
     settings: dict
 
     def takes(self, chosen: str) -> dict:
         """The options of entry ``chosen``, with their defaults."""
-        entry = self.entries.get(chosen)
-        return entry.hyperparameters if hasattr(entry, "hyperparameters") else entry.options
+        return getattr(self.entries.get(chosen), self.options)
 
 
 OPTION_GROUPS = {
     "optimizer_options": OptionGroup(
-        "optimizer", "", registry.OPTIMIZERS, registry.HYPERPARAMETERS
+        "optimizer", "", registry.OPTIMIZERS, "hyperparameters", registry.HYPERPARAMETERS
     ),
-    "lr_options": OptionGroup("lr_schedule", "lr_", registry.SCHEDULES, registry.SCHEDULE_OPTIONS),
+    "lr_options": OptionGroup(
+        "lr_schedule", "lr_", registry.SCHEDULES, "options", registry.SCHEDULE_OPTIONS
+    ),
 }
 # Flag -> (Config field, option name), for every option of every group.
 OPTION_FLAGS = {
