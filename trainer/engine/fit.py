@@ -73,6 +73,7 @@ def fit(
         .batch(batch_size, drop_remainder=True)
         .prefetch(tf.data.AUTOTUNE)
     )
+    validation = None if validation_data is None else _batches(validation_data, y.dtype)
     history = collections.defaultdict(list)
     for epoch in range(epochs):
         start = time.perf_counter()
@@ -83,8 +84,8 @@ def fit(
         line = f"epoch {epoch + 1}/{epochs}: loss {result['loss']:.4f}"
         if trainer.classification:
             line += f", accuracy {result['accuracy']:.4f}"
-        if validation_data is not None:
-            val = evaluator.evaluate(_batches(validation_data, y.dtype))
+        if validation is not None:
+            val = evaluator.evaluate(validation)
             history["val_loss"].append(val["loss"])
             history["val_accuracy"].append(val.get("accuracy", float("nan")))
             line += f", val_loss {val['loss']:.4f}"
