@@ -67,16 +67,15 @@ def build_model(preset: str, seed: int):
 
 
 def synthetic_data(n: int, input_shape, classes: int, seed: int):
-    """Gaussian features labelled by a random linear teacher on the flattened values.
+    """``--dataset=synthetic``'s data (a random linear teacher on the flattened
+    values), shaped for the network.
 
     Returns float32 ``[n, *input_shape]`` (``[n, D]`` or ``[n, H, W, C]``) and int64 ``[n]``.
     """
+    from trainer.data.synthetic import teacher_labelled
+
     input_shape = tuple(input_shape)
-    size = math.prod(input_shape)
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, size)).astype(np.float32)
-    teacher = rng.normal(size=(size, classes)).astype(np.float32)
-    y = np.argmax(x @ teacher, axis=1).astype(np.int64)
+    x, y = teacher_labelled(n, math.prod(input_shape), classes, seed)
     return x.reshape((n, *input_shape)), y
 
 

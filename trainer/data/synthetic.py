@@ -26,6 +26,16 @@ def load_sin(config) -> Arrays:
     )  # fmt: skip
 
 
+def teacher_labelled(examples: int, features: int, classes: int, seed: int):
+    """Gaussian features labelled by a random linear teacher: ``x ~ N(0, 1)``
+    float32 ``[examples, features]`` and int64 ``y = argmax(x @ T)`` ``[examples]``,
+    ``T ~ N(0, 1)`` ``[features, classes]``, both drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(examples, features)).astype(np.float32)
+    teacher = rng.normal(size=(features, classes)).astype(np.float32)
+    return x, np.argmax(x @ teacher, axis=1).astype(np.int64)
+
+
 def load_synthetic(config) -> Arrays:
     """Gaussian features labelled by a random linear teacher (learnable)."""
     n, d, c = config.synthetic_examples, config.synthetic_features, config.synthetic_classes
@@ -45,10 +55,7 @@ def load_synthetic(config) -> Arrays:
         f"the features ({total} examples x {d} features)",
         f"--synthetic_examples={n} --synthetic_features={d}",
     )
-    rng = np.random.default_rng(config.seed)
-    x = rng.normal(size=(total, d)).astype(np.float32)
-    teacher = rng.normal(size=(d, c)).astype(np.float32)
-    y = np.argmax(x @ teacher, axis=1).astype(np.int64)
+    x, y = teacher_labelled(total, d, c, config.seed)
     return Arrays(
         x[:n], y[:n], x[n:], y[n:], c, np.zeros(d, np.float32), np.ones(d, np.float32),
         f"synthetic: {n} train / {n_eval} eval, {d} features, {c} classes", image_shape_of((d,)),
