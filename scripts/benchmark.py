@@ -238,7 +238,11 @@ def tfrecord_dataset(ctx):
     import types
 
     options = types.SimpleNamespace(
-        data_dir=FLAGS.tfrecord_dir, train_files=None, eval_files=None, shuffle_buffer=10_000
+        data_dir=FLAGS.tfrecord_dir,
+        train_files=None,
+        validation_files=None,
+        test_files=None,
+        shuffle_buffer=10_000,
     )
     try:
         source = record_source.RecordSource.open(options)

@@ -17,10 +17,10 @@ layer is only partly saturated, but every later one is saturated exactly):
 * trains each initializer with the project's own trainer
   (``trainer.train_lib.run``) into ``<out_dir>/<init>``, so
   ``tensorboard --logdir <out_dir>`` shows the runs ``<init>/train`` and
-  ``<init>/eval`` side by side, with the per-layer gradient and saturation
+  ``<init>/validation`` side by side, with the per-layer gradient and saturation
   scalars and histograms the trainer writes every ``--summary_every`` steps;
 * the same figures after training, from the run's latest checkpoint on the
-  same batch, plus the eval loss and accuracy from the run's results.json.
+  same batch, plus the validation loss and accuracy from the run's results.json.
 
 It prints one table per initializer and a summary, draws
 ``<out_dir>/init_study.png`` when matplotlib is installed (the ``plots`` extra),
@@ -65,7 +65,9 @@ DATASETS = tuple(
 )
 FIGURE_NAME = "init_study.png"
 # What marks a folder as a trainer run folder (safe to clear).
-RUN_FOLDER_ENTRIES = ("config.json", "results.json", "checkpoints", "train", "eval", "export")
+RUN_FOLDER_ENTRIES = (
+    "config.json", "results.json", "checkpoints", "train", "validation", "test", "export",
+)  # fmt: skip
 # The notebook's deep sigmoid network as a CNN: five 3x3 convolutions of 16
 # filters, then a dense layer of 100 (on digits' 8x8 images, or MNIST's 28x28).
 NOTEBOOK_CNN = ",".join(["conv3x3:16"] * 5 + ["flatten", "dense:100"])
@@ -299,8 +301,8 @@ def study_one(config: config_lib.Config) -> dict:
         "grad_l1_after": after["grad_l1"] if after else None,
         "saturation_after": after["saturation"] if after else None,
         "train_loss_after": _finite(after["loss"]) if after else None,
-        "final_loss": _finite(results.get("eval_loss")),
-        "final_accuracy": _finite(results.get("eval_accuracy")),
+        "final_loss": _finite(results.get("validation_loss")),
+        "final_accuracy": _finite(results.get("validation_accuracy")),
         "steps": step,
         "train_seconds": round(seconds, 3),
         "model_dir": config.model_dir,
@@ -357,8 +359,8 @@ def format_report(results: dict, steps: int) -> str:
                     _fraction(sat_after),
                 ]
             )
-        title = f"init={init}: eval loss {_number(figures['final_loss'], 4)}, "
-        title += f"eval accuracy {_fraction(figures['final_accuracy'])}"
+        title = f"init={init}: validation loss {_number(figures['final_loss'], 4)}, "
+        title += f"validation accuracy {_fraction(figures['final_accuracy'])}"
         title += f" after {figures['steps']} steps ({figures['train_seconds']:.1f}s)"
         if figures["error"]:
             title += f"\n  stopped: {figures['error']}"
@@ -383,7 +385,7 @@ def format_report(results: dict, steps: int) -> str:
             ]
         )
     summary = _table(
-        ["init", "hidden_0 grad L1 @init", "loss @init", "eval loss", "eval accuracy"],
+        ["init", "hidden_0 grad L1 @init", "loss @init", "validation loss", "validation accuracy"],
         summary_rows,
     )
     return "\n\n".join([*blocks, "summary\n" + summary])
@@ -506,8 +508,8 @@ def main(argv) -> None:
                 dataclasses.replace(config, init=init, model_dir=model_dir)
             )
             print(
-                f"init={init}: trained and evaluated in {figures['train_seconds']:.1f}s: eval loss "
-                f"{_number(figures['final_loss'], 4)}, eval accuracy "
+                f"init={init}: trained and evaluated in {figures['train_seconds']:.1f}s: "
+                f"validation loss {_number(figures['final_loss'], 4)}, validation accuracy "
                 f"{_fraction(figures['final_accuracy'])}",
                 flush=True,
             )

@@ -29,7 +29,9 @@ from trainer.data import record_files, record_writer
 
 flags.DEFINE_string("output_dir", None, "New (or empty) folder for the files.")
 flags.DEFINE_float("gigabytes", 2.0, "Size of the training files to write (decimal GB).")
-flags.DEFINE_integer("eval_examples", 10_000, "Examples in the eval split.", lower_bound=1)
+flags.DEFINE_integer(
+    "eval_examples", 10_000, "Examples in each of the validation and test splits.", lower_bound=1
+)
 flags.DEFINE_integer("num_shards", 16, "Files per split.", lower_bound=1)
 flags.DEFINE_list("shape", ["28", "28"], "Image height,width (one channel).")
 flags.DEFINE_integer("classes", 10, "Number of classes.", lower_bound=2)
@@ -57,7 +59,11 @@ def main(argv) -> None:
     started = time.time()
     try:
         with record_writer.output_folder(FLAGS.output_dir) as folder:
-            counts = {"train": train, "eval": FLAGS.eval_examples}
+            counts = {
+                "train": train,
+                "validation": FLAGS.eval_examples,
+                "test": FLAGS.eval_examples,
+            }
             writer = record_writer.DatasetWriter(
                 folder, counts, FLAGS.num_shards, "uint8", False, size
             )
@@ -84,7 +90,8 @@ def main(argv) -> None:
         if name.startswith("train-")
     )
     print(
-        f"wrote {train} train + {FLAGS.eval_examples} eval examples to {FLAGS.output_dir}: "
+        f"wrote {train} train + {FLAGS.eval_examples} validation + as many test examples to "
+        f"{FLAGS.output_dir}: "
         f"training files {total_bytes / 1e9:.2f} GB, in memory as float32 "
         f"{train * size * 4 / 1e9:.2f} GB ({time.time() - started:.0f}s)"
     )

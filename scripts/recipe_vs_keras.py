@@ -86,7 +86,7 @@ def keras_accuracy(arrays, seed, epochs, batch_size, rate, warmup_steps, weight_
         metrics=["accuracy"],
     )
     model.fit(arrays.x_train, arrays.y_train, batch_size=batch_size, epochs=epochs, verbose=0)
-    return model.evaluate(arrays.x_eval, arrays.y_eval, verbose=0)[1]
+    return model.evaluate(arrays.x_test, arrays.y_test, verbose=0)[1]
 
 
 def main(argv) -> None:
@@ -112,7 +112,7 @@ def main(argv) -> None:
             batch_size=FLAGS.batch_size, epochs=FLAGS.epochs, seed=seed, summary_every=0,
             eval_every=0, export="last", jit_compile="false",
         )  # fmt: skip
-        ours.append(train_lib.run(config)["eval_accuracy"])
+        ours.append(train_lib.run(config)["test_accuracy"])
         theirs.append(
             keras_accuracy(
                 arrays, seed, FLAGS.epochs, FLAGS.batch_size, FLAGS.learning_rate,

@@ -192,8 +192,8 @@ FLAG_CASES = [
     (["--learning_rate=1e-400"], ["--learning_rate=0.0", "> 0"]),
     (["--clip_norm=nan"], ["--clip_norm=nan", "finite"]),
     (["--clip_norm=-1"], ["--clip_norm=-1.0", "> 0"]),
-    (["--eval_fraction=inf"], ["--eval_fraction=inf", "(0, 1)"]),
-    (["--eval_fraction=1"], ["--eval_fraction=1.0", "(0, 1)"]),
+    (["--test_fraction=inf"], ["--test_fraction=inf", "(0, 1)"]),
+    (["--test_fraction=1"], ["--test_fraction=1.0", "(0, 1)"]),
     (["--worker_timeout=nan"], ["--worker_timeout=nan", "finite"]),
     (["--batch_size=2147483648"], ["--batch_size=2147483648", "<= 2147483647"]),
     (["--train_steps=99999999999999999999"], ["--train_steps=99999999999999999999", "<="]),
@@ -287,7 +287,7 @@ CONFIG_VALUES = [
     ("dataset", 7, "must be one of"),
     ("learning_rate", "x", "must be a number"),
     ("learning_rate", 0, "finite number > 0"),
-    ("eval_fraction", True, "must be a number"),
+    ("test_fraction", True, "must be a number"),
     ("deterministic", "yes", "true or false"),
     ("skip_nonfinite", 1, "true or false"),
     ("data_fingerprint", 5, "must be a string"),
@@ -413,7 +413,7 @@ IDENTITY_CHANGES = [
     ("activation", "relu", "sigmoid"),
     ("init", "he", "xavier"),
     ("loss", "mse", "cross_entropy"),
-    ("eval_fraction", 0.3, "0.2"),
+    ("test_fraction", 0.3, "0.2"),
     ("model", "linear", "mlp"),
     ("model", "lenet", "mlp"),
 ]
@@ -482,7 +482,7 @@ def test_resume_with_a_new_learning_rate_is_logged_and_keeps_the_earlier_config(
 def test_garbage_checkpoint_state_file_still_evaluates(run):
     (run / "checkpoints" / "checkpoint").write_text("garbage\n\0\1\2")
     before = _snapshot(run)
-    assert train(run, mode="eval")["eval_step"] == 20
+    assert train(run, mode="eval")["validation_step"] == 20
     _kept(before, run)
 
 
@@ -517,7 +517,7 @@ def test_checkpoint_data_file_linked_to_nothing_falls_back(run):
     data.unlink()
     data.symlink_to(run / "nowhere")
     before = _snapshot(run)
-    assert train(run, mode="eval")["eval_step"] == 10  # fell back to ckpt-10
+    assert train(run, mode="eval")["validation_step"] == 10  # fell back to ckpt-10
     assert os.path.islink(data)  # eval moves nothing
     _kept(before, run)
 
@@ -699,7 +699,7 @@ def test_overflowing_learning_rate_stops_with_exit_3_and_saves_nothing(tmp_path,
     assert _export_versions(folder) == []
     # results.json says why it stopped, and holds no figure of the broken model
     stopped = json.loads((folder / "results.json").read_text())
-    assert stopped["stop_reason"] == "non_finite" and stopped["eval_loss"] is None
+    assert stopped["stop_reason"] == "non_finite" and stopped["validation_loss"] is None
     assert "export_path" not in stopped
 
 
@@ -724,7 +724,9 @@ def test_rerunning_a_finished_command_keeps_the_results_and_exports_nothing_new(
     after = results(run)
     for key in ("train_loss", "train_accuracy", "examples_per_sec", "first_call_s", "export_path"):
         assert after[key] == before[key] and after[key] is not None, key
-    assert after["eval_step"] == 20 and after["eval_loss"] == pytest.approx(before["eval_loss"])
+    assert after["validation_step"] == 20 and after["validation_loss"] == pytest.approx(
+        before["validation_loss"]
+    )
     assert _export_versions(run) == ["1"]
     _kept(snapshot, run)
 
@@ -733,9 +735,9 @@ def test_training_on_without_eval_does_not_report_the_old_eval_as_current(run):
     before = results(run)
     train(run, mode="train", epochs=2)
     after = results(run)
-    assert after["global_step"] == 2 * (1437 // 32)
-    assert after["eval_loss"] is None and after["eval_accuracy"] is None
-    assert "eval_step" not in after
+    assert after["global_step"] == 2 * (1293 // 32)
+    assert after["validation_loss"] is None and after["validation_accuracy"] is None
+    assert "validation_step" not in after
     assert after["train_loss"] is not None and after["train_loss"] != before["train_loss"]
 
 
@@ -770,6 +772,6 @@ def test_inspect_of_a_file_is_one_line(tmp_path):
 # -- the template itself: a folder named with a newline, quotes and $ trains -------
 def test_a_run_folder_named_with_a_newline_quotes_and_dollars_trains(template):
     figures = results(template)
-    assert figures["global_step"] == 20 and figures["eval_step"] == 20
+    assert figures["global_step"] == 20 and figures["validation_step"] == 20
     assert _checkpoint_steps(template) == [10, 20] and _export_versions(template) == ["1"]
     assert json.loads((template / "config.json").read_text())["model_dir"] == str(template)

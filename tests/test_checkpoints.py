@@ -123,7 +123,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_nothing_is_deleted(tmp_path):
     evaluated = cli("--mode=eval", f"--model_dir={tmp_path}")
     assert evaluated.returncode == 0, evaluated.stderr
     assert "ckpt-40: unreadable" in evaluated.stderr and "falling back" in evaluated.stderr
-    assert results(tmp_path)["eval_step"] == 20
+    assert results(tmp_path)["validation_step"] == 20
     assert os.path.exists(data_file)  # eval moves nothing
 
     figures = train(tmp_path, train_steps=60, checkpoint_every=20, mode="train")
@@ -260,7 +260,7 @@ def test_full_disk_on_save_is_a_clear_error_and_earlier_checkpoints_survive(tiny
     assert all(_snapshot(run / "checkpoints").get(p) == before[p] for p in before)
     os.remove(tiny_disk / "filler")
     assert cli("--mode=eval", f"--model_dir={run}").returncode == 0
-    assert results(run)["eval_step"] == 20
+    assert results(run)["validation_step"] == 20
 
 
 def test_eval_restores_only_the_model_without_warnings(tmp_path):

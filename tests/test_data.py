@@ -27,9 +27,13 @@ def test_mnist_reads_idx_files_byte_for_byte(tmp_path, gz):
     arrays = arrays_lib.load(_mnist_config(tmp_path))
     raw = mnist.read_idx(paths["train_images"], mnist.IMAGE_MAGIC)
     assert raw.shape == (300, 28, 28)
-    np.testing.assert_array_equal(arrays.x_train, raw.reshape(300, -1).astype(np.float32))
+    # Training and validation rows are the file's rows, each once.
+    held = np.concatenate([arrays.x_train, arrays.x_validation])
+    assert (len(arrays.x_train), len(arrays.x_validation)) == (270, 30)
+    flat = raw.reshape(300, -1).astype(np.float32)
+    np.testing.assert_array_equal(np.unique(held, axis=0), np.unique(flat, axis=0))
     assert arrays.x_train.max() <= 255 and arrays.num_classes == 10
-    assert arrays.x_eval.shape == (1797 - 300, 784)
+    assert arrays.x_test.shape == (1797 - 300, 784)
     assert arrays.y_train.dtype == np.int64
 
 
@@ -74,8 +78,9 @@ def test_missing_idx_file_and_bad_label(tmp_path):
 
 def test_csv_loads_and_splits(tmp_path):
     path = write_csv(str(tmp_path / "train.csv"), n=200, features=16)
-    arrays = arrays_lib.load(Config(dataset="csv", csv_path=path, eval_fraction=0.25))
-    assert arrays.x_train.shape == (150, 16) and arrays.x_eval.shape == (50, 16)
+    arrays = arrays_lib.load(Config(dataset="csv", csv_path=path, test_fraction=0.25))
+    assert arrays.x_test.shape == (50, 16)
+    assert arrays.x_train.shape == (135, 16) and arrays.x_validation.shape == (15, 16)
     assert set(np.unique(arrays.y_train)) == set(range(10))
     # Labels 0..9 are their own class ids: no class names to keep.
     assert arrays.num_classes == 10 and arrays.class_names is None
@@ -114,17 +119,17 @@ def test_csv_without_label_column(tmp_path):
 def test_digits_split_is_stratified_and_seeded():
     a = arrays_lib.load(Config(seed=3))
     b = arrays_lib.load(Config(seed=3))
-    np.testing.assert_array_equal(a.x_eval, b.x_eval)
-    assert a.x_train.shape == (1437, 64) and a.x_eval.shape == (360, 64)
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+    assert a.x_train.shape == (1293, 64) and a.x_test.shape == (360, 64)
     assert a.x_train.max() == 16  # raw features; scaling lives in the model
-    counts = np.bincount(a.y_eval)
+    counts = np.bincount(a.y_test)
     assert counts.min() >= 35 and counts.max() <= 37
 
 
 def test_sin_and_synthetic():
     sin = arrays_lib.load(Config(dataset="sin"))
     assert sin.num_classes == 0 and sin.num_outputs == 1
-    np.testing.assert_allclose(sin.y_eval, np.sin(sin.x_eval[:, 0]), atol=1e-6)
+    np.testing.assert_allclose(sin.y_test, np.sin(sin.x_test[:, 0]), atol=1e-6)
     synthetic = arrays_lib.load(
         dataclasses.replace(
             Config(dataset="synthetic"), synthetic_examples=64, synthetic_features=5

@@ -52,25 +52,28 @@ def test_split_leaving_no_train_example_names_the_working_range(
 ):
     csv_path = write_csv(str(tmp_path / "small.csv"), n=20, features=4)
     with pytest.raises(DataError) as raised:
-        _load(tmp_path, dataset=dataset, csv_path=csv_path, eval_fraction=fraction)
+        _load(tmp_path, dataset=dataset, csv_path=csv_path, test_fraction=fraction)
     message = str(raised.value)
-    assert message.startswith(f"--eval_fraction={fraction}: "), message
-    assert f"leaves {n_train} train / {n_eval} eval examples" in message, message
+    assert message.startswith(f"--test_fraction={fraction}: "), message
+    assert f"leaves {n_train} train / {n_eval} test examples" in message, message
     assert f"(0, {highest}]" in message and "\n" not in message, message
 
 
-@pytest.mark.parametrize("fraction, n_train, n_eval", [(0.001, 1795, 2), (0.999, 1, 1796)])
+@pytest.mark.parametrize("fraction, n_train, n_eval", [(0.001, 1795, 2), (0.998, 3, 1794)])
 def test_extreme_eval_fractions_leaving_one_example_a_side_work(
     tmp_path, fraction, n_train, n_eval
 ):
-    arrays = _load(tmp_path, eval_fraction=fraction)
-    assert (len(arrays.x_train), len(arrays.x_eval)) == (n_train, n_eval)
-    assert "not stratified" in arrays.description
+    arrays = _load(tmp_path, test_fraction=fraction)
+    assert (len(arrays.x_train) + len(arrays.x_validation), len(arrays.x_test)) == (n_train, n_eval)
+    assert "not stratified" in arrays.describe()
 
 
 def test_highest_eval_fraction_in_the_message_works(tmp_path):
-    arrays = _load(tmp_path, eval_fraction=0.9994)
-    assert len(arrays.x_train) == 1
+    # 1 training example is a valid test split, but leaves no validation split.
+    with pytest.raises(DataError, match="holds 1 example; needs at least 2 .* lower --test_f"):
+        _load(tmp_path, test_fraction=0.9994)
+    arrays = _load(tmp_path, test_fraction=0.9988)
+    assert (len(arrays.x_train), len(arrays.x_validation)) == (1, 1)
 
 
 def test_tiny_csv_with_more_classes_than_eval_rows_trains(tmp_path):
@@ -78,17 +81,18 @@ def test_tiny_csv_with_more_classes_than_eval_rows_trains(tmp_path):
 
     path = write_csv(str(tmp_path / "tiny.csv"), n=20, features=4)
     arrays = _load(tmp_path, dataset="csv", csv_path=path)
-    assert (len(arrays.x_train), len(arrays.x_eval)) == (16, 4)
+    assert (len(arrays.x_train), len(arrays.x_validation), len(arrays.x_test)) == (14, 2, 4)
     results = train(tmp_path / "run", dataset="csv", csv_path=path, train_steps=3)
-    assert results["global_step"] == 3 and results["eval_examples"] == 4, results
+    assert results["global_step"] == 3 and results["validation_examples"] == 2, results
+    assert results["test_examples"] == 4, results
 
 
 def test_csv_with_a_class_seen_once_splits_unstratified(tmp_path):
     rows = [f"{i % 2},{i},{i}" for i in range(40)] + ["7,1,1"]
     for seed in range(5):
         arrays = _load_csv(tmp_path, "label,a,b\n" + "\n".join(rows) + "\n", seed=seed)
-        assert len(arrays.x_train) + len(arrays.x_eval) == 41
-        assert "not stratified" in arrays.description
+        assert len(arrays.x_train) + len(arrays.x_validation) + len(arrays.x_test) == 41
+        assert "not stratified" in arrays.describe()
         # Whatever the seed, 7's only row is a training row: every class is learnt.
         assert arrays.class_names == (0, 1, 7) and 2 in arrays.y_train
 
@@ -201,9 +205,11 @@ def test_csv_with_bom_quoted_header_spaces_crlf_and_blank_lines(tmp_path):
     content = (
         '\ufeff"label" , "pixel0",pixel1 \r\n1, 2 ,"3"\r\n\r\n2,4.5,6\r\n\n"1",2,3\r\n 2 ,4.5,6\r\n'
     )
-    arrays = _load_csv(tmp_path, content, eval_fraction=0.5)
+    arrays = _load_csv(tmp_path, content, test_fraction=0.5)
     rows = sorted(
-        [*zip(arrays.y_train, arrays.x_train.tolist()), *zip(arrays.y_eval, arrays.x_eval.tolist())]
+        (y, x)
+        for split in ("train", "validation", "test")
+        for y, x in zip(getattr(arrays, f"y_{split}"), getattr(arrays, f"x_{split}").tolist())
     )
     assert rows == [(0, [2.0, 3.0]), (0, [2.0, 3.0]), (1, [4.5, 6.0]), (1, [4.5, 6.0])]
     assert arrays.class_names == (1, 2) and arrays.num_classes == 2
@@ -212,11 +218,11 @@ def test_csv_with_bom_quoted_header_spaces_crlf_and_blank_lines(tmp_path):
 
 def test_csv_label_column_may_be_anywhere(tmp_path):
     content = "a,label,b\n10,1,11\n20,2,21\n30,1,31\n40,2,41\n"
-    arrays = _load_csv(tmp_path, content, eval_fraction=0.5)
+    arrays = _load_csv(tmp_path, content, test_fraction=0.5)
     rows = sorted(
         zip(
-            np.r_[arrays.y_train, arrays.y_eval].tolist(),
-            np.r_[arrays.x_train, arrays.x_eval].tolist(),
+            np.r_[arrays.y_train, arrays.y_validation, arrays.y_test].tolist(),
+            np.r_[arrays.x_train, arrays.x_validation, arrays.x_test].tolist(),
         )
     )
     assert rows == [(0, [10.0, 11.0]), (0, [30.0, 31.0]), (1, [20.0, 21.0]), (1, [40.0, 41.0])]
@@ -297,8 +303,8 @@ def test_csv_error_deep_in_a_large_file_names_its_line(tmp_path):
 
 def test_largest_float32_is_accepted(tmp_path):
     body = "1,3.4028234e38,-3.4e38\n2,0,1e-50\n1,-3.4028234e38,3.4e38\n2,1,1\n"
-    arrays = _load_csv(tmp_path, HEADER + body, eval_fraction=0.5)
-    assert np.all(np.isfinite(np.r_[arrays.x_train, arrays.x_eval]))
+    arrays = _load_csv(tmp_path, HEADER + body, test_fraction=0.5)
+    assert np.all(np.isfinite(np.r_[arrays.x_train, arrays.x_test]))
     # The standardisation of such columns is finite too (statistics in float64).
     assert np.all(np.isfinite(arrays.feature_mean)) and np.all(arrays.feature_scale > 0)
     assert np.all(np.isfinite(arrays.feature_scale))
@@ -353,8 +359,8 @@ def test_header_only_csv_is_one_line_without_warnings(tmp_path):
 @pytest.mark.parametrize(
     "flags, needs",
     [
-        ({"synthetic_examples": 10**9}, "needs 10.7 TB of memory for the features"),
-        ({"synthetic_features": 10**9}, "needs 110.7 TB of memory for the features"),
+        ({"synthetic_examples": 10**9}, "needs 11.9 TB of memory for the features"),
+        ({"synthetic_features": 10**9}, "needs 123.0 TB of memory for the features"),
     ],
 )
 def test_synthetic_data_too_big_is_refused_before_allocating(tmp_path, flags, needs):

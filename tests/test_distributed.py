@@ -122,7 +122,7 @@ def test_mirrored_on_two_logical_cpus_from_the_command_line(tmp_path):
     assert "UserWarning" not in done.stderr
     figures = results(tmp_path)
     assert figures["num_replicas"] == 2 and figures["jit_compile"] is False
-    assert figures["global_step"] == 200 and figures["eval_accuracy"] > 0.8
+    assert figures["global_step"] == 200 and figures["test_accuracy"] > 0.8
 
 
 # -- several workers -------------------------------------------------------------
@@ -236,14 +236,14 @@ def test_two_workers_train_together_and_the_chief_checkpoint_evaluates(tmp_path,
 
     figures = results(run)
     assert figures["global_step"] == 200 and figures["num_replicas"] == 2
-    assert figures["eval_accuracy"] > 0.8
+    assert figures["test_accuracy"] > 0.8
     assert os.listdir(run / "export") == ["1"]  # the chief alone exports
     assert sorted(os.listdir(run / "checkpoints"))[-1] == "ckpt-200.index"
     assert _worker_folders(run) == []
 
     evaluated = cli("--mode=eval", f"--model_dir={run}")
     assert evaluated.returncode == 0, evaluated.stderr
-    assert results(run)["eval_accuracy"] == figures["eval_accuracy"]
+    assert results(run)["test_accuracy"] == figures["test_accuracy"]
 
 
 def test_two_workers_train_on_tfrecord_shards_from_the_command_line(tmp_path, processes):
@@ -261,7 +261,7 @@ def test_two_workers_train_on_tfrecord_shards_from_the_command_line(tmp_path, pr
         types.SimpleNamespace(
             source="csv", data_dir=None, csv_path=csv_path, npz_path=None,
             output_dir=str(records), num_shards=4, label_column="label",
-            task="classification", eval_fraction=0.2, seed=0,
+            task="classification", test_fraction=0.2, seed=0,
         )
     )  # fmt: skip
     run = tmp_path / "run"

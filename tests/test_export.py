@@ -133,16 +133,16 @@ def digits_run(tmp_path_factory):
     cfg = _config(tmp, "run")
     results = train_lib.run(cfg)
     arrays = arrays_lib.load(cfg)
-    rows = tmp / "x_eval.npy"
-    np.save(rows, arrays.x_eval.astype(np.float32))
+    rows = tmp / "x_test.npy"
+    np.save(rows, arrays.x_test.astype(np.float32))
     return types.SimpleNamespace(
         tmp=tmp,
         cfg=cfg,
         results=results,
         version_1=os.path.join(cfg.model_dir, "export", "1"),
         rows=str(rows),
-        x=arrays.x_eval.astype(np.float32),
-        y=arrays.y_eval,
+        x=arrays.x_test.astype(np.float32),
+        y=arrays.y_test,
     )
 
 
@@ -218,7 +218,7 @@ def test_served_classes_match_the_trainer(digits_run, served):
     np.testing.assert_allclose(probabilities, tf.nn.softmax(logits).numpy(), atol=1e-5)
     # The accuracy of the served classes is the run's reported eval accuracy.
     accuracy = float(np.mean(classes == digits_run.y))
-    assert accuracy == pytest.approx(digits_run.results["eval_accuracy"], abs=1e-6)
+    assert accuracy == pytest.approx(digits_run.results["test_accuracy"], abs=1e-6)
 
 
 @pytest.mark.xdist_group("export_run")  # one worker builds the module fixture
@@ -302,7 +302,10 @@ def test_regression_exports_predictions(tmp_path):
     x = np.linspace(-3, 3, 7 * width, dtype=np.float32).reshape(7, width)
     predictions = serve(x=tf.constant(x))["predictions"]
     assert predictions.dtype == tf.float32 and predictions.shape == (7, 1)
-    expected = _restored_model(cfg)(tf.constant(x))
+    # The model learns standardized targets; the export answers in the targets' units.
+    model = _restored_model(cfg)
+    expected = model.target_scaling(model(tf.constant(x)))
+    assert float(model.target_scaling.scale.numpy()) != 1.0
     np.testing.assert_allclose(predictions.numpy(), expected.numpy(), atol=1e-5)
 
 
@@ -316,7 +319,7 @@ def test_bfloat16_training_exports_a_float32_model(tmp_path):
     with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
         saved.ParseFromString(handle.read())
     assert "DT_BFLOAT16" not in str(saved.meta_graphs[0].graph_def)
-    x = arrays_lib.load(cfg).x_eval[:16].astype(np.float32)
+    x = arrays_lib.load(cfg).x_test[:16].astype(np.float32)
     served = tf.saved_model.load(path).signatures["serving_default"](x=tf.constant(x))
     logits = _restored_model(cfg)(tf.constant(x))  # float32 forward pass
     np.testing.assert_allclose(
@@ -407,15 +410,15 @@ def test_a_cnn_exports_an_image_signature_in_inference_mode(tmp_path):
     serve = tf.saved_model.load(path).signatures["serving_default"]
     assert serve.structured_input_signature[1]["x"].shape.as_list() == [None, 8, 8, 1]
     arrays = arrays_lib.load(cfg).as_images()
-    x = tf.constant(arrays.x_eval)
+    x = tf.constant(arrays.x_test)
     served = serve(x=x)
     # Inference mode: no dropout, BatchNorm's moving averages; the same answer twice,
     # equal to the trainer's own model restored from the checkpoint.
     np.testing.assert_array_equal(serve(x=x)["probabilities"], served["probabilities"])
     logits = _restored_model(dataclasses.replace(cfg, mode="eval"))(x, training=False)
     np.testing.assert_allclose(served["probabilities"], tf.nn.softmax(logits), atol=1e-5)
-    accuracy = float(np.mean(served["classes"].numpy() == arrays.y_eval))
-    assert accuracy == pytest.approx(results["eval_accuracy"], abs=1e-6)
-    for wrong in (arrays.x_eval.reshape(-1, 64), arrays.x_eval[:, :4]):  # flat rows, 4x8 images
+    accuracy = float(np.mean(served["classes"].numpy() == arrays.y_test))
+    assert accuracy == pytest.approx(results["test_accuracy"], abs=1e-6)
+    for wrong in (arrays.x_test.reshape(-1, 64), arrays.x_test[:, :4]):  # flat rows, 4x8 images
         with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=r"8, 8, 1|8,8,1"):
             serve(x=tf.constant(wrong))

@@ -61,7 +61,7 @@ def test_event_files_hold_scalars_histograms_hparams_and_graph(run_dir):
     assert events.SummaryMetadata("weights/hidden_0/w").plugin_data.plugin_name == "histograms"
     graph = events.SummaryMetadata("train_loop").plugin_data.plugin_name
     assert graph == "graph_run_metadata_graph"  # the Graphs dashboard's data
-    evaluation = _load(run_dir / "eval")
+    evaluation = _load(run_dir / "validation")
     assert {"loss", "accuracy"} <= set(evaluation.Tags()["tensors"])
 
 
@@ -92,7 +92,7 @@ def test_every_layer_with_weights_gets_its_figures_and_histograms(tmp_path):
 
 
 @pytest.mark.xdist_group("summaries_run")  # one worker builds the module fixture
-def test_hparams_metrics_are_eval_then_train_and_leave_diagnostics_out(run_dir):
+def test_hparams_metrics_put_the_choice_first_and_leave_diagnostics_out(run_dir):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     content = _load(run_dir).PluginTagToContent("hparams")  # at the run folder's root
@@ -100,12 +100,17 @@ def test_hparams_metrics_are_eval_then_train_and_leave_diagnostics_out(run_dir):
         content["_hparams_/experiment"]
     ).experiment
     metrics = [(m.name.group, m.name.tag, m.display_name) for m in experiment.metric_infos]
+    # At the run's root (group ""), so a TensorBoard opened on this folder finds them.
     assert metrics == [
-        ("eval", "loss", "eval loss"),
-        ("eval", "accuracy", "eval accuracy"),
-        ("train", "loss", "train loss"),
-        ("train", "accuracy", "train accuracy"),
+        ("", "hparams/best_validation_accuracy", "best validation accuracy"),
+        ("", "hparams/validation_accuracy", "validation accuracy"),
+        ("", "hparams/validation_loss", "validation loss"),
+        ("", "hparams/test_accuracy", "test accuracy"),
+        ("", "hparams/test_loss", "test loss"),
+        ("", "hparams/train_loss", "train loss"),
     ]
+    figures = set(_load(run_dir).Tags()["tensors"])
+    assert {tag for _, tag, _ in metrics} <= figures
     assert {h.name for h in experiment.hparam_infos} >= {"learning_rate", "init", "hidden"}
     session = plugin_data_pb2.HParamsPluginData.FromString(
         content["_hparams_/session_start_info"]
@@ -129,13 +134,22 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+def _post(port, path, body):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
 def _get(port, path):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
         return json.loads(response.read())
 
 
 @pytest.mark.xdist_group("summaries_run")  # one worker builds the module fixture
-def test_a_real_tensorboard_serves_the_train_and_eval_runs(run_dir):
+def test_a_real_tensorboard_serves_the_runs_and_hparams_finds_the_figures(run_dir):
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", f"--logdir={run_dir}", "--host=127.0.0.1",
@@ -149,15 +163,22 @@ def test_a_real_tensorboard_serves_the_train_and_eval_runs(run_dir):
         while time.time() < deadline:
             try:
                 runs = _get(port, "/data/runs")
-                if {"train", "eval"} <= set(runs):
+                if {"train", "validation", "test"} <= set(runs):
                     break
             except OSError:
                 pass
             time.sleep(0.5)
-        assert {"train", "eval"} <= set(runs), runs
+        assert {"train", "validation", "test"} <= set(runs), runs
         scalars = _get(port, "/data/plugin/scalars/tags")
         assert {"loss", "accuracy", "gradient_norm/hidden_0"} <= set(scalars["train"])
-        assert {"loss", "accuracy"} <= set(scalars["eval"])
+        assert {"loss", "accuracy"} <= set(scalars["validation"]) & set(scalars["test"])
+        # HParams, opened on the run folder itself: the session's figures are found.
+        groups = _post(port, "/data/plugin/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 10, "colParams": [],
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
+        })  # fmt: skip
+        values = {m["name"]["tag"] for m in groups["sessionGroups"][0]["metricValues"]}
+        assert {"hparams/best_validation_accuracy", "hparams/test_accuracy"} <= values
         histograms = _get(port, "/data/plugin/histograms/tags")
         assert "gradients/hidden_0/w" in histograms["train"]
         assert "preactivations/output" in histograms["train"]

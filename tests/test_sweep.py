@@ -69,13 +69,13 @@ def test_a_sweep_killed_half_way_finishes_only_the_missing_runs(tmp_path):
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4]
-    accuracies = [float(r["best_eval_accuracy"]) for r in rows]
+    accuracies = [float(r["best_validation_accuracy"]) for r in rows]
     assert accuracies == sorted(accuracies, reverse=True)
     assert {(r["learning_rate"], r["init"]) for r in rows} == {
         (lr, init) for lr in ("0.003", "0.03") for init in ("zeros", "xavier")
     }
     assert all(r["stop_reason"] == "steps_done" for r in rows)
-    assert "ranked by best_eval_accuracy" in (out / "results.md").read_text()
+    assert "ranked by best_validation_accuracy" in (out / "results.md").read_text()
     assert json.loads((out / "sweep.json").read_text())["grid"]["init"] == ["zeros", "xavier"]
 
 

@@ -56,11 +56,11 @@ def _read(path, label_column="label", **options):
 # -- data.load_csv ------------------------------------------------------------------
 def test_string_labels_are_classes_with_names(tmp_path):
     path = _species_csv(tmp_path)
-    arrays = _load(path, label_column="species", eval_fraction=0.25)
+    arrays = _load(path, label_column="species", test_fraction=0.25)
     assert arrays.class_names == SPECIES and arrays.num_classes == 3
-    assert arrays.x_train.shape == (18, 4) and arrays.x_eval.shape == (6, 4)
-    assert arrays.y_train.dtype == np.int64
-    assert np.bincount(arrays.y_eval).tolist() == [2, 2, 2]  # stratified
+    assert arrays.x_train.shape == (16, 4) and arrays.x_validation.shape == (2, 4)
+    assert arrays.x_test.shape == (6, 4) and arrays.y_train.dtype == np.int64
+    assert np.bincount(arrays.y_test).tolist() == [2, 2, 2]  # stratified
     # Ids follow the names: the i-th row of the file is species i % 3.
     x, labels, _, _ = _read(path, "species")
     for features, label in zip(arrays.x_train, arrays.y_train):
@@ -74,10 +74,10 @@ def test_string_labels_are_classes_with_names(tmp_path):
 def test_integer_labels_beyond_9_and_negative_are_classes(tmp_path):
     rows = [f"{label},{i},{i % 3}" for i in range(30) for label in [(-1, 3, 12)[i % 3]]]
     path = write_csv(str(tmp_path / "ints.csv"), features=2, rows=rows)
-    arrays = _load(path, eval_fraction=0.2)
+    arrays = _load(path, test_fraction=0.2)
     assert arrays.class_names == (-1, 3, 12) and arrays.num_classes == 3
     # x[:, 0] is the row number i, whose label is (-1, 3, 12)[i % 3]: class id i % 3.
-    for x, y in ((arrays.x_train, arrays.y_train), (arrays.x_eval, arrays.y_eval)):
+    for x, y in ((arrays.x_train, arrays.y_train), (arrays.x_test, arrays.y_test)):
         np.testing.assert_array_equal(y, x[:, 0].astype(np.int64) % 3)
     assert "3 classes (-1, 3, 12)" in arrays.description
 
@@ -85,10 +85,10 @@ def test_integer_labels_beyond_9_and_negative_are_classes(tmp_path):
 def test_regression_targets_with_mse(tmp_path):
     rows = [f"{i * 0.5 - 3},{i},{i * i}" for i in range(20)]
     path = write_csv(str(tmp_path / "reg.csv"), features=2, rows=rows)
-    arrays = _load(path, loss="mse", eval_fraction=0.25)
+    arrays = _load(path, loss="mse", test_fraction=0.25)
     assert arrays.num_classes == 0 and arrays.class_names is None and arrays.num_outputs == 1
-    assert arrays.y_train.dtype == np.float32 and len(arrays.y_eval) == 5
-    for x, y in ((arrays.x_train, arrays.y_train), (arrays.x_eval, arrays.y_eval)):
+    assert arrays.y_train.dtype == np.float32 and len(arrays.y_test) == 5
+    for x, y in ((arrays.x_train, arrays.y_train), (arrays.x_test, arrays.y_test)):
         np.testing.assert_array_equal(y, x[:, 0] * 0.5 - 3)
     assert arrays.description.endswith("label column 'label': regression")
 
@@ -126,7 +126,7 @@ def test_features_are_standardised_over_the_training_rows(tmp_path):
 def test_bad_csv_is_one_line_naming_file_line_and_column(tmp_path, content, message):
     path = write_file(str(tmp_path / "iris.csv"), content)
     with _raises(message) as raised:
-        _load(path, label_column="species", eval_fraction=0.5)
+        _load(path, label_column="species", test_fraction=0.5)
     assert "\n" not in str(raised.value)
 
 
@@ -135,7 +135,7 @@ def test_label_unseen_in_training_names_its_line(tmp_path):
     path = write_file(str(tmp_path / "t.csv"), "label,x,y\n" + "\n".join(rows) + "\n")
     # 5 rows, 3 eval: 2 training rows cannot hold 3 classes.
     with _raises("t.csv line ") as raised:
-        _load(path, eval_fraction=0.6)
+        _load(path, test_fraction=0.6)
     message = str(raised.value)
     assert "column 'label': label '" in message and "does not occur in the training rows" in message
     assert "2 training rows cannot hold all 3 classes" in message

@@ -35,16 +35,19 @@ def input_shape_of(config: Config) -> tuple[int, ...]:
     return tuple(config.input_shape) or (int(config.input_size),)
 
 
-def build_model(config: Config, input_shape, num_outputs: int, normalization=None):
-    """The network of ``config`` for examples of ``input_shape``.
+def build_model(config: Config, input_shape, num_outputs: int, normalization=None, targets=None):
+    """The network of ``config`` for examples of ``input_shape``; a regression's
+    (``config.num_classes == 0``) carries its ``TargetScaling`` (``targets``:
+    ``(mean, scale)``, default ``(0, 1)`` until a checkpoint restores it).
 
     Raises:
       UsageError: the layers do not fit the data, naming the flag and the token.
     """
     from models import zoo
+    from models.layers.normalization import TargetScaling
 
     try:
-        return zoo.build(
+        model = zoo.build(
             config.model,
             input_shape,
             num_outputs,
@@ -57,6 +60,9 @@ def build_model(config: Config, input_shape, num_outputs: int, normalization=Non
         )
     except ValueError as error:
         raise UsageError(f"{_model_flag(config)}: {error}") from None
+    if not config.num_classes:  # tracked by the model: checkpointed and exported with it
+        model.target_scaling = TargetScaling(*(targets or (0.0, 1.0)))
+    return model
 
 
 def check_memory(config: Config, input_shape, num_outputs: int) -> None:
@@ -149,10 +155,10 @@ def plan(config: Config, num_train: int, num_replicas: int) -> Plan:
 def _check_objective(config: Config) -> None:
     if config.loss == "cross_entropy" and not config.num_classes:
         raise UsageError(f"--loss=cross_entropy: --dataset={config.dataset} is a regression")
-    if config.best_metric == "eval_accuracy" and config.loss != "cross_entropy":
+    if config.best_metric == "validation_accuracy" and config.loss != "cross_entropy":
         raise UsageError(
-            f"--best_metric=eval_accuracy: --loss={config.loss} has no accuracy; "
-            "use --best_metric=eval_loss"
+            f"--best_metric=validation_accuracy: --loss={config.loss} has no accuracy; "
+            "use --best_metric=validation_loss"
         )
 
 
@@ -241,8 +247,10 @@ class Run:
         from trainer.engine.trainer import Trainer
 
         runtime, plan_ = self.runtime, self.plan
+        source = self.source
+        targets = (source.target_mean, source.target_scale) if source is not None else None
         self.model = build_model(
-            config, input_shape_of(config), config.num_classes or 1, normalization
+            config, input_shape_of(config), config.num_classes or 1, normalization, targets
         )
         self.optimizer = optimizers.get(
             config.optimizer, config.learning_rate, config.clip_norm, **config.optimizer_options
@@ -279,8 +287,9 @@ class Run:
             self.trainer.objective,
             runtime.strategy,
             config.num_classes,
-            dataset=lambda: source.eval_dataset(runtime.strategy),
+            dataset=lambda: source.validation_dataset(runtime.strategy),
             counts=self.trainer.trace_counts,
+            target_scaling=getattr(self.model, "target_scaling", None),
         )
 
     def _log_model(self) -> None:
@@ -336,6 +345,12 @@ class Run:
             config.lr_plateau_factor,
             config.early_stopping_patience,
         )
+
+    def test_data(self):
+        """The test split, distributed; ``None`` when the data have none (or are not loaded)."""
+        if self.source is None or not self.source.num_test:
+            return None
+        return self.source.test_dataset(self.runtime.strategy)
 
     def sample(self):
         """A few raw training examples, to check the model's outputs before a save."""

@@ -1,5 +1,6 @@
-"""The best model so far: which evaluation was best, its checkpoint, and what
-waits on it (reduce-on-plateau, early stopping).
+"""The best model so far: which validation evaluation was best, its checkpoint,
+and what waits on it (reduce-on-plateau, early stopping). Only the validation
+split is read here: the test split never chooses anything.
 
 ``BestModel`` is an eval action of the controller: after each evaluation it
 saves ``checkpoints/best/best-<step>`` when the figure improved, multiplies the
@@ -11,6 +12,7 @@ is checkpointed, so a resumed run waits where it was.
 from __future__ import annotations
 
 import math
+import os
 
 import tensorflow as tf
 from absl import logging
@@ -47,10 +49,11 @@ class EvalTracker(tf.Module):
 
 
 def resolve_metric(best_metric: str, classification: bool) -> str:
-    """``--best_metric`` with ``auto`` resolved: eval accuracy, or eval loss for a regression."""
+    """``--best_metric`` with ``auto`` resolved: validation accuracy, or validation
+    loss for a regression."""
     if best_metric != "auto":
         return best_metric
-    return "eval_accuracy" if classification else "eval_loss"
+    return "validation_accuracy" if classification else "validation_loss"
 
 
 class BestModel:
@@ -58,7 +61,7 @@ class BestModel:
 
     Args:
       tracker: the run's ``EvalTracker``.
-      metric: ``eval_accuracy`` or ``eval_loss``.
+      metric: ``validation_accuracy`` or ``validation_loss``.
       checkpoints: ``save_best(step)`` (None: no checkpoint is written).
       schedule: its ``scale`` is what reduce-on-plateau multiplies (None: no plateau).
       plateau_patience, plateau_factor: reduce-on-plateau (patience 0 = off).
@@ -91,16 +94,34 @@ class BestModel:
     def best_value(self) -> float:
         """The best figure in its own sign (a loss as a loss)."""
         value = float(self.tracker.best_value.numpy())
-        return value if self.metric == "eval_accuracy" else -value
+        return value if self.higher_is_better else -value
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric.endswith("accuracy")
+
+    @property
+    def figure(self) -> str:
+        """The evaluation's figure that is compared: ``accuracy`` or ``loss``."""
+        return self.metric.rpartition("_")[2]
 
     def __call__(self, step: int, metrics: dict) -> str | None:
-        """Records the evaluation of ``step``; returns ``early_stop`` when it is time."""
-        value = metrics.get("accuracy" if self.metric == "eval_accuracy" else "loss", math.nan)
-        higher = value if self.metric == "eval_accuracy" else -value
+        """Records the evaluation of ``step`` (and a ``note`` in ``metrics`` for its
+        log line); returns ``early_stop`` when it is time."""
+        value = metrics.get(self.figure, math.nan)
+        higher = value if self.higher_is_better else -value
+        previous = self.best_step
         if self.tracker.update(higher, step):
+            saved = ""
             if self.checkpoints is not None:
-                self.checkpoints.save_best(step)
+                path = self.checkpoints.save_best(step)
+                saved = f" (saved {os.path.relpath(path, self.checkpoints.directory)})"
+            metrics["note"] = f"; best so far{saved}"
             return None
+        if previous >= 0:
+            metrics["note"] = (
+                f"; the best is still step {previous} ({self.figure} {self.best_value:.4f})"
+            )
         self._reduce_on_plateau()
         waited = int(self.tracker.since_best.numpy())
         if self.early_stopping_patience and waited >= self.early_stopping_patience:

@@ -180,8 +180,6 @@ class Checkpoints:
                 self.checkpoint, directory, max_to_keep=1, checkpoint_name="best"
             )
             path = manager.save(checkpoint_number=step)
-        if not self.scratch_directory:
-            logging.info("saved the best checkpoint so far: %s", path)
         return path
 
     @property

@@ -27,7 +27,7 @@ from trainer.errors import UsageError
 from trainer.files import is_regular_file
 
 MODES = ("train", "eval", "train_and_eval", "export")
-BEST_METRICS = ("auto", "eval_accuracy", "eval_loss")
+BEST_METRICS = ("auto", "validation_accuracy", "validation_loss")
 EXPORT_CHOICES = ("best", "last")
 JIT_CHOICES = ("auto", "true", "false")
 DEVICES = ("auto", "cpu", "gpu")
@@ -82,7 +82,8 @@ INT_RANGES = {
 }
 # Float fields: what each must be (NaN and Inf never pass).
 FLOAT_CHECKS = {
-    "eval_fraction": registry.Check(lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "test_fraction": registry.Check(lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "validation_fraction": registry.Check(lambda v: 0 < v < 1, "must be in (0, 1)"),
     "learning_rate": registry.POSITIVE,
     "clip_norm": registry.POSITIVE,
     "worker_timeout": registry.Check(lambda v: v > 0, "must be a finite number of seconds > 0"),
@@ -97,8 +98,11 @@ OPTIONAL = {
     "activation",
     "data_dir",
     "csv_path",
+    "test_csv_path",
+    "validation_csv_path",
     "train_files",
-    "eval_files",
+    "validation_files",
+    "test_files",
     "class_names",
     "clip_norm",
     "eval_every",
@@ -112,7 +116,17 @@ OPTIONAL = {
 # rate the optimizer): a value not given is chosen in ``resolve``.
 CHOSEN_LATER = {"loss", "learning_rate"}
 # Path flags: "~" is expanded (the shell does not expand it after "--flag=").
-PATHS = ("model_dir", "data_dir", "csv_path", "train_files", "eval_files", "export_dir")
+PATHS = (
+    "model_dir",
+    "data_dir",
+    "csv_path",
+    "test_csv_path",
+    "validation_csv_path",
+    "train_files",
+    "validation_files",
+    "test_files",
+    "export_dir",
+)
 # TensorFlow reads checkpoints and SavedModels through file patterns, with these
 # characters as wildcards: in the path of a run folder they would hide its files.
 PATTERN_CHARACTERS = "*?[\\"
@@ -161,11 +175,15 @@ class Config:
     dataset: str = "digits"
     data_dir: str | None = None
     csv_path: str | None = None
+    test_csv_path: str | None = None
+    validation_csv_path: str | None = None
     label_column: str = "label"
     train_files: str | None = None
-    eval_files: str | None = None
+    validation_files: str | None = None
+    test_files: str | None = None
     shuffle_buffer: int = 10_000
-    eval_fraction: float = 0.2
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.1
     synthetic_examples: int = 8192
     synthetic_features: int = 784
     synthetic_classes: int = 10
@@ -559,6 +577,11 @@ def complete(config: Config) -> Config:
     )
 
 
+# config.json fields of earlier versions, now named for the split they hold.
+_RENAMED_FIELDS = {"eval_fraction": "test_fraction", "eval_files": "test_files"}
+_RENAMED_VALUES = {
+    "best_metric": {"eval_accuracy": "validation_accuracy", "eval_loss": "validation_loss"}
+}
 # config.json fields of earlier versions, now options of the schedule.
 _RENAMED = {
     "lr_decay_steps": "decay_steps",
@@ -570,9 +593,15 @@ _RENAMED = {
 
 def _migrate(saved: dict) -> dict:
     """An earlier version's config.json in this version's fields."""
+    saved = dict(saved)
+    for old, new in _RENAMED_FIELDS.items():
+        if old in saved and new not in saved:
+            saved[new] = saved.pop(old)
+    for name, renamed in _RENAMED_VALUES.items():
+        if isinstance(saved.get(name), str):
+            saved[name] = renamed.get(saved[name], saved[name])
     if not any(name in saved for name in _RENAMED) or "lr_options" in saved:
         return saved
-    saved = dict(saved)
     schedule = saved.get("lr_schedule")
     takes = registry.SCHEDULES.get(schedule).options if schedule in registry.SCHEDULES else {}
     options = {}

@@ -11,11 +11,17 @@ The interfaces (``tests/test_controller.py`` drives them with fakes):
 * trainer: ``step`` (the global step, an int), ``batch_size`` (examples per
   step), ``train(num_steps)`` (may raise ``NonFiniteError``), ``metrics()``
   (``{"loss", "accuracy"?, "learning_rate"}`` since the last read);
-* evaluator: ``evaluate()`` -> ``{"loss", "count", "accuracy"?, "confusion"?}``;
+* evaluator: ``evaluate()`` -> ``{"loss", "count", "accuracy"?, "confusion"?}``
+  on the validation split (what every choice reads);
 * checkpoints: ``save(step)``, ``latest``, ``latest_step``;
 * writers: ``summaries.Writers``;
 * eval actions: ``action(step, metrics)`` after every evaluation during
-  training, returning a reason to stop (``"early_stop"``) or None.
+  training, returning a reason to stop (``"early_stop"``) or None; an action
+  may put a ``"note"`` in ``metrics`` for the evaluation's log line (such as
+  ``best so far``).
+
+An evaluation at a step runs before that step's checkpoint, so the checkpoint
+holds what the evaluation's actions changed (the best so far, a reduced rate).
 """
 
 from __future__ import annotations
@@ -29,6 +35,19 @@ import time
 from absl import logging
 
 from trainer.errors import NonFiniteError, TrainingStopped
+
+# An evaluation's scalar figures, in the order the log shows them.
+FIGURES = ("loss", "accuracy", "rmse", "mae", "r2")
+
+
+def scalar_figures(result: dict) -> dict:
+    """The figures of an evaluation that are scalars (no counts, no confusion matrix)."""
+    return {name: result[name] for name in FIGURES if name in result}
+
+
+def figures(result: dict) -> str:
+    """``loss 0.1234, accuracy 0.9600`` (the figures an evaluation has)."""
+    return ", ".join(f"{name} {value:.4f}" for name, value in scalar_figures(result).items())
 
 
 def _format_duration(seconds: float) -> str:
@@ -56,6 +75,7 @@ class Controller:
       summary_every: diagnostic steps (step 1 and every this many) end a call,
         so what they record is read right after.
       eval_actions: called after each evaluation during training.
+      final_eval: also evaluate at the last step of training (with the actions).
     """
 
     def __init__(
@@ -71,6 +91,7 @@ class Controller:
         eval_every: int = 0,
         summary_every: int = 0,
         eval_actions=(),
+        final_eval: bool = False,
     ):
         self.trainer = trainer
         self.evaluator = evaluator
@@ -82,6 +103,7 @@ class Controller:
         self.eval_every = int(eval_every)
         self.summary_every = int(summary_every)
         self.eval_actions = list(eval_actions)
+        self.final_eval = bool(final_eval) and evaluator is not None
         self.first_call_seconds: float | None = None
         self._first_call_examples = 0
         self._seconds = 0.0
@@ -167,13 +189,13 @@ class Controller:
     def _after_call(self, step: int, total_steps: int) -> str | None:
         if step % self.log_every == 0 or step == total_steps:
             self._log_progress(step, total_steps)
+        reason = None
+        periodic = self.eval_every and step % self.eval_every == 0
+        if periodic or (self.final_eval and step == total_steps):
+            reason = self._evaluate(act=True)
         if self.checkpoint_every and step % self.checkpoint_every == 0:
             self._save(step)
-        if self.eval_every and step % self.eval_every == 0 and step < total_steps:
-            metrics = self.evaluate()
-            reasons = [action(step, metrics) for action in self.eval_actions]
-            return next((reason for reason in reasons if reason), None)
-        return None
+        return reason
 
     def examples_per_sec(self) -> float:
         """Training throughput, excluding the first (tracing) call when possible."""
@@ -186,8 +208,12 @@ class Controller:
     def _log_progress(self, step: int, total_steps: int) -> None:
         metrics = self.trainer.metrics()
         self.last_train = metrics
-        rate = self.examples_per_sec()
-        remaining = (total_steps - step) * self.trainer.batch_size / rate if rate else math.nan
+        # Rates and the ETA over the calls since the last line (tracing and
+        # evaluations excluded); the first line has only the first call: no ETA.
+        batch = self.trainer.batch_size
+        recent = self._window_steps * batch / self._window_seconds if self._window_seconds else 0
+        rate = recent or self.examples_per_sec()
+        remaining = (total_steps - step) * batch / recent if recent else math.nan
         percent = 100 * step / total_steps
         line = f"step {step}/{total_steps} ({percent:.0f}%): loss {metrics['loss']:.4f}"
         if "accuracy" in metrics:
@@ -212,22 +238,31 @@ class Controller:
             self.checkpoints.save(step)
 
     def evaluate(self) -> dict:
-        """Evaluates once at the current step; logs and writes the figures."""
+        """Evaluates once on the validation split at the current step (no eval
+        actions); logs and writes the figures."""
+        self._evaluate(act=False)
+        return self.last_eval
+
+    def _evaluate(self, act: bool) -> str | None:
+        """Evaluates at the current step, then (``act``) runs the eval actions;
+        returns the first action's reason to stop, if any."""
         step = self.trainer.step
         result = self.evaluator.evaluate()
         self.last_eval = result
         self.last_eval_step = step
-        line = f"eval at step {step}: loss {result['loss']:.4f}"
-        if "accuracy" in result:
-            line += f", accuracy {result['accuracy']:.4f}"
-        logging.info("%s (%d examples)", line, int(result["count"]))
+        reasons = [action(step, result) for action in self.eval_actions] if act else []
+        logging.info(
+            "validation at step %d: %s (%d examples)%s",
+            step, figures(result), int(result["count"]), result.pop("note", ""),
+        )  # fmt: skip
         if self.writers is not None:
-            scalars = {k: v for k, v in result.items() if k in ("loss", "accuracy")}
-            self.writers.scalars(self.writers.eval, step, scalars)
+            figures_ = scalar_figures(result)
+            self.writers.scalars(self.writers.validation, step, figures_)
+            self.writers.hparams_figures(step, {f"validation_{k}": v for k, v in figures_.items()})
             if "confusion" in result:
-                self.writers.confusion(step, result["confusion"])
+                self.writers.confusion(self.writers.validation, step, result["confusion"])
             self.writers.flush()
-        return result
+        return next((reason for reason in reasons if reason), None)
 
 
 class _StopOnSignals:

@@ -7,15 +7,19 @@
 
 then ``python -m trainer.main --dataset=tfrecord --data_dir=data/mnist``.
 
-Sources are read in chunks, never whole: MNIST IDX files (``train-*`` become
-the train split, ``t10k-*`` the eval split, pixels kept as uint8 and scaled
+Sources are read in chunks, never whole, into three splits: training,
+validation (every choice a run makes reads it) and test (reported, never used
+to choose). MNIST IDX files (``train-*`` become the train and validation
+splits, ``--validation_fraction`` of them stratified and seeded, ``t10k-*`` the
+test split, pixels kept as uint8 and scaled
 by 255 in the model as with ``--dataset=mnist``); any CSV (a header, a label
 column named by ``--label_column``, numeric feature columns; class names,
-class ids, or with ``--task=regression`` numeric targets), split into train and
-eval exactly as ``--dataset=csv`` splits it (``--eval_fraction``, ``--seed``),
+class ids, or with ``--task=regression`` numeric targets), split exactly as
+``--dataset=csv`` splits it (``--test_fraction``, ``--validation_fraction``, ``--seed``),
 features stored as float32 and standardized in the model with the training
 split's statistics; a NumPy ``.npz`` holding ``x_train``/``y_train`` with
-``x_test``/``y_test`` (or ``x_eval``/``y_eval``), or ``x``/``y`` to split.
+``x_test``/``y_test`` (or ``x_eval``/``y_eval``), or ``x``/``y`` to split
+(the validation split is held out of the training arrays).
 
 The statistics (per-feature mean and standard deviation of the training split)
 are computed in the same streaming pass that writes the files. Everything is
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import os
 import time
+import types
 import zipfile
 
 import numpy as np
@@ -43,7 +48,7 @@ from trainer.cli import (
     no_positional_arguments,
 )
 from trainer.cli import parse_flags as _parse_flags
-from trainer.data import record_files, record_writer
+from trainer.data import csv_table, record_files, record_writer, splits
 from trainer.data.arrays import image_shape_of
 from trainer.errors import UsageError, one_line
 
@@ -76,10 +81,21 @@ def define_flags() -> None:
         "--source=csv|npz: labels are classes or regression targets.",
     )
     flags.DEFINE_float(
-        "eval_fraction", 0.2, "Share held out for eval when the source is one split."
+        "test_fraction",
+        _OPTIONS["test_fraction"],
+        "Share held out as the test split when the source is one split.",
+    )
+    flags.DEFINE_alias("eval_fraction", "test_fraction")
+    flags.DEFINE_float(
+        "validation_fraction",
+        _OPTIONS["validation_fraction"],
+        "Share of the training examples held out for validation.",
     )
     flags.DEFINE_integer(
-        "seed", 0, "Seed of the train/eval split (as for training).", lower_bound=0
+        "seed",
+        0,
+        "Seed of the splits (as for training: the same rows go where they go there).",
+        lower_bound=0,
     )
     flags.DEFINE_boolean("tf_verbose", False, "Show TensorFlow's C++ start-up messages.")
 
@@ -95,7 +111,7 @@ def convert_mnist(opts, folder: str) -> dict:
     mnist.check_data_dir(data_dir)
     paths = {key: mnist.find_file(data_dir, stem) for key, stem in mnist.MNIST_FILES.items()}
     dims = {key: mnist.idx_dims(path, _magic(key)) for key, path in paths.items()}
-    for split in ("train", "eval"):
+    for split in ("train", "eval"):  # mnist's "eval" files (t10k) are the test split
         mnist.check_mnist_counts(
             paths[f"{split}_images"], dims[f"{split}_images"][0],
             paths[f"{split}_labels"], dims[f"{split}_labels"][0],
@@ -104,7 +120,15 @@ def convert_mnist(opts, folder: str) -> dict:
         raise UsageError(f"{paths['eval_images']}: images differ in size from the training ones")
     shape = list(dims["train_images"][1:])
     size = int(np.prod(shape))
-    counts = {"train": dims["train_images"][0], "eval": dims["eval_images"][0]}
+    train_labels = mnist.read_idx(paths["train_labels"], mnist.LABEL_MAGIC, bytes_per_value=9)
+    mnist.check_mnist_labels(train_labels, paths["train_labels"], 0, len(train_labels))
+    _, held, _ = splits.split_indices(
+        train_labels.astype(np.int64), len(train_labels), opts.validation_fraction, opts.seed,
+        "the training split of mnist", "validation",
+    )  # fmt: skip
+    code = {"train": splits.codes(len(train_labels), [], held)}
+    code["eval"] = np.full(dims["eval_labels"][0], 2, np.int8)
+    counts = _counts(np.concatenate(list(code.values())))
     writer = record_writer.DatasetWriter(folder, counts, opts.num_shards, "uint8", False, size)
     for split in ("train", "eval"):
         start = 0
@@ -113,13 +137,29 @@ def convert_mnist(opts, folder: str) -> dict:
         total = dims[f"{split}_labels"][0]
         for x, y in zip(images, labels, strict=True):
             mnist.check_mnist_labels(y, paths[f"{split}_labels"], start, total)
-            writer.write(split, x, y.astype(np.int64), np.arange(start, start + len(x)))
+            _route(writer, code[split], start, x, y.astype(np.int64))
             start += len(x)
     return writer.metadata(
         source="mnist", feature_shape=[size], image_shape=list(image_shape_of(shape)),
         feature_dtype="uint8", task="classification", num_classes=10, class_names=None,
-        pixels=True,
+        pixels=True, validation_fraction=opts.validation_fraction, seed=opts.seed,
     )  # fmt: skip
+
+
+def _counts(code: np.ndarray) -> dict:
+    """``{split: examples}`` of the splits that have some."""
+    found = np.bincount(code, minlength=3)
+    return {name: int(found[i]) for i, name in enumerate(splits.NAMES) if found[i]}
+
+
+def _route(writer, code: np.ndarray, start: int, x, y) -> None:
+    """Writes a chunk of examples ``start..`` to their splits (``code``: every example's)."""
+    ids = np.arange(start, start + len(x))
+    chunk = code[start : start + len(x)]
+    for i, name in enumerate(splits.NAMES):
+        mask = chunk == i
+        if mask.any():
+            writer.write(name, x[mask], y[mask], ids[mask])
 
 
 def _magic(key: str) -> int:
@@ -158,23 +198,17 @@ def convert_csv(opts, folder: str) -> dict:
         vocabulary = None
     else:
         vocabulary = tabular.class_vocabulary(texts, lines, path=path, column=label_column)
+        csv_table.check_plausible_classes(vocabulary, len(texts), path, label_column)
         labels = tabular.encode(texts, vocabulary, lines, path=path, column=label_column)
-    is_eval = _eval_mask(opts, labels, vocabulary, path, lines, label_column)
-    counts = {"train": int((~is_eval).sum()), "eval": int(is_eval.sum())}
+    code = _csv_splits(opts, labels, vocabulary, path, lines, label_column)
     writer = record_writer.DatasetWriter(
-        folder, counts, opts.num_shards, "float32", regression, size
+        folder, _counts(code), opts.num_shards, "float32", regression, size
     )
     # Pass 2: the features, routed to their split; statistics on the way.
     start = 0
     for chunk in tabular.iter_chunks(path, columns, label_column, rows=_ROWS):
-        k = len(chunk.features)
-        ids = np.arange(start, start + k)
-        for split, mask in (
-            ("train", ~is_eval[start : start + k]),
-            ("eval", is_eval[start : start + k]),
-        ):
-            writer.write(split, chunk.features[mask], labels[start : start + k][mask], ids[mask])
-        start += k
+        _route(writer, code, start, chunk.features, labels[start : start + len(chunk.features)])
+        start += len(chunk.features)
     names = _class_names(vocabulary)
     return writer.metadata(
         source="csv", csv_path=os.path.abspath(path), label_column=label_column,
@@ -182,23 +216,23 @@ def convert_csv(opts, folder: str) -> dict:
         image_shape=_image(size), feature_dtype="float32",
         task="regression" if regression else "classification",
         num_classes=0 if regression else len(vocabulary), class_names=names,
-        eval_fraction=opts.eval_fraction, seed=opts.seed,
+        test_fraction=opts.test_fraction, validation_fraction=opts.validation_fraction,
+        seed=opts.seed,
     )  # fmt: skip
 
 
-def _eval_mask(opts, labels, vocabulary, path, lines, label_column) -> np.ndarray:
-    """Which rows are held out: the split ``--dataset=csv`` makes of the same file."""
-    from trainer.data import csv_table, splits
-
+def _csv_splits(opts, labels, vocabulary, path, lines, label_column) -> np.ndarray:
+    """Every row's split (``splits.codes``): those ``--dataset=csv`` makes of the same file."""
     classes = None if vocabulary is None else labels
     train, held_out, _ = splits.split_indices(
-        classes, len(labels), opts.eval_fraction, opts.seed, path
+        classes, len(labels), opts.test_fraction, opts.seed, path
     )
     if vocabulary is not None:
         csv_table.check_classes(vocabulary, labels, train, held_out, lines, path, label_column)
-    is_eval = np.zeros(len(labels), bool)
-    is_eval[held_out] = True
-    return is_eval
+    train, validation, test, _ = splits.three_way(
+        classes, len(labels), opts.test_fraction, opts.validation_fraction, opts.seed, path
+    )
+    return splits.codes(len(labels), test, validation)
 
 
 def _class_names(vocabulary):
@@ -300,8 +334,9 @@ def _npz_labels_and_shape(archive, path, pairs, regression):
     return labels, list(next(iter(shapes.values()))) or [1]
 
 
-def _write_npz_split(writer, member, split, labels, dtype, size, is_eval) -> None:
-    """One array's examples in chunks, routed to their split (``all``: by ``is_eval``)."""
+def _write_npz_split(writer, member, split, labels, dtype, size, code) -> None:
+    """One array's examples in chunks, routed to their splits by ``code``
+    (``splits.codes`` of the array's examples)."""
     start = 0
     for x in member.chunks(_ROWS):
         x = x.reshape(len(x), size)
@@ -314,14 +349,7 @@ def _write_npz_split(writer, member, split, labels, dtype, size, is_eval) -> Non
                     f"{member.label}: example {start + int(bad[0])} holds a value that is "
                     "not a finite float32 number"
                 )
-        y = labels[split][start : start + len(x)]
-        ids = np.arange(start, start + len(x))
-        if split == "all":
-            mask = is_eval[start : start + len(x)]
-            writer.write("train", x[~mask], y[~mask], ids[~mask])
-            writer.write("eval", x[mask], y[mask], ids[mask])
-        else:
-            writer.write(split, x, y, ids)
+        _route(writer, code, start, x, labels[split][start : start + len(x)])
         start += len(x)
 
 
@@ -337,23 +365,14 @@ def _convert_npz(opts, folder, path, archive, names) -> dict:
         vocabulary = tuple(int(v) for v in np.unique(np.concatenate(list(labels.values()))))
         for split in labels:
             labels[split] = np.searchsorted(np.asarray(vocabulary), labels[split]).astype(np.int64)
-    is_eval = None
-    if "all" in pairs:
-        from trainer.data import splits
-
-        _, eval_ids, _ = splits.split_indices(
-            None if regression else labels["all"], len(labels["all"]),
-            opts.eval_fraction, opts.seed, path,
-        )  # fmt: skip
-        is_eval = np.zeros(len(labels["all"]), bool)
-        is_eval[eval_ids] = True
-        counts = {"train": int((~is_eval).sum()), "eval": int(is_eval.sum())}
-    else:
-        counts = {split: len(y) for split, y in labels.items()}
-    writer = record_writer.DatasetWriter(folder, counts, opts.num_shards, dtype, regression, size)
+    code = _npz_splits(opts, labels, regression, path)
+    writer = record_writer.DatasetWriter(
+        folder, _counts(np.concatenate(list(code.values()))), opts.num_shards, dtype, regression,
+        size,
+    )  # fmt: skip
     for split, (x_name, _) in pairs.items():
         member = _NpyMember(archive, x_name + ".npy", path)
-        _write_npz_split(writer, member, split, labels, dtype, size, is_eval)
+        _write_npz_split(writer, member, split, labels, dtype, size, code[split])
     image = [*shape, 1] if len(shape) == 2 else (shape if len(shape) == 3 else _image(size))
     return writer.metadata(
         source="npz", npz_path=os.path.abspath(path), feature_shape=[size],
@@ -362,6 +381,27 @@ def _convert_npz(opts, folder, path, archive, names) -> dict:
         num_classes=0 if regression else len(vocabulary), class_names=_class_names(vocabulary),
         pixels=dtype == "uint8",
     )  # fmt: skip
+
+
+def _npz_splits(opts, labels: dict, regression: bool, path: str) -> dict:
+    """``{array pair: splits.codes of its examples}``: ``all`` split three ways as
+    ``--dataset=csv`` splits a table; ``train`` (validation held out) and ``eval``."""
+    if "all" in labels:
+        y = labels["all"]
+        _, validation, test, _ = splits.three_way(
+            None if regression else y, len(y), opts.test_fraction, opts.validation_fraction,
+            opts.seed, path,
+        )  # fmt: skip
+        return {"all": splits.codes(len(y), test, validation)}
+    y = labels["train"]
+    _, held, _ = splits.split_indices(
+        None if regression else y, len(y), opts.validation_fraction, opts.seed,
+        f"the training split of {path}", "validation",
+    )  # fmt: skip
+    return {
+        "train": splits.codes(len(y), [], held),
+        "eval": np.full(len(labels["eval"]), 2, np.int8),
+    }
 
 
 def _npz_labels(y: np.ndarray, regression: bool, label: str) -> np.ndarray:
@@ -388,34 +428,47 @@ def _npz_labels(y: np.ndarray, regression: bool, label: str) -> np.ndarray:
 CONVERTERS = {"mnist": convert_mnist, "csv": convert_csv, "npz": convert_npz}
 
 
+_PATHS = ("data_dir", "csv_path", "npz_path", "output_dir")
+# Every flag but the paths, with the defaults of an object that lacks it.
+_OPTIONS = {"source": None, "num_shards": 4, "label_column": "label", "task": "classification",
+            "test_fraction": 0.2, "validation_fraction": 0.1, "seed": 0}  # fmt: skip
+
+
 def convert(opts) -> dict:
     """Runs the conversion ``opts`` asks for (the flags, or any object with an
-    attribute per flag); returns the metadata written."""
-
+    attribute per flag); returns the metadata written. ``~`` in a path is expanded
+    (the shell leaves ``--flag=~/x`` alone)."""
+    opts = types.SimpleNamespace(
+        **{name: getattr(opts, name, default) for name, default in _OPTIONS.items()},
+        **{name: os.path.expanduser(getattr(opts, name, None) or "") or None for name in _PATHS},
+    )
     if not opts.source:
         raise UsageError(f"--source: required ({', '.join(SOURCES)})")
     if not opts.output_dir:
         raise UsageError("--output_dir: required (a new or empty folder)")
     if not 1 <= opts.num_shards <= MAX_SHARDS:
         raise UsageError(f"--num_shards={opts.num_shards}: must be in 1..{MAX_SHARDS}")
-    if not 0 < opts.eval_fraction < 1:
-        raise UsageError(f"--eval_fraction={opts.eval_fraction}: must be in (0, 1)")
-    output_dir = os.path.expanduser(opts.output_dir)
+    for name in ("test_fraction", "validation_fraction"):
+        if not 0 < getattr(opts, name) < 1:
+            raise UsageError(f"--{name}={getattr(opts, name)}: must be in (0, 1)")
+    output_dir = opts.output_dir
     started = time.time()
     with record_writer.output_folder(output_dir) as folder:
         metadata = CONVERTERS[opts.source](opts, folder)
-        for split in ("train", "eval"):
-            if not metadata["splits"][split]["examples"]:
+        for split in splits.NAMES:
+            if not metadata["splits"].get(split, {}).get("examples"):
                 raise UsageError(f"--source={opts.source}: the {split} split holds no example")
         record_files.write_metadata(folder, metadata)
-    splits = metadata["splits"]
+    written = metadata["splits"]
     logging.info(
-        "wrote %s: %d train examples in %d files, %d eval examples in %d files (%.1fs)",
+        "wrote %s: %s (%.1fs)",
         output_dir,
-        splits["train"]["examples"], len(splits["train"]["files"]),
-        splits["eval"]["examples"], len(splits["eval"]["files"]),
+        ", ".join(
+            f"{written[s]['examples']} {s} examples in {len(written[s]['files'])} files"
+            for s in splits.NAMES
+        ),
         time.time() - started,
-    )  # fmt: skip
+    )
     print(f"train with: python -m trainer.main --dataset=tfrecord --data_dir={output_dir}")
     return metadata
 

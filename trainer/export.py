@@ -111,7 +111,11 @@ class ServingModule(tf.Module):
             if self.class_names is not None:
                 classes = tf.gather(self.class_names, class_ids)
             return {"probabilities": probabilities, "classes": classes, "class_ids": class_ids}
-        return {"predictions": tf.cast(self.model.apply_head(outputs), tf.float32)}
+        predictions = tf.cast(self.model.apply_head(outputs), tf.float32)
+        scaling = getattr(self.model, "target_scaling", None)
+        if scaling is not None:  # trained on standardized targets: back to the data's units
+            predictions = scaling(predictions)
+        return {"predictions": predictions}
 
 
 def export_dir_of(config) -> str:

@@ -72,6 +72,18 @@ flags.DEFINE_string(
     "CSV file with a header row, a label column and numeric feature columns (--dataset=csv).",
 )
 flags.DEFINE_string(
+    "test_csv_path",
+    None,
+    "--dataset=csv: a CSV with the same columns holding the test split (default: "
+    "--test_fraction of --csv_path's rows).",
+)
+flags.DEFINE_string(
+    "validation_csv_path",
+    None,
+    "--dataset=csv: a CSV with the same columns holding the validation split (default: "
+    "--validation_fraction of the training rows).",
+)
+flags.DEFINE_string(
     "label_column",
     _DEFAULTS.label_column,
     "--dataset=csv: the column holding the labels (class names, class ids, or with "
@@ -83,17 +95,34 @@ flags.DEFINE_string(
     "--dataset=tfrecord: glob of training TFRecord files (default: <data_dir>/train-*).",
 )
 flags.DEFINE_string(
-    "eval_files",
+    "validation_files",
     None,
-    "--dataset=tfrecord: glob of eval TFRecord files (default: <data_dir>/eval-*).",
+    "--dataset=tfrecord: glob of validation TFRecord files (default: <data_dir>/validation-*).",
 )
+flags.DEFINE_string(
+    "test_files",
+    None,
+    "--dataset=tfrecord: glob of test TFRecord files (default: <data_dir>/test-*; none: "
+    "no test split).",
+)
+flags.DEFINE_alias("eval_files", "test_files")
 flags.DEFINE_integer(
     "shuffle_buffer",
     _DEFAULTS.shuffle_buffer,
     "--dataset=tfrecord: examples held in the shuffle buffer (memory stays bounded).",
 )
 flags.DEFINE_float(
-    "eval_fraction", _DEFAULTS.eval_fraction, "Share held out for eval (digits, csv)."
+    "test_fraction",
+    _DEFAULTS.test_fraction,
+    "Share of the examples held out as the test split, stratified by class and seeded "
+    "(digits, csv without --test_csv_path).",
+)
+flags.DEFINE_alias("eval_fraction", "test_fraction")
+flags.DEFINE_float(
+    "validation_fraction",
+    _DEFAULTS.validation_fraction,
+    "Share of the training examples held out as the validation split, stratified by class "
+    "and seeded (every source held in memory, unless its validation split is given).",
 )
 flags.DEFINE_integer(
     "synthetic_examples", _DEFAULTS.synthetic_examples, "Examples in --dataset=synthetic."
@@ -198,15 +227,19 @@ flags.DEFINE_integer("log_every", None, "Progress line cadence in steps; default
 flags.DEFINE_integer(
     "eval_every",
     None,
-    "Evaluate every N steps during training (default: once per epoch with "
-    "--mode=train_and_eval; 0: only at the end).",
+    "Evaluate on the validation split every N steps during training (default: once per "
+    "epoch with --mode=train_and_eval; 0: only at the end).",
 )
 flags.DEFINE_integer(
     "early_stopping_patience",
     _DEFAULTS.early_stopping_patience,
     "Stop after this many evaluations without improving --best_metric (0 = never).",
 )
-_enum("best_metric", "What makes a checkpoint the best (auto: eval_accuracy, or eval_loss).")
+_enum(
+    "best_metric",
+    "What makes a checkpoint the best, on the validation split (auto: validation_accuracy, "
+    "or validation_loss for a regression).",
+)
 _enum("export", "Which model training exports: the best checkpoint's, or the last step's.")
 flags.DEFINE_integer(
     "summary_every", _DEFAULTS.summary_every, "TensorBoard cadence in steps (0 = off)."

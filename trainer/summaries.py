@@ -1,4 +1,4 @@
-"""TensorBoard: the train/eval writers, hyperparameters, the step's graph, the
+"""TensorBoard: the train, validation and test writers, hyperparameters, the step's graph, the
 controller's scalars and confusion matrices, and the diagnostic steps' per-layer
 figures and histograms (``step_summary_fn``), all through ``tf.summary``.
 
@@ -14,12 +14,47 @@ import os
 import numpy as np
 import tensorflow as tf
 
+SPLITS = ("train", "validation", "test")
+HPARAMS_PREFIX = "hparams/"
+
+
+def metric_names(classification: bool) -> list[str]:
+    """The figures the HParams dashboard compares, the one that chose the model first."""
+    if classification:
+        return ["best_validation_accuracy", "validation_accuracy", "validation_loss",
+                "test_accuracy", "test_loss", "train_loss"]  # fmt: skip
+    return ["best_validation_loss", "validation_rmse", "validation_loss", "test_rmse",
+            "test_mae", "test_r2", "train_loss"]  # fmt: skip
+
+
+def hparam_values(config) -> dict:
+    """The settings HParams shows for a run: ``{name: str | float | int}``."""
+    values = {
+        "dataset": config.dataset,
+        "model": config.model,
+        "hidden": ",".join(map(str, config.hidden)) if config.model == "mlp" else "-",
+        "layers": config.layers or "-",
+        "activation": config.activation,
+        "init": config.init,
+        "loss": config.loss,
+        "optimizer": config.optimizer,
+        "learning_rate": float(config.learning_rate),
+        "lr_schedule": config.lr_schedule,
+        "warmup_steps": str(config.warmup_steps),
+        "weight_decay": float(config.weight_decay),
+        "label_smoothing": float(config.label_smoothing),
+        "batch_size": str(config.batch_size),  # a number would show as 64.000
+        "precision": config.precision,
+        "seed": str(config.seed),
+    }
+    return values
+
 
 class Writers:
-    """``train`` and ``eval`` summary writers under ``model_dir``.
+    """``train``, ``validation`` and ``test`` summary writers under ``model_dir``.
 
     Args:
-      model_dir: the run folder; events go to ``train/`` and ``eval/``.
+      model_dir: the run folder; events go to ``train/``, ``validation/`` and ``test/``.
       enabled: ``False`` gives no-op writers (``--summary_every=0``, or a
         non-chief worker).
       class_names: the labels of the confusion matrix's classes (default the ids).
@@ -29,11 +64,17 @@ class Writers:
         self.model_dir = model_dir
         self.enabled = enabled
         self.class_names = class_names
-        if enabled:
-            self.train = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
-            self.eval = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
-        else:
-            self.train = self.eval = tf.summary.create_noop_writer()
+        for split in SPLITS:
+            writer = (
+                tf.summary.create_file_writer(os.path.join(model_dir, split))
+                if enabled
+                else tf.summary.create_noop_writer()
+            )
+            setattr(self, split, writer)
+        # The run folder's root: the HParams session and the figures it compares.
+        self.root = (
+            tf.summary.create_file_writer(model_dir) if enabled else tf.summary.create_noop_writer()
+        )
 
     def scalars(self, writer, step: int, values: dict) -> None:
         """Writes finite ``{tag: value}`` scalars eagerly at ``step``."""
@@ -47,50 +88,37 @@ class Writers:
     def hparams(self, config) -> None:
         """Records the run's hyperparameters for TensorBoard's HParams dashboard.
 
-        Written at the run folder's root, so the session's metrics are the
-        scalars of its ``eval`` and ``train`` runs: eval loss and accuracy
-        first, then the train ones, labelled as such. The per-layer
-        diagnostics are not metrics and stay out of the dashboard's columns.
+        The session is the run folder's root, and so are its metrics
+        (``hparams_figures``: ``hparams/best_validation_accuracy`` and the like,
+        group ``""``), so the dashboard finds them whether TensorBoard is opened
+        on this folder (the run is then ".") or on a folder of runs. The
+        per-layer diagnostics are not metrics and stay out of its columns.
         """
         if not self.enabled:
             return
         from tensorboard.plugins.hparams import api as hp
 
-        values = {
-            "dataset": config.dataset,
-            "model": config.model,
-            "hidden": ",".join(map(str, config.hidden)) if config.model == "mlp" else "",
-            "layers": config.layers or "",
-            "activation": config.activation,
-            "init": config.init,
-            "loss": config.loss,
-            "optimizer": config.optimizer,
-            "learning_rate": float(config.learning_rate),
-            "lr_schedule": config.lr_schedule,
-            "warmup_steps": int(config.warmup_steps),
-            "weight_decay": float(config.weight_decay),
-            "label_smoothing": float(config.label_smoothing),
-            "batch_size": int(config.batch_size),
-            "precision": config.precision,
-            "seed": int(config.seed),
-        }
+        values = hparam_values(config)
         metrics = [
-            hp.Metric("loss", group="eval", display_name="eval loss"),
-            hp.Metric("loss", group="train", display_name="train loss"),
+            hp.Metric(f"{HPARAMS_PREFIX}{name}", group="", display_name=name.replace("_", " "))
+            for name in metric_names(config.loss == "cross_entropy")
         ]
-        if config.loss == "cross_entropy":
-            metrics.insert(1, hp.Metric("accuracy", group="eval", display_name="eval accuracy"))
-            metrics.append(hp.Metric("accuracy", group="train", display_name="train accuracy"))
-        writer = tf.summary.create_file_writer(self.model_dir)
-        with writer.as_default():
+        with self.root.as_default():
             hp.hparams_config(hparams=[hp.HParam(name) for name in values], metrics=metrics)
             hp.hparams(values, trial_id=os.path.basename(os.path.abspath(config.model_dir)))
-        writer.close()
+        self.root.flush()
 
-    def confusion(self, step: int, matrix) -> None:
-        """Writes an eval's confusion matrix as an image and its per-class accuracy.
+    def hparams_figures(self, step: int, figures: dict) -> None:
+        """Writes ``{name: value}`` (names of ``metric_names``) where HParams reads them."""
+        self.scalars(
+            self.root, step, {f"{HPARAMS_PREFIX}{name}": value for name, value in figures.items()}
+        )
+
+    def confusion(self, writer, step: int, matrix) -> None:
+        """Writes an evaluation's confusion matrix as an image and its per-class accuracy.
 
         Args:
+          writer: the split's writer (``validation`` or ``test``).
           matrix: ``[C, C]`` counts of (true class, predicted class).
         """
         if not self.enabled:
@@ -102,12 +130,13 @@ class Writers:
             np.diag(matrix), totals, out=np.full(len(totals), np.nan), where=totals > 0
         )
         names = [str(n) for n in (class_names or range(len(matrix)))]
-        with self.eval.as_default():
+        with writer.as_default():
             tf.summary.image(
                 "confusion_matrix",
-                confusion_image(matrix)[None],
+                confusion_picture(matrix, names)[None],
                 step=step,
-                description="rows: true class, columns: predicted class; shade: share of the row",
+                description="rows: true class, columns: predicted class; numbers: examples; "
+                "shade: share of the row (the colour bar)",
             )
             rows = ["| class | accuracy | examples |", "|---|---:|---:|"]
             rows += [
@@ -122,8 +151,8 @@ class Writers:
 
     def flush(self) -> None:
         if self.enabled:
-            self.train.flush()
-            self.eval.flush()
+            for split in (*SPLITS, "root"):
+                getattr(self, split).flush()
 
     @contextlib.contextmanager
     def graph_trace(self):
@@ -141,6 +170,61 @@ class Writers:
 
 
 MAX_CLASS_SCALARS = 20  # more classes: the text table and the image only
+
+
+_MAX_ANNOTATED = 30  # more classes: shades and the colour bar only, no numbers
+
+
+def confusion_picture(matrix, names) -> np.ndarray:
+    """The confusion matrix as TensorBoard's guide draws it, with matplotlib: class
+    names on both axes, the count in each cell, shaded by its share of the row
+    with a colour bar; uint8 RGB ``[H, W, 3]``. Without matplotlib (the optional
+    ``plots`` extra) the plain heat map of ``confusion_image``, said once in the log."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        _say_once("matplotlib is not installed: the confusion matrix is drawn without class "
+                  "names, counts or a colour scale (pip install '.[plots]')")  # fmt: skip
+        return confusion_image(matrix)
+    matrix = np.asarray(matrix, np.float64)
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    count = len(matrix)
+    size = float(np.clip(1.2 + 0.45 * count, 4, 14))
+    figure, axes = pyplot.subplots(figsize=(size + 1.2, size), dpi=80)
+    try:
+        shown = axes.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+        figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
+        ticks = np.arange(count)
+        labels = [str(name) for name in names]
+        axes.set_xticks(ticks, labels, rotation=45 if max(map(len, labels)) > 2 else 0, ha="right")
+        axes.set_yticks(ticks, labels)
+        axes.set_xlabel("predicted class")
+        axes.set_ylabel("true class")
+        if count <= _MAX_ANNOTATED:
+            for (row, column), value in np.ndenumerate(matrix):
+                colour = "white" if share[row, column] > 0.5 else "black"
+                axes.text(column, row, f"{int(value)}", ha="center", va="center", color=colour,
+                          fontsize=max(6, 12 - count // 4))  # fmt: skip
+        figure.tight_layout()
+        figure.canvas.draw()
+        return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    finally:
+        pyplot.close(figure)
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        from absl import logging
+
+        logging.info(message)
 
 
 def confusion_image(matrix) -> np.ndarray:

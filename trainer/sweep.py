@@ -17,9 +17,11 @@ same command continues a stopped sweep, another one is refused. SIGTERM or
 Ctrl-C stops the runs (they save first) and the sweep (exit 128 + signal).
 
 At the end, and after each run, ``results.csv`` and ``results.md`` rank the
-runs by ``--metric`` (default: best eval accuracy, or best eval loss for a
-regression). ``tensorboard --logdir <output_dir>/runs`` compares them in the
-HParams dashboard on their eval metrics.
+runs by ``--metric`` on the validation split (default: best validation
+accuracy, or best validation loss for a regression); the test figures of each
+run's exported model are shown beside it and never rank anything.
+``tensorboard --logdir <output_dir>/runs`` compares them in the HParams
+dashboard.
 
 Exit status: 0 every run finished; 1 some run failed (named in the table); 2
 bad input; 128 + N stopped by signal N.
@@ -56,7 +58,14 @@ from trainer.errors import UsageError
 from trainer.files import write_atomically
 
 FINISHED = ("steps_done", "early_stop")
-METRICS = ("auto", "best_eval_accuracy", "best_eval_loss", "eval_accuracy", "eval_loss")
+# Ranking metrics: validation figures only (the test split never chooses).
+METRICS = (
+    "auto",
+    "best_validation_accuracy",
+    "best_validation_loss",
+    "validation_accuracy",
+    "validation_loss",
+)
 MAX_RUNS = 10_000
 
 
@@ -266,8 +275,8 @@ def rank(runs: list[Run], metric: str) -> tuple[list[dict], str]:
         rows.append({"run": run.name, **run.values, "results": results, "state": state,
                      "error": failed})  # fmt: skip
     if metric == "auto":
-        has_accuracy = any(r["results"].get("eval_accuracy") is not None for r in rows)
-        metric = "best_eval_accuracy" if has_accuracy else "best_eval_loss"
+        has_accuracy = any(r["results"].get("validation_accuracy") is not None for r in rows)
+        metric = "best_validation_accuracy" if has_accuracy else "best_validation_loss"
     higher = metric.endswith("accuracy")
 
     def key(row):
@@ -283,14 +292,15 @@ def rank(runs: list[Run], metric: str) -> tuple[list[dict], str]:
 
 
 COLUMNS = (
-    "best_eval_accuracy", "best_eval_loss", "eval_accuracy", "eval_loss", "best_step",
-    "global_step", "stop_reason", "wall_time_s",
+    "best_validation_accuracy", "best_validation_loss", "best_step", "validation_accuracy",
+    "validation_loss", "validation_rmse", "test_accuracy", "test_loss", "test_rmse",
+    "test_mae", "test_r2", "test_step", "global_step", "stop_reason", "wall_time_s",
 )  # fmt: skip
 
 
 def write_tables(output_dir: str, runs: list[Run], grid: dict, metric: str) -> str:
     rows, metric = rank(runs, metric)
-    # The figures some run has (a classification sweep has no best_eval_loss).
+    # The figures some run has (a classification sweep has no best_validation_loss).
     columns = [c for c in COLUMNS if any(r["results"].get(c) is not None for r in rows)]
     if "stop_reason" not in columns:
         columns.append("stop_reason")
@@ -323,6 +333,35 @@ def write_tables(output_dir: str, runs: list[Run], grid: dict, metric: str) -> s
     return metric
 
 
+def write_hparams_experiment(runs_dir: str, grid: dict, trainer_flags: list[str]) -> None:
+    """The HParams dashboard's columns for the sweep, at the root of its runs: the
+    settings the grid varies (the runs record every setting; the constants stay
+    out of view) and the metrics, the one that ranks first. Written once, with
+    TensorBoard's own event writer."""
+    import glob
+
+    if glob.glob(os.path.join(runs_dir, "events.out.tfevents.*.sweep")):
+        return
+    from tensorboard.plugins.hparams import api as hp
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    from trainer.summaries import HPARAMS_PREFIX, metric_names
+
+    regression = "--loss=mse" in trainer_flags or "--dataset=sin" in trainer_flags
+    metrics = [
+        hp.Metric(f"{HPARAMS_PREFIX}{name}", group="", display_name=name.replace("_", " "))
+        for name in metric_names(not regression)
+    ]
+    summary = hp.hparams_config_pb(hparams=[hp.HParam(name) for name in grid], metrics=metrics)
+    writer = EventFileWriter(runs_dir, filename_suffix=".sweep")
+    try:
+        from tensorboard.compat.proto import event_pb2
+
+        writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=summary))
+    finally:
+        writer.close()
+
+
 def _cell(value):
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -337,6 +376,7 @@ def sweep(output_dir: str, grid: dict, trainer_flags: list[str], options) -> int
     os.makedirs(os.path.join(output_dir, "logs"), exist_ok=True)
     os.makedirs(os.path.join(output_dir, "runs"), exist_ok=True)
     check_manifest(output_dir, manifest)
+    write_hparams_experiment(os.path.join(output_dir, "runs"), grid, trainer_flags)
     todo = [run for run in runs if not run.finished()]
     logging.info(
         "sweep of %d runs in %s: %d finished before, %d to run, %d at a time",
@@ -430,9 +470,24 @@ def main(argv) -> None:
     sys.exit(0)
 
 
+def _parse_sweep_flags(argv):
+    """``parse_flags``, saying where a trainer flag given before ``--`` belongs."""
+    own = set(flags.FLAGS)
+    for arg in argv[1 : argv.index("--") if "--" in argv else len(argv)]:
+        name = arg.lstrip("-").partition("=")[0]
+        if name.startswith("no") and name[2:] in config_lib.FLAG_NAMES:
+            name = name[2:]  # --noflag, a boolean's false
+        if arg.startswith("-") and name not in own and name in config_lib.FLAG_NAMES:
+            fail(
+                f"--{name}: a trainer flag; put trainer flags after --, e.g. "
+                f"python -m trainer.sweep --output_dir=... --grid=... -- {arg}"
+            )
+    return parse_flags(argv)
+
+
 def run_main() -> None:
     define_flags()
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=_parse_sweep_flags)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@ calls (tests call it too).
 
 ``run(config, explicit)`` merges a resumed run's saved settings, takes the run
 folder's lock, assembles the run (``assembly.Run``) and carries out
-``--mode``: train (the controller's loop, then the final evaluation, the best
-model and the export), eval or export; results.json gets the figures.
+``--mode``: train (the controller's loop, its evaluations on the validation
+split choosing the best model, then the test split evaluated once on the model
+that is exported, and the export), eval or export; results.json gets the
+figures, named for the split they are of.
 """
 
 from __future__ import annotations
@@ -61,19 +63,79 @@ def _run(config: Config) -> dict:
             return {"export_path": export.export_run(run_)}
         controller = _controller(run_)
         controller.evaluate()
-        return _finish(run_, controller, previous, trained=False)
+        test = _evaluate_test(run_, controller, (run_.trainer.step, "latest"))
+        return _finish(run_, controller, previous, trained=False, test=test)
     _restore_for_training(run_)
     controller = _controller(run_)
     trained, reason = _train(run_, controller, previous)
+    test = export = None
     if config.mode == "train_and_eval":
         if controller.last_eval_step != run_.trainer.step:
-            controller.evaluate()
-        if trained:  # the evaluation at the end of training counts for the best model too
-            run_.best_model(run_.trainer.step, controller.last_eval)
-    export = None
+            controller.evaluate()  # nothing trained: the figures of the step reached
+        chosen = _choose_model(run_)
+        test = _evaluate_test(run_, controller, chosen)
+    else:
+        chosen = (run_.trainer.step, "last")
     if run_.runtime.is_chief:
-        export = _export_if_new(run_, previous, trained)
-    return _finish(run_, controller, previous, trained, reason, export)
+        export = _export_if_new(run_, previous, trained, chosen)
+    _hparams_figures(run_, controller, test)
+    return _finish(run_, controller, previous, trained, reason, export, test)
+
+
+def _hparams_figures(run_: Run, controller, test: dict | None) -> None:
+    """The figures HParams compares that are known at the end: the best validation
+    figure, the test figures and the last training loss."""
+    from trainer.controller import scalar_figures
+
+    figures = {"train_loss": controller.last_train.get("loss")}
+    if run_.best_model.best_step >= 0:
+        figures[f"best_{run_.best_model.metric}"] = run_.best_model.best_value
+    if test is not None:
+        figures.update({f"test_{k}": v for k, v in scalar_figures(test).items()})
+    controller.writers.hparams_figures(run_.trainer.step, figures)
+    controller.writers.flush()
+
+
+def _choose_model(run_: Run) -> tuple[int, str]:
+    """Puts the model ``--export`` asks for in place on every worker: the best
+    checkpoint's (by the validation split) when there is one, else the last
+    step's. Returns ``(the step of its weights, "best" or "last")``."""
+    step = run_.trainer.step
+    best_step = run_.best_model.best_step
+    if run_.config.export != "best" or best_step < 0:
+        return step, "last"
+    if best_step != step:
+        best = run_.checkpoints.best
+        if not best:
+            return step, "last"
+        run_.checkpoints.restore(best, only={"model": run_.model})
+    return best_step, "best"
+
+
+def _evaluate_test(run_: Run, controller, chosen: tuple[int, str]) -> dict | None:
+    """Evaluates the test split once, on the model in place (``chosen``: its step and
+    which it is); logs and writes the figures. ``None`` when there is no test split."""
+    from trainer.controller import figures, scalar_figures
+
+    data = run_.test_data()
+    if data is None:
+        logging.info(
+            "no test split: the validation figures chose the model, so they are optimistic; "
+            "give the data a test split for a figure that chose nothing"
+        )
+        return None
+    step, which = chosen
+    result = run_.evaluator.evaluate(data)
+    logging.info(
+        "test of the %s model (step %d): %s (%d examples; the test split chose nothing)",
+        which, step, figures(result), int(result["count"]),
+    )  # fmt: skip
+    writers = controller.writers
+    writers.scalars(writers.test, step, scalar_figures(result))
+    if "confusion" in result:
+        writers.confusion(writers.test, step, result["confusion"])
+    writers.flush()
+    return {**result, "step": step, "model": which}
 
 
 def _restore_for_training(run_: Run) -> None:
@@ -115,6 +177,7 @@ def _controller(run_: Run):
         eval_every=plan.eval_every,
         summary_every=config.summary_every,
         eval_actions=[run_.best_model],
+        final_eval=config.mode == "train_and_eval",
     )
 
 
@@ -147,15 +210,48 @@ def _finite_or_none(value):
     return value if isinstance(value, float | int) and math.isfinite(value) else None
 
 
-def _results(run_: Run, controller, previous: dict, trained: bool, reason) -> dict:
+# results.json keys of earlier versions (the eval split is now the validation split).
+_LEGACY_KEYS = (
+    "eval_loss", "eval_accuracy", "eval_examples", "eval_step", "best_eval_accuracy",
+    "best_eval_loss",
+)  # fmt: skip
+
+
+def _split_figures(results: dict, split: str, figures: dict | None, step: int | None) -> None:
+    """Puts a split's figures in ``results`` as ``<split>_<figure>`` (with its
+    examples and the step of the weights), or removes stale ones when ``figures``
+    is None."""
+    from trainer.controller import FIGURES
+
+    if figures is None:
+        for name in (*FIGURES, "examples", "step", "model"):
+            results.pop(f"{split}_{name}", None)
+        return
+    for name in FIGURES:
+        if name in figures:
+            results[f"{split}_{name}"] = _finite_or_none(figures[name])
+    results[f"{split}_examples"] = int(figures["count"])
+    results[f"{split}_step"] = step
+
+
+def _results(run_: Run, controller, previous: dict, trained: bool, reason, test) -> dict:
     """results.json's figures: this invocation's, or the earlier ones that still hold.
 
-    Training figures are replaced only when this invocation trained; eval
-    figures are kept only while they are of the current step.
+    Training figures are replaced only when this invocation trained; validation
+    figures are kept only while they are of the current step; test figures are
+    this invocation's (of the model it exported) or none.
     """
-    results = dict(previous)
+    results = {k: v for k, v in previous.items() if k not in _LEGACY_KEYS}
     step = run_.trainer.step
     results["global_step"] = step
+    source = run_.source
+    if source is not None:
+        results["splits"] = {
+            "train": source.num_train,
+            "validation": source.num_validation,
+            "test": source.num_test,
+            "how": source.splits,
+        }
     if trained:
         results.update(
             train_loss=_finite_or_none(controller.last_train.get("loss")),
@@ -169,19 +265,18 @@ def _results(run_: Run, controller, previous: dict, trained: bool, reason) -> di
         )
         if run_.trainer.classification:
             results["train_accuracy"] = _finite_or_none(controller.last_train.get("accuracy"))
-    evaluated = controller.last_eval and controller.last_eval_step == step
-    if evaluated:
-        results["eval_loss"] = _finite_or_none(controller.last_eval["loss"])
-        results["eval_examples"] = int(controller.last_eval["count"])
-        if run_.trainer.classification:
-            results["eval_accuracy"] = _finite_or_none(controller.last_eval["accuracy"])
-        results["eval_step"] = step
-    elif results.get("eval_step") != step:
-        for stale in ("eval_loss", "eval_accuracy", "eval_examples", "eval_step"):
-            results.pop(stale, None)
-    results.setdefault("eval_loss", None)
-    if run_.trainer.classification:
-        results.setdefault("eval_accuracy", None)
+    if controller.last_eval and controller.last_eval_step == step:
+        _split_figures(results, "validation", controller.last_eval, step)
+    elif results.get("validation_step") != step:
+        _split_figures(results, "validation", None, None)
+    _split_figures(results, "test", test, test and test["step"])
+    if test is not None:
+        results["test_model"] = test["model"]
+    # The headline figures are always there: None when not evaluated at this step.
+    headline = ("loss", "accuracy") if run_.trainer.classification else ("loss",)
+    for split in ("validation", "test"):
+        for name in headline:
+            results.setdefault(f"{split}_{name}", None)
     best_model = run_.best_model
     if best_model.best_step >= 0:
         results.update(best_step=best_model.best_step, best_metric=best_model.metric)
@@ -193,23 +288,25 @@ def _results(run_: Run, controller, previous: dict, trained: bool, reason) -> di
     return results
 
 
-def _finish(run_, controller, previous, trained, reason=None, export=None, quiet=False) -> dict:
+def _finish(run_, controller, previous, trained, reason=None, export=None, test=None, quiet=False):
     """Writes results.json (the chief) and logs where everything went."""
-    results = _results(run_, controller, previous, trained, reason)
+    results = _results(run_, controller, previous, trained, reason, test)
     if export and export[0]:
-        results.update(export_path=export[0], export_step=export[1])
+        results.update(export_path=export[0], export_step=export[1], export_model=export[2])
     config = run_.config
     path = os.path.join(config.model_dir, "results.json")
     if run_.runtime.is_chief:
         write_json(path, results)
     if quiet:
         return results
-    summary = f"done at step {results['global_step']}"
-    if results.get("eval_loss") is not None:
-        summary += f": eval loss {results['eval_loss']:.4f}"
-        if results.get("eval_accuracy") is not None:
-            summary += f", eval accuracy {results['eval_accuracy']:.4f}"
-    logging.info("%s. Results: %s", summary, path)
+    if export and export[0]:
+        _, step, which = export
+        chosen = "the last step's model"
+        if which == "best":
+            metric = run_.best_model.metric
+            chosen = f"the best model ({metric.replace('_', ' ')} {run_.best_model.best_value:.4f})"
+        logging.info("exported %s of step %d: %s", chosen, step, export[0])
+    logging.info("done at step %d. Results: %s", results["global_step"], path)
     logging.info(
         "checkpoints: %s; TensorBoard: tensorboard --logdir %s",
         os.path.join(config.model_dir, "checkpoints"),
@@ -218,28 +315,22 @@ def _finish(run_, controller, previous, trained, reason=None, export=None, quiet
     return results
 
 
-def _export_if_new(run_: Run, previous: dict, trained: bool) -> tuple[str | None, int]:
-    """Exports the model ``--export`` asks for (the best checkpoint's when there is
-    one, else the last step's) unless that very step is already exported.
+def _export_if_new(run_: Run, previous: dict, trained: bool, chosen) -> tuple:
+    """Exports the model in place (``chosen``: its step and which it is) unless
+    that very step is already exported.
 
     Returns:
-      ``(export path or None, the step of the exported weights)``.
+      ``(export path or None, the step of the exported weights, "best" or "last")``.
     """
     from trainer import export
 
-    step = run_.trainer.step
-    best = run_.checkpoints.best if run_.config.export == "best" else None
-    best_step = run_.best_model.best_step
-    if best and best_step >= 0 and best_step != step:
-        run_.checkpoints.restore(best, only={"model": run_.model})
-        logging.info("export: the best checkpoint's model (step %d of %d)", best_step, step)
-        step = best_step
+    step, which = chosen
     earlier = previous.get("export_path")
     if not trained and previous.get("export_step") == step and earlier and os.path.isdir(earlier):
         logging.info("export: step %d is already exported as %s", step, earlier)
-        return earlier, step
+        return earlier, step, which
     run_.check_finite(step)
-    return export.export_run(run_) or None, step
+    return export.export_run(run_) or None, step, which
 
 
 def _check_same_start(run_: Run) -> None:

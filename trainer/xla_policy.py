@@ -82,10 +82,7 @@ def auto_jit_choice(
         if onednn:
             return False, "convolutions on oneDNN's float32 kernels, measured faster"
         return True, "convolutions on TensorFlow's own CPU kernels, measured faster with XLA"
-    return True, (
-        "dense layers in float32, measured faster with XLA on CPU; the whole loop when "
-        "batches are gathered in memory"
-    )
+    return True, "dense layers in float32, measured faster with XLA on CPU"
 
 
 def uses_convolutions(model: str, layers: str | None = None, hidden=()) -> bool:

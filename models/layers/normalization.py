@@ -57,3 +57,28 @@ class Normalization(Layer):
             "variance": np.square(scale),
         }
         return "Normalization", arguments, []
+
+
+class TargetScaling(tf.Module):
+    """A regression's targets as the network learns them: standardized with the
+    training split's ``mean`` and ``scale`` (``standardize``), and its outputs
+    back in the targets' own units (``__call__``), so a saved model predicts in
+    the units of the data files.
+
+    Shapes: scalars ``mean`` and ``scale``; ``standardize`` ``[batch]`` targets,
+    ``__call__`` ``[batch, 1]`` outputs.
+    """
+
+    def __init__(self, mean: float = 0.0, scale: float = 1.0, name: str = "target_scaling"):
+        super().__init__(name=name)
+        if not (np.isfinite(mean) and np.isfinite(scale) and scale > 0):
+            raise ValueError(f"target scaling needs a finite mean and scale > 0, not {scale}")
+        with self.name_scope:
+            self.mean = tf.Variable(float(mean), trainable=False, name="mean")
+            self.scale = tf.Variable(float(scale), trainable=False, name="scale")
+
+    def standardize(self, y):
+        return (y - tf.cast(self.mean, y.dtype)) / tf.cast(self.scale, y.dtype)
+
+    def __call__(self, outputs):
+        return outputs * tf.cast(self.scale, outputs.dtype) + tf.cast(self.mean, outputs.dtype)

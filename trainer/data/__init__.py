@@ -34,9 +34,14 @@ class DataSource:
       num_classes: number of classes; 0 for regression.
       class_names: the original label of each class id, or ``None`` when the
         labels are the ids ``0..C-1``.
-      num_train, num_eval: examples in the training and eval splits.
+      num_train, num_validation, num_test: examples in the three splits
+        (``num_test`` may be 0: no test split).
+      splits: how the validation and test splits were made (one line).
       feature_mean, feature_scale: float32 arrays of ``input_shape``: the
         model computes ``(x - mean) / scale`` from raw features.
+      target_mean, target_scale: a regression's training targets' mean and
+        standard deviation: the training, validation and test streams hold
+        ``(y - mean) / scale`` (``(0, 1)`` for classes, whose ids are as given).
       fingerprint: a short string that changes when the training data do.
     """
 
@@ -46,9 +51,13 @@ class DataSource:
     num_classes: int
     class_names: tuple | None
     num_train: int
-    num_eval: int
+    num_validation: int
+    num_test: int
+    splits: str
     feature_mean: np.ndarray
     feature_scale: np.ndarray
+    target_mean: float = 0.0
+    target_scale: float = 1.0
     fingerprint: str
 
     @property
@@ -80,9 +89,15 @@ class DataSource:
         """
         raise NotImplementedError
 
-    def eval_dataset(self, strategy, global_batch_size: int = 2048):
-        """The whole eval split once, distributed over ``strategy`` (the last batch
-        may be smaller)."""
+    def validation_dataset(self, strategy, global_batch_size: int = 2048):
+        """The whole validation split once, distributed over ``strategy`` (the last
+        batch may be smaller): what every choice of the run (best checkpoint, early
+        stopping, reduce-on-plateau, a sweep's ranking) reads."""
+        raise NotImplementedError
+
+    def test_dataset(self, strategy, global_batch_size: int = 2048):
+        """The whole test split once, like ``validation_dataset``: reported at the
+        end, never used to choose."""
         raise NotImplementedError
 
     def sample(self, count: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -230,12 +230,12 @@ def check_mnist_labels(labels: np.ndarray, path: str, first: int, total: int) ->
 
 
 def load(config) -> Arrays:
-    """The published MNIST IDX files in ``--data_dir``; t10k is the eval set."""
+    """The published MNIST IDX files in ``--data_dir``; t10k is the test split."""
     check_data_dir(config.data_dir)
     x_train, y_train, train_path, train_shape = _mnist_pair(
         config.data_dir, MNIST_FILES["train_images"], MNIST_FILES["train_labels"]
     )
-    x_eval, y_eval, eval_path, eval_shape = _mnist_pair(
+    x_test, y_test, eval_path, eval_shape = _mnist_pair(
         config.data_dir, MNIST_FILES["eval_images"], MNIST_FILES["eval_labels"]
     )
     if train_shape != eval_shape:
@@ -244,9 +244,9 @@ def load(config) -> Arrays:
             f"training images in {train_path} are {'x'.join(map(str, train_shape))}"
         )
     return Arrays(
-        x_train, y_train, x_eval, y_eval, 10, *_pixel_scaling(x_train.shape[1]),
-        f"mnist: {len(x_train)} train / {len(x_eval)} eval, {x_train.shape[1]} pixels",
-        image_shape_of(train_shape),
+        x_train, y_train, x_test, y_test, 10, *_pixel_scaling(x_train.shape[1]),
+        f"mnist: {x_train.shape[1]} pixels", image_shape_of(train_shape),
+        splits=f"test: the {os.path.basename(eval_path)} file",
     )  # fmt: skip
 
 

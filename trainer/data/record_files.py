@@ -2,9 +2,14 @@
 
 Layout of a folder written by ``python -m trainer.convert``::
 
-    metadata.json                      what the files hold (below)
-    train-00000-of-00004.tfrecord ...  the training split, balanced shards
-    eval-00000-of-00001.tfrecord  ...  the eval split
+    metadata.json                            what the files hold (below)
+    train-00000-of-00004.tfrecord ...        the training split, balanced shards
+    validation-00000-of-00001.tfrecord ...   the validation split (every choice reads it)
+    test-00000-of-00001.tfrecord ...         the test split (reported, never used to choose)
+
+Folders written by earlier versions name the test split ``eval`` and have no
+validation split; they are read with the test split under its new name, and
+need ``--validation_files`` (or a new conversion) for the validation split.
 
 Every record is a ``tf.train.Example`` (``example_codec``). ``metadata.json``
 records ``feature_shape``, ``image_shape``, ``feature_dtype``, ``task``,
@@ -34,7 +39,7 @@ METADATA = "metadata.json"
 FORMAT = "scratch-trainer.tfrecord.v1"
 
 
-SPLITS = ("train", "eval")
+SPLITS = ("train", "validation", "test")
 
 
 FEATURE_DTYPES = ("uint8", "float32")
@@ -68,7 +73,8 @@ def read_metadata(data_dir: str) -> dict:
     except FileNotFoundError:
         raise DataError(
             f"--data_dir={data_dir}: no {METADATA}; convert data with python -m trainer.convert "
-            "(an interrupted conversion leaves no folder), or give --train_files and --eval_files"
+            "(an interrupted conversion leaves no folder), or give --train_files and "
+            "--validation_files"
         ) from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise _problem(path, f"cannot read ({' '.join(str(error).split())[:120]})") from None
@@ -117,10 +123,10 @@ def _check_metadata(path: str, metadata) -> None:
             "class_names must be num_classes distinct labels",
         )
     splits = metadata.get("splits")
-    require(
-        isinstance(splits, dict) and set(SPLITS) <= set(splits), "splits must hold train and eval"
-    )
-    for split in SPLITS:
+    require(isinstance(splits, dict) and "train" in splits, "splits must hold train")
+    if "eval" in splits and "test" not in splits:  # an earlier version's name
+        splits["test"] = splits.pop("eval")
+    for split in (name for name in SPLITS if name in splits):
         files = splits[split].get("files") if isinstance(splits[split], dict) else None
         require(isinstance(files, dict) and files, f"splits.{split}.files must list the files")
         for name, facts in files.items():
@@ -175,7 +181,7 @@ class Split:
 
 def fingerprint(splits: dict, metadata: dict) -> str:
     digest = hashlib.blake2b(digest_size=8)
-    for split in SPLITS:
+    for split in (name for name in SPLITS if name in splits):
         for path, count in zip(splits[split].files, splits[split].counts, strict=True):
             digest.update(f"{split}/{os.path.basename(path)}:{count}:".encode())
             with contextlib.suppress(OSError):

@@ -11,8 +11,10 @@ parallel. The position of global step ``s`` is derived from the step (example
 skips (unparsed) records to where it stopped and continues with exactly the
 batches it would have seen.
 
-Files made elsewhere (``--train_files``/``--eval_files`` without a
-metadata.json) must use the same ``y`` feature and ``x`` as either raw uint8
+The validation and test splits are read whole at each evaluation; a folder
+with no test split has none (the run says so). Files made elsewhere
+(``--train_files``, ``--validation_files`` and optionally ``--test_files``
+without a metadata.json) must use the same ``y`` feature and ``x`` as either raw uint8
 bytes or a float list; they are scanned once at start (counts, classes,
 statistics).
 """
@@ -29,6 +31,7 @@ from trainer.data import DataSource
 from trainer.data.arrays import image_shape_of
 from trainer.data.record_files import (
     METADATA,
+    SPLITS,
     Split,
     fingerprint,
     glob_files,
@@ -42,27 +45,49 @@ _CYCLE = 8  # files read at once by one pipeline (fixed: the order must not depe
 _READ_BUFFER = 1 << 20  # bytes buffered per open file
 
 
+def _moments_scaling(moments) -> dict:
+    """``{"mean", "scale"}`` of one column's ``tabular.Moments`` (its population std)."""
+    std = float(moments.std[0]) if moments.count else 0.0
+    return {"mean": float(moments.mean[0]), "scale": std if std > 0 else 1.0}
+
+
+def _target_scaling(normalization) -> tuple[float, float]:
+    """A regression's ``(mean, scale)`` from metadata's ``target_normalization``;
+    ``(0, 1)`` when absent (folders converted before targets were standardized)
+    or degenerate."""
+    if not isinstance(normalization, dict):
+        return 0.0, 1.0
+    mean, scale = normalization.get("mean"), normalization.get("scale")
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (mean, scale))
+    if not numbers or not (math.isfinite(mean) and math.isfinite(scale) and scale > 0):
+        return 0.0, 1.0
+    return float(mean), float(scale)
+
+
 class RecordSource(DataSource):
     """Sharded TFRecord files read as a stream (see the module docstring).
 
     Made with ``RecordSource.open(config)``.
     """
 
-    def __init__(self, *, train, eval_, input_shape, image_shape, feature_dtype, x_kind,
+    def __init__(self, *, splits, input_shape, image_shape, feature_dtype, x_kind,
                  num_classes, class_names, mean, scale, fingerprint, description,
-                 shuffle_buffer):  # fmt: skip
-        self.train = train
-        self.eval = eval_
+                 shuffle_buffer, target=(0.0, 1.0)):  # fmt: skip
+        self.split_files = splits  # {"train", "validation", "test"?: Split}
+        self.train = splits["train"]
         self.input_shape = tuple(int(d) for d in input_shape)
         self.image_shape = tuple(image_shape) if image_shape else None
         self.feature_dtype = feature_dtype
         self.x_kind = x_kind  # "bytes" or "floats"
         self.num_classes = int(num_classes)
         self.class_names = tuple(class_names) if class_names else None
-        self.num_train = train.examples
-        self.num_eval = eval_.examples
+        self.num_train = self.train.examples
+        self.num_validation = splits["validation"].examples
+        self.num_test = splits["test"].examples if "test" in splits else 0
+        self.splits = "validation and test: the files of their own splits"
         self.feature_mean = np.asarray(mean, np.float32).reshape(self.input_shape)
         self.feature_scale = np.asarray(scale, np.float32).reshape(self.input_shape)
+        self.target_mean, self.target_scale = (float(v) for v in target)
         self.fingerprint = fingerprint
         self.description = description
         self.shuffle_buffer = int(shuffle_buffer)
@@ -78,9 +103,10 @@ class RecordSource(DataSource):
         """
         if config.data_dir:
             return cls._from_metadata(config)
-        if not config.eval_files:
+        if not config.validation_files:
             raise DataError(
-                "--eval_files: required with --train_files when --data_dir is not given"
+                "--validation_files: required with --train_files when --data_dir is not given "
+                "(the validation split that the run's choices read)"
             )
         return cls._scanned(config)
 
@@ -90,7 +116,18 @@ class RecordSource(DataSource):
         metadata = read_metadata(data_dir)
         metadata_path = os.path.join(data_dir, METADATA)
         splits = {}
-        for split, flag in (("train", config.train_files), ("eval", config.eval_files)):
+        for split in SPLITS:
+            flag = getattr(config, f"{split}_files")
+            if split not in metadata["splits"]:
+                if flag:  # files of a split the folder lacks: counted once opened
+                    files = glob_files(flag, f"--{split}_files")
+                    splits[split] = Split(files, [None] * len(files))
+                elif split == "validation":
+                    raise DataError(
+                        f"{metadata_path}: has no validation split (converted by an earlier "
+                        "version); convert the data again, or give --validation_files"
+                    )
+                continue
             listed = metadata["splits"][split]["files"]
             if flag:
                 files = glob_files(flag, f"--{split}_files")
@@ -119,8 +156,7 @@ class RecordSource(DataSource):
         input_shape = (math.prod(shape),)
         regression = metadata["task"] == "regression"
         source = cls(
-            train=splits["train"],
-            eval_=splits["eval"],
+            splits=splits,
             input_shape=input_shape,
             image_shape=image,
             feature_dtype=metadata["feature_dtype"],
@@ -132,10 +168,28 @@ class RecordSource(DataSource):
             fingerprint=fingerprint(splits, metadata),
             description="",
             shuffle_buffer=config.shuffle_buffer,
+            target=_target_scaling(metadata.get("target_normalization")),
         )
         source._check_first_records()
+        for split in splits.values():
+            if None in split.counts:
+                split.counts = [source._count_records(path) for path in split.files]
+        source.num_validation = splits["validation"].examples
+        source.num_test = splits["test"].examples if "test" in splits else 0
         source.description = source._describe(data_dir)
         return source
+
+    def _count_records(self, path: str) -> int:
+        import tensorflow as tf
+
+        try:
+            return int(
+                tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER).reduce(
+                    0, lambda n, _: n + 1
+                )
+            )
+        except tf.errors.OpError as error:
+            raise DataError(f"{path}: {read_problem(error)}") from None
 
     @classmethod
     def _scanned(cls, config) -> RecordSource:
@@ -143,12 +197,15 @@ class RecordSource(DataSource):
 
         from trainer.data import tabular
 
-        train_files = glob_files(config.train_files, "--train_files")
-        eval_files = glob_files(config.eval_files, "--eval_files")
+        given = {
+            split: glob_files(getattr(config, f"{split}_files"), f"--{split}_files")
+            for split in SPLITS
+            if getattr(config, f"{split}_files")
+        }
+        train_files = given["train"]
         x_kind, size, regression = _schema(train_files[0])
         probe = cls(
-            train=Split(train_files, [0] * len(train_files)),
-            eval_=Split(eval_files, [0] * len(eval_files)),
+            splits={split: Split(files, [0] * len(files)) for split, files in given.items()},
             input_shape=(size,), image_shape=None,
             feature_dtype="uint8" if x_kind == "bytes" else "float32", x_kind=x_kind,
             num_classes=0 if regression else 2, class_names=None,
@@ -156,9 +213,9 @@ class RecordSource(DataSource):
             shuffle_buffer=config.shuffle_buffer,
         )  # fmt: skip
         probe._check_first_records()
-        moments = tabular.Moments(size)
+        moments, targets = tabular.Moments(size), tabular.Moments(1)
         counts, highest = {}, -1
-        for split, files in (("train", train_files), ("eval", eval_files)):
+        for split, files in given.items():
             counts[split] = []
             for path in files:
                 count = 0
@@ -169,6 +226,8 @@ class RecordSource(DataSource):
                         count += len(x)
                         if split == "train":
                             moments.update(x.reshape(len(x), -1).astype(np.float64))
+                            if regression:
+                                targets.update(y.reshape(-1, 1).astype(np.float64))
                         if not regression and len(y):
                             if y.min() < 0:
                                 raise DataError(f"{path}: class id {int(y.min())} is negative")
@@ -176,35 +235,36 @@ class RecordSource(DataSource):
                 except tf.errors.OpError as error:
                     raise DataError(f"{path}: {read_problem(error)}") from None
                 counts[split].append(count)
-        if not sum(counts["train"]):
-            raise DataError(f"--train_files={config.train_files}: the files hold no example")
-        if not sum(counts["eval"]):
-            raise DataError(f"--eval_files={config.eval_files}: the files hold no example")
+        for split in given:
+            if not sum(counts[split]):
+                flag = f"--{split}_files={getattr(config, f'{split}_files')}"
+                raise DataError(f"{flag}: the files hold no example")
         if not regression and highest < 1:
             raise DataError(f"--train_files={config.train_files}: fewer than 2 classes")
         mean, scale = moments.standardization()
-        splits = {
-            "train": Split(train_files, counts["train"]),
-            "eval": Split(eval_files, counts["eval"]),
-        }
+        splits = {split: Split(files, counts[split]) for split, files in given.items()}
 
         source = cls(
-            train=splits["train"], eval_=splits["eval"], input_shape=(size,),
+            splits=splits, input_shape=(size,),
             image_shape=image_shape_of((size,)), feature_dtype=probe.feature_dtype, x_kind=x_kind,
             num_classes=0 if regression else highest + 1, class_names=None, mean=mean,
             scale=scale, fingerprint=fingerprint(splits, {"mean": mean.tolist()}),
             description="", shuffle_buffer=config.shuffle_buffer,
+            target=_target_scaling(_moments_scaling(targets) if regression else None),
         )  # fmt: skip
         source.description = source._describe(os.path.dirname(train_files[0]))
         return source
 
     def _describe(self, where: str) -> str:
         task = f"{self.num_classes} classes" if self.num_classes else "regression"
+        counts = " / ".join(
+            f"{split.examples} {name} in {len(split.files)} files"
+            for name, split in self.split_files.items()
+        )
+        test = "" if "test" in self.split_files else "; no test split"
         return (
-            f"tfrecord {where}: {self.num_train} train / {self.num_eval} eval examples in "
-            f"{len(self.train.files)} + {len(self.eval.files)} files, {self.input_size} "
-            f"{self.feature_dtype} features, {task} (streamed; shuffle window "
-            f"{self.shuffle_buffer})"
+            f"tfrecord {where}: {counts}{test}; {self.input_size} {self.feature_dtype} "
+            f"features, {task} (streamed; shuffle window {self.shuffle_buffer})"
         )
 
     def _check_first_records(self) -> None:
@@ -212,7 +272,7 @@ class RecordSource(DataSource):
         named now rather than failing mid-run."""
         import tensorflow as tf
 
-        for path in self.train.files + self.eval.files:
+        for path in (path for split in self.split_files.values() for path in split.files):
             try:
                 records = list(
                     tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER)
@@ -241,7 +301,10 @@ class RecordSource(DataSource):
             features = tf.io.parse_example(serialized, spec)
             x = features["x"]
         x = tf.reshape(x, [-1, *self.input_shape])
-        return x, features["y"]
+        y = features["y"]
+        if not self.num_classes:  # a regression's targets, standardized
+            y = (y - self.target_mean) / self.target_scale
+        return x, y
 
     def _parse_training(self, serialized):
         """``_parse`` with the labels checked against ``num_classes``: under XLA
@@ -375,14 +438,20 @@ class RecordSource(DataSource):
         )
         return iter(distributed)
 
-    def eval_dataset(self, strategy, global_batch_size=2048):
+    def validation_dataset(self, strategy, global_batch_size=2048):
+        return self._whole(self.split_files["validation"], strategy, global_batch_size)
+
+    def test_dataset(self, strategy, global_batch_size=2048):
+        return self._whole(self.split_files["test"], strategy, global_batch_size)
+
+    def _whole(self, split, strategy, global_batch_size):
         import tensorflow as tf
 
         per_replica = max(1, global_batch_size // strategy.num_replicas_in_sync)
 
         def make(context):
             pipelines, index = context.num_input_pipelines, context.input_pipeline_id
-            files, _, by_data = self._assignment(self.eval, pipelines, index, log=False)
+            files, _, by_data = self._assignment(split, pipelines, index, log=False)
             records = tf.data.TFRecordDataset(files, buffer_size=_READ_BUFFER)
             if by_data:
                 records = records.shard(pipelines, index)

@@ -65,7 +65,8 @@ class DatasetWriter:
 
     Args:
       folder: where the files go (``output_folder``'s temporary folder).
-      counts: ``{"train": n, "eval": m}``: examples to come (caps the shards).
+      counts: ``{split: examples}`` to come (caps the shards), e.g.
+        ``{"train": n, "validation": v, "test": t}``.
       num_shards: files per split.
       dtype: ``uint8`` or ``float32``, how features are stored.
       regression: labels are float targets rather than class ids.
@@ -80,12 +81,16 @@ class DatasetWriter:
             for split, count in counts.items()
         }
         self.moments = tabular.Moments(size)
+        self.regression = bool(regression)
+        self.targets = tabular.Moments(1)  # a regression's training targets
 
     def write(self, split: str, x: np.ndarray, y: np.ndarray, ids: np.ndarray) -> None:
         if not len(x):
             return
         if split == "train":
             self.moments.update(x.reshape(len(x), -1).astype(np.float64))
+            if self.regression:
+                self.targets.update(np.asarray(y, np.float64).reshape(-1, 1))
         self.writers[split].write(x, y, ids)
 
     def metadata(self, **facts) -> dict:
@@ -105,13 +110,21 @@ class DatasetWriter:
                 "examples": sum(f["examples"] for f in files.values()),
                 "files": files,
             }
-        return {
+        metadata = {
             "format": FORMAT,
             **facts,
             "splits": splits,
             "statistics": {"mean": mean.tolist(), "std": std.tolist()},
             "normalization": normalization,
         }
+        if self.regression and self.targets.count:
+            # The targets are standardized with these in training; the model undoes it.
+            std = float(self.targets.std[0])
+            metadata["target_normalization"] = {
+                "mean": float(self.targets.mean[0]),
+                "scale": std if std > 0 else 1.0,
+            }
+        return metadata
 
 
 @contextlib.contextmanager

@@ -13,16 +13,17 @@ from trainer.errors import DataError
 
 # -- sin(x) regression and synthetic data ----------------------------------------
 def load_sin(config) -> Arrays:
-    """The notebook's regression: y = sin(x) for x in [0, 2 pi]."""
+    """The notebook's regression: y = sin(x) for x in [0, 2 pi]; 1000 training
+    points evenly spaced, 200 validation and 200 test points drawn uniformly."""
     rng = np.random.default_rng(config.seed)
     x_train = np.linspace(0, 2 * np.pi, 1000, dtype=np.float32)[:, None]
-    x_eval = rng.uniform(0, 2 * np.pi, size=(200, 1)).astype(np.float32)
-    y_train = np.sin(x_train[:, 0]).astype(np.float32)
-    y_eval = np.sin(x_eval[:, 0]).astype(np.float32)
-    mean, scale = standard_scaling(x_train)
+    x_held = rng.uniform(0, 2 * np.pi, size=(400, 1)).astype(np.float32)
+    y_train, y_held = (np.sin(x[:, 0]).astype(np.float32) for x in (x_train, x_held))
     return Arrays(
-        x_train, y_train, x_eval, y_eval, 0, mean, scale,
-        "sin: 1000 train / 200 eval points on [0, 2pi]",
+        x_train, y_train, x_held[:200], y_held[:200], 0, None, None, "sin: points on [0, 2pi]",
+        x_validation=x_held[200:], y_validation=y_held[200:],
+        splits=f"validation and test: 200 points each drawn uniformly, seed {config.seed}",
+        fit_scaling=standard_scaling,
     )  # fmt: skip
 
 
@@ -46,8 +47,8 @@ def load_synthetic(config) -> Arrays:
     ):
         if value < least:
             raise DataError(f"--{name}={value}: must be >= {least}")
-    n_eval = max(1, n // 8)
-    total = n + n_eval
+    n_held = max(1, n // 8)  # each of validation and test
+    total = n + 2 * n_held
     # Drawn in float64 then cast (12 bytes a value), for the features and the
     # teacher's logits alike.
     resources.check_memory(
@@ -57,6 +58,8 @@ def load_synthetic(config) -> Arrays:
     )
     x, y = teacher_labelled(total, d, c, config.seed)
     return Arrays(
-        x[:n], y[:n], x[n:], y[n:], c, np.zeros(d, np.float32), np.ones(d, np.float32),
-        f"synthetic: {n} train / {n_eval} eval, {d} features, {c} classes", image_shape_of((d,)),
+        x[:n], y[:n], x[n + n_held :], y[n + n_held :], c, np.zeros(d, np.float32),
+        np.ones(d, np.float32), f"synthetic: {d} features, {c} classes", image_shape_of((d,)),
+        x_validation=x[n : n + n_held], y_validation=y[n : n + n_held],
+        splits=f"validation and test: {n_held} examples each from the same teacher",
     )  # fmt: skip

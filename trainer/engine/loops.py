@@ -91,6 +91,7 @@ def make_loop(
         return tf.constant(False)
 
     jit = {"jit_compile": True} if prepared else {}
+    loop.__name__ = name  # the graph's name in TensorBoard's Graphs dashboard
     return tf.function(loop, autograph=False, **jit)
 
 
