@@ -68,6 +68,19 @@ def test_readmes_first_command_prints_what_readme_shows(tmp_path):
     assert "input: batches gathered in the compiled loop from memory" in result.stderr
     for chatter in ("oneDNN custom operations", "cuda", "absl::InitializeLog"):
         assert chatter not in result.stderr
+    # The same command again trains nothing and writes no new export version, whether
+    # the exported best checkpoint is the last one or not.
+    again = subprocess.run(
+        [sys.executable, "-m", "trainer.main", "--model_dir=runs/digits"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert os.listdir(run / "export") == ["1"]
+    after = results(run)
+    for key in ("best_step", "export_step", "test_step", "test_accuracy", "export_path"):
+        assert after[key] == figures[key], key
+    assert after["export_step"] == after["best_step"]
+    assert os.path.exists(run / "checkpoints" / "best" / f"best-{after['best_step']}.index")
 
 
 @pytest.mark.parametrize(
@@ -183,3 +196,28 @@ def test_onednn_kernels_are_on_unless_the_environment_says_0(setting, enabled):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(enabled)
+
+
+def test_every_command_expands_home_in_path_flags(tmp_path):
+    """README's own example: ``--data_dir=~/mnist`` (the shell leaves ``~`` after ``=``)."""
+    from datafiles import write_mnist
+
+    write_mnist(str(tmp_path / "mnist"), n_train=300)
+    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=ROOT)
+    converted = subprocess.run(
+        [sys.executable, "-m", "trainer.convert", "--source=mnist", "--data_dir=~/mnist",
+         "--output_dir=~/converted", "--num_shards=1"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert converted.returncode == 0, converted.stderr
+    assert (tmp_path / "converted" / "metadata.json").exists()
+    from trainer import cli as cli_lib
+
+    class Flag:
+        def __init__(self, value):
+            self.value = value
+
+    values = {"model_dir": Flag("~/run"), "learning_rate": Flag(0.1), "grid": Flag("~x")}
+    cli_lib.expand_path_flags(values)
+    assert values["model_dir"].value == os.path.expanduser("~/run")
+    assert values["grid"].value == "~x" and values["learning_rate"].value == 0.1

@@ -78,12 +78,28 @@ def run_as_python(args: list[str]) -> int:
 
 
 def parse_flags(argv):
-    """``app.run``'s ``flags_parser``: a flag error becomes one line, exit status 2."""
+    """``app.run``'s ``flags_parser``: a flag error becomes one line, exit status 2;
+    ``~`` is expanded in every path flag (the shell leaves ``--flag=~/x`` alone)."""
     _check_flagfiles(argv[1:])
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
     except flags.Error as error:
         fail(error)
+    expand_path_flags(flags.FLAGS)
+    return rest
+
+
+# Flags holding a path (or a glob of paths), by the end of their name.
+PATH_FLAG_ENDINGS = ("_dir", "_path", "_files", "json", "flagfile")
+
+
+def expand_path_flags(flag_values) -> None:
+    """Expands ``~`` and ``~user`` in the string flags that hold paths, in place."""
+    for name in list(flag_values):
+        flag = flag_values[name]
+        value = flag.value
+        if isinstance(value, str) and value.startswith("~") and name.endswith(PATH_FLAG_ENDINGS):
+            flag.value = os.path.expanduser(value)
 
 
 def _check_flagfiles(args) -> None:

@@ -27,6 +27,26 @@ def metric_names(classification: bool) -> list[str]:
             "test_mae", "test_r2", "train_loss"]  # fmt: skip
 
 
+def custom_scalars_layout(classification: bool):
+    """The Custom Scalars dashboard's layout (a ``Summary`` protobuf): the train,
+    validation and test curves of each figure in one chart, with the learning
+    rate and the speed beside them."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.custom_scalar import summary as custom_scalar
+
+    figure = ("accuracy", "loss") if classification else ("rmse", "loss", "mae", "r2")
+    charts = [(name, [f"^{name}$"]) for name in figure]
+    charts += [("learning rate", ["^learning_rate$"]), ("examples/s", ["^examples_per_sec$"])]
+    category = layout_pb2.Category(
+        title="train, validation and test",
+        chart=[
+            layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=tags))
+            for title, tags in charts
+        ],
+    )
+    return custom_scalar.pb(layout_pb2.Layout(category=[category]))
+
+
 def hparam_values(config) -> dict:
     """The settings HParams shows for a run: ``{name: str | float | int}``."""
     values = {
@@ -99,13 +119,20 @@ class Writers:
         from tensorboard.plugins.hparams import api as hp
 
         values = hparam_values(config)
+        # The dashboard's columns (it shows the first few, sorted by name): what
+        # defines this network and its training; every setting stays in the session.
+        network = "hidden" if config.model == "mlp" else "layers"
+        shown = [network, "activation", "init", "optimizer", "learning_rate", "batch_size",
+                 "lr_schedule", "weight_decay", "model", "seed"]  # fmt: skip
         metrics = [
             hp.Metric(f"{HPARAMS_PREFIX}{name}", group="", display_name=name.replace("_", " "))
             for name in metric_names(config.loss == "cross_entropy")
         ]
         with self.root.as_default():
-            hp.hparams_config(hparams=[hp.HParam(name) for name in values], metrics=metrics)
+            hp.hparams_config(hparams=[hp.HParam(name) for name in shown], metrics=metrics)
             hp.hparams(values, trial_id=os.path.basename(os.path.abspath(config.model_dir)))
+            layout = custom_scalars_layout(config.loss == "cross_entropy")
+            tf.summary.experimental.write_raw_pb(layout.SerializeToString(), step=0)
         self.root.flush()
 
     def hparams_figures(self, step: int, figures: dict) -> None:
