@@ -387,6 +387,8 @@ class LayerKind(Entry):
       prefix: layers are named ``<prefix>_<k>``.
       input: ``images`` if the layer takes ``[H, W, C]`` examples, ``flat`` if
         ``[D]``; None if either (it decides a network's input shape).
+      xla_deterministic: False if XLA has no deterministic gradient for the layer
+        (max-pool), so ``--deterministic`` keeps a network with it off XLA.
     """
 
     aliases: tuple[str, ...] = ()
@@ -399,6 +401,7 @@ class LayerKind(Entry):
     fixed: dict = dataclasses.field(default_factory=dict)
     prefix: str = ""
     input: str | None = None
+    xla_deterministic: bool = True
 
     @property
     def layer_prefix(self) -> str:
@@ -425,7 +428,7 @@ LAYERS: Registry[LayerKind] = Registry(
         LayerKind(
             "maxpool", _LAYER + "pooling:MaxPool2D", "the largest value of each window",
             usage="maxpoolK", example="maxpool2", window="pool_size",
-            options=("strides", "padding"), input="images",
+            options=("strides", "padding"), input="images", xla_deterministic=False,
         ),
         LayerKind(
             "avgpool", _LAYER + "pooling:AvgPool2D", "the mean of each window",

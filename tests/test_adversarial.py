@@ -29,8 +29,8 @@ import threading
 import forkserver
 import pytest
 
+from trainer import assembly, run_folder, train_lib
 from trainer import config as config_lib
-from trainer import run_folder, train_lib
 from trainer.config import UsageError
 
 from helpers import ROOT, assert_one_line_error, results, train
@@ -391,7 +391,9 @@ def test_config_json_with_null_epochs_and_null_train_steps_gets_the_default(run)
     _edit_config(run, epochs=None, train_steps=None)
     config = config_lib.resolve({"model_dir": str(run)})
     merged = run_folder.merge_saved_config(config, explicit={"model_dir"})
-    assert merged.epochs == config_lib.DEFAULT_EPOCHS and merged.train_steps is None
+    assert merged.epochs is None and merged.train_steps is None  # the default length
+    plan = assembly.plan(merged, num_train=3200, num_replicas=1)
+    assert plan.total_steps == config_lib.DEFAULT_EPOCHS * 100
 
 
 def test_bad_config_json_on_the_command_line_changes_nothing(run):

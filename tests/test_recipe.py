@@ -156,6 +156,23 @@ def test_weight_decay_makes_the_trained_weights_smaller(tmp_path):
     assert kernel_norm(tmp_path / "decayed") < 0.8 * kernel_norm(tmp_path / "plain")
 
 
+def test_of_equal_accuracies_the_lower_validation_loss_is_the_best():
+    from trainer.best_model import EvalTracker
+
+    tracker = EvalTracker()
+    assert tracker.update(0.9, 10, tiebreak=-0.5)
+    assert not tracker.update(0.9, 20, tiebreak=-0.6)  # equal accuracy, higher loss
+    assert tracker.update(0.9, 30, tiebreak=-0.4)  # equal accuracy, lower loss
+    assert int(tracker.since_best.numpy()) == 0 and int(tracker.best_step.numpy()) == 30
+    assert not tracker.update(0.8, 40, tiebreak=-0.1)  # a lower loss does not beat accuracy
+    assert not tracker.update(0.9, 50)  # no loss (NaN): never a tie's winner
+    assert tracker.update(0.95, 60) and int(tracker.best_step.numpy()) == 60
+    assert int(tracker.since_best.numpy()) == 0
+    # A loss-chosen best (no tie-break) keeps the first of equal losses.
+    by_loss = EvalTracker()
+    assert by_loss.update(-0.3, 1) and not by_loss.update(-0.3, 2)
+
+
 def test_early_stopping_exports_the_best_model_and_says_why_it_stopped(tmp_path):
     result = train(
         tmp_path, epochs=40, learning_rate=0.01, early_stopping_patience=2, eval_every=None,

@@ -485,6 +485,13 @@ def test_files_made_elsewhere_train_through_globs(tmp_path):
     )  # fmt: skip
     assert result["test_examples"] == 40 and result["test_accuracy"] > 0.8
     assert result["validation_examples"] == 40
+    # No test files: no test split, and the run says so rather than report a figure.
+    untested = train(
+        tmp_path / "r0", dataset="tfrecord", train_files=str(folder / "train*"),
+        validation_files=str(folder / "val*"), train_steps=5, batch_size=16,
+    )  # fmt: skip
+    assert untested["splits"]["test"] == 0 and untested["test_loss"] is None
+    assert untested["validation_examples"] == 40 and "test_step" not in untested
     with pytest.raises(UsageError, match="--validation_files: required"):
         train(tmp_path / "r1", dataset="tfrecord", train_files=str(folder / "train*"),
               train_steps=1)  # fmt: skip

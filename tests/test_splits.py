@@ -234,3 +234,20 @@ def test_the_sweep_says_where_trainer_flags_go(tmp_path):
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip
     assert_one_line_error(result, "--epochs: a trainer flag", "after --")
+
+
+def test_default_length_trains_small_tables_enough_and_evaluates_at_most_50_times():
+    from trainer import assembly
+
+    def plan(num_train, **values):
+        config = config_lib.resolve({"mode": "train_and_eval", "model_dir": "/tmp/x", **values})
+        return assembly.plan(config, num_train, num_replicas=1)
+
+    large = plan(3200)  # 100 steps an epoch: the default 20 epochs, evaluated each epoch
+    assert (large.total_steps, large.eval_every) == (2000, 100)
+    small = plan(127)  # 3 steps an epoch: whole epochs up to at least 500 steps
+    assert small.steps_per_epoch == 3 and small.total_steps == 3 * 167
+    assert small.eval_every == 3 * 4 and math.ceil(167 / 4) <= assembly.MAX_EVALUATIONS
+    assert plan(127, epochs=40).eval_every == 3  # up to 50 epochs: every epoch
+    assert plan(127, epochs=2).total_steps == 6  # an explicit length is kept
+    assert plan(127, train_steps=7, eval_every=2).eval_every == 2

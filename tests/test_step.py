@@ -385,7 +385,9 @@ def test_convolutions_stay_out_of_the_xla_loop_and_compile_step_by_step():
     y = rng.integers(0, 3, 24).astype(np.int64)
     weights = []
     for jit in (False, True):
-        model = models.zoo.from_spec("conv3x3:2,maxpool2,flatten", (6, 6, 1), 3, seed=0)
+        # (avgpool: another test of this process may have turned op determinism on,
+        # and XLA has no deterministic max-pool gradient)
+        model = models.zoo.from_spec("conv3x3:2,avgpool2,flatten", (6, 6, 1), 3, seed=0)
         assert has_convolutions(model)
         program = Trainer(
             model, models.optimizers.get("sgd", 0.1), global_batch_size=8, jit_compile=jit

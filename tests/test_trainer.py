@@ -71,6 +71,12 @@ def test_auto_jit_follows_the_kernels_it_would_replace(monkeypatch):
         assert not chosen(cpu, model="cnn", precision="bfloat16", deterministic=True)
         assert not chosen(cpu, model="lenet", precision="bfloat16", jit_compile="false")
         assert chosen(cpu, model="notebook_deep", jit_compile="true")
+        # XLA has no deterministic max-pool gradient: --deterministic wins over the request.
+        assert chosen(cpu, model="cnn", jit_compile="true")
+        assert chosen(cpu, model="cnn", layers="conv3x3:4,avgpool2,flatten", jit_compile="true",
+                      deterministic=True)  # fmt: skip
+        assert not chosen(cpu, model="cnn", jit_compile="true", deterministic=True)
+    assert xla_policy.xla_nondeterministic("cnn", "conv3x3:4,maxpool2,maxpool2") == ["maxpool"]
     assert xla_policy.resolve_jit(resolve({"model": "notebook_deep"}), "gpu", 1, "default")
 
 

@@ -9,6 +9,7 @@ evaluator take plain values and never read the configuration.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 
@@ -127,6 +128,9 @@ class Plan:
     eval_every: int
 
 
+MAX_EVALUATIONS = 50  # by default; --eval_every sets any cadence
+
+
 def plan(config: Config, num_train: int, num_replicas: int) -> Plan:
     """The figures of ``config`` on ``num_train`` training examples.
 
@@ -137,11 +141,20 @@ def plan(config: Config, num_train: int, num_replicas: int) -> Plan:
     if batch % num_replicas:
         raise UsageError(f"--batch_size={batch}: must divide evenly over {num_replicas} replicas")
     per_epoch = max(1, num_train // batch)
-    total = config.train_steps or max(1, config.epochs * (num_train // batch))
+    if config.train_steps:
+        total = config.train_steps
+    else:
+        epochs = config.epochs or max(
+            config_lib.DEFAULT_EPOCHS, math.ceil(config_lib.MIN_DEFAULT_STEPS / per_epoch)
+        )
+        total = epochs * per_epoch
     log_every = config.log_every or max(1, total // 10)
     eval_every = config.eval_every
-    if eval_every is None:  # once per epoch with train_and_eval, else only at the end
-        eval_every = per_epoch if config.mode == "train_and_eval" else 0
+    if eval_every is None and config.mode == "train_and_eval":
+        # Once per epoch, or every few epochs: at most MAX_EVALUATIONS in a run.
+        eval_every = per_epoch * math.ceil(math.ceil(total / per_epoch) / MAX_EVALUATIONS)
+    elif eval_every is None:  # only at the end
+        eval_every = 0
     return Plan(
         batch,
         total,

@@ -23,7 +23,10 @@ class EvalTracker(tf.Module):
     reduce-on-plateau wait on; checkpointed with the run.
 
     ``best_value`` is the best metric as "higher is better" (accuracy, or minus
-    the loss); NaN before the first evaluation.
+    the loss); NaN before the first evaluation. ``best_tiebreak`` (minus the loss,
+    when the metric is accuracy) decides between evaluations of equal metric: on
+    a small validation split accuracy saturates early, and the first 100% would
+    otherwise stay the best however the loss goes on improving.
     """
 
     def __init__(self):
@@ -31,14 +34,18 @@ class EvalTracker(tf.Module):
         with self.name_scope:
             self.best_value = tf.Variable(float("nan"), dtype=tf.float64, trainable=False)
             self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+            self.best_tiebreak = tf.Variable(float("nan"), dtype=tf.float64, trainable=False)
             self.since_best = tf.Variable(0, dtype=tf.int64, trainable=False)
             self.plateau_wait = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    def update(self, value: float, step: int) -> bool:
-        """Records an evaluation (higher is better); returns whether it is the best."""
+    def update(self, value: float, step: int, tiebreak: float = math.nan) -> bool:
+        """Records an evaluation (higher is better, and of equal values the higher
+        ``tiebreak``); returns whether it is the best."""
         best = float(self.best_value.numpy())
-        if math.isfinite(value) and (not math.isfinite(best) or value > best):
+        tied = value == best and tiebreak > float(self.best_tiebreak.numpy())
+        if math.isfinite(value) and (not math.isfinite(best) or value > best or tied):
             self.best_value.assign(value)
+            self.best_tiebreak.assign(tiebreak if math.isfinite(tiebreak) else -math.inf)
             self.best_step.assign(step)
             self.since_best.assign(0)
             self.plateau_wait.assign(0)
@@ -110,8 +117,10 @@ class BestModel:
         log line); returns ``early_stop`` when it is time."""
         value = metrics.get(self.figure, math.nan)
         higher = value if self.higher_is_better else -value
+        # Of equal accuracies, the lower loss.
+        tiebreak = -metrics.get("loss", math.nan) if self.higher_is_better else math.nan
         previous = self.best_step
-        if self.tracker.update(higher, step):
+        if self.tracker.update(higher, step, tiebreak):
             saved = ""
             if self.checkpoints is not None:
                 path = self.checkpoints.save_best(step)

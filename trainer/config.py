@@ -33,7 +33,11 @@ JIT_CHOICES = ("auto", "true", "false")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("float32", "bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+# Without --epochs or --train_steps: 20 epochs, and at least 500 steps (whole
+# epochs), so that a small table (a few steps an epoch) is trained as well as a
+# larger one.
 DEFAULT_EPOCHS = 20
+MIN_DEFAULT_STEPS = 500
 
 # Counts of steps, examples and the like are capped at int32: the compiled loop
 # counts in int32, and nothing beyond it is a sensible request.
@@ -207,7 +211,7 @@ class Config:
     l2: float = 0.0
     label_smoothing: float = 0.0
     batch_size: int = 32
-    epochs: int | None = DEFAULT_EPOCHS
+    epochs: int | None = None
     train_steps: int | None = None
     steps_per_loop: int | None = None
     jit_compile: str = "auto"
@@ -501,8 +505,6 @@ def _fill_defaults(values: dict) -> None:
         values["model_dir"] = (
             default_model_dir(str(values["dataset"]), str(model)) if training else ""
         )
-    if values["epochs"] is None and not values["train_steps"]:
-        values["epochs"] = DEFAULT_EPOCHS
 
 
 def _check_data_flags(f) -> None:

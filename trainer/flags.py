@@ -203,7 +203,10 @@ flags.DEFINE_integer(
     "batch_size", _DEFAULTS.batch_size, "Global batch size; >= the training set is full batch."
 )
 flags.DEFINE_integer(
-    "epochs", None, f"Passes over the training set (default {config_lib.DEFAULT_EPOCHS})."
+    "epochs",
+    None,
+    f"Passes over the training set (default {config_lib.DEFAULT_EPOCHS}, or more to train at "
+    f"least {config_lib.MIN_DEFAULT_STEPS} steps).",
 )
 flags.DEFINE_integer("train_steps", None, "Training steps; wins over --epochs.")
 flags.DEFINE_integer("steps_per_loop", None, "Steps per compiled call; default: chosen.")
@@ -228,7 +231,8 @@ flags.DEFINE_integer(
     "eval_every",
     None,
     "Evaluate on the validation split every N steps during training (default: once per "
-    "epoch with --mode=train_and_eval; 0: only at the end).",
+    "epoch with --mode=train_and_eval, or every few epochs to evaluate at most 25 times; "
+    "0: only at the end).",
 )
 flags.DEFINE_integer(
     "early_stopping_patience",

@@ -129,8 +129,6 @@ def merge_saved_config(config: Config, explicit: set[str]) -> Config:
         merged = dataclasses.replace(merged, **{field: options})
     if logged:
         logging.info("resuming with changed settings: %s", "; ".join(logged))
-    if merged.epochs is None and not merged.train_steps:  # as resolve() does for the flags
-        merged = dataclasses.replace(merged, epochs=config_lib.DEFAULT_EPOCHS)
     return merged
 
 

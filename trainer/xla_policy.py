@@ -85,16 +85,28 @@ def auto_jit_choice(
     return True, "dense layers in float32, measured faster with XLA on CPU"
 
 
-def uses_convolutions(model: str, layers: str | None = None, hidden=()) -> bool:
-    """Whether a ``--model`` (with its ``--layers`` or ``--hidden``) has a convolution
-    (False if the specification does not parse)."""
+def _layer_kinds(model: str, layers: str | None, hidden) -> list:
+    """The ``LayerKind`` of each layer of a ``--model`` (with its ``--layers`` or
+    ``--hidden``); empty if the specification does not parse."""
     from models import spec
 
     try:
-        specs = spec.parse(spec.model_spec(model, layers, hidden))
+        return [item.kind for item in spec.parse(spec.model_spec(model, layers, hidden))]
     except spec.SpecError:
-        return False
-    return any(item.kind.window == "kernel_size" for item in specs)
+        return []
+
+
+def uses_convolutions(model: str, layers: str | None = None, hidden=()) -> bool:
+    """Whether a ``--model`` (with its ``--layers`` or ``--hidden``) has a convolution
+    (False if the specification does not parse)."""
+    return any(kind.window == "kernel_size" for kind in _layer_kinds(model, layers, hidden))
+
+
+def xla_nondeterministic(model: str, layers: str | None = None, hidden=()) -> list[str]:
+    """The layer tokens of a network that XLA cannot differentiate deterministically
+    (``LayerKind.xla_deterministic``), each once, in order."""
+    names = [k.name for k in _layer_kinds(model, layers, hidden) if not k.xla_deterministic]
+    return list(dict.fromkeys(names))
 
 
 def resolve_jit(config: Config, device: str, num_replicas: int, strategy_name: str) -> bool:
@@ -108,6 +120,16 @@ def resolve_jit(config: Config, device: str, num_replicas: int, strategy_name: s
             logging.info("XLA: off (under a distribution strategy)")
         return False
     if requested == "true":
+        blocking = config.deterministic and xla_nondeterministic(
+            config.model, config.layers, config.hidden
+        )
+        if blocking:
+            logging.warning(
+                "XLA: off (requested, but XLA has no deterministic gradient for %s, "
+                "and --deterministic wins)",
+                ", ".join(blocking),
+            )
+            return False
         logging.info("XLA: on (--jit_compile=true)")
         return True
     if requested == "false":
