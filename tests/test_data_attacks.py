@@ -9,8 +9,10 @@ the end-to-end one-line error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import warnings
 
 import numpy as np
@@ -337,6 +339,93 @@ def test_csv_path_problems(tmp_path):
         _load(tmp_path, dataset="csv", csv_path=str(tmp_path / "no.csv"))
     with _raises("--csv_path: required with --dataset=csv"):
         _load(tmp_path, dataset="csv", csv_path=None)
+
+
+@contextlib.contextmanager
+def _no_hang(seconds: int = 30):
+    """Fails the test instead of hanging (reading a FIFO would wait for a writer)."""
+
+    def hung(signum, frame):
+        raise AssertionError(f"still reading after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _not_csv_files(tmp_path) -> dict:
+    """``{path: what the error says}`` of paths that are not CSV files."""
+    fifo = str(tmp_path / "pipe.csv")
+    os.mkfifo(fifo)
+    return {
+        str(tmp_path): "is a folder, not a CSV file",
+        os.devnull: "is not a regular file (a character device)",
+        "/dev/zero": "is not a regular file (a character device)",
+        fifo: "is not a regular file (a FIFO)",
+        str(tmp_path / "no.csv"): "no such file",
+    }
+
+
+@pytest.mark.parametrize("flag", ["csv_path", "test_csv_path", "validation_csv_path"])
+def test_csv_paths_that_are_not_files_say_what_they_are(tmp_path, flag):
+    train_csv = write_csv(str(tmp_path / "train.csv"), n=40, features=4)
+    for path, problem in _not_csv_files(tmp_path).items():
+        paths = {"csv_path": train_csv, flag: path}
+        with _no_hang(), _raises(f"--{flag}={path}: {problem}"):
+            _load(tmp_path, dataset="csv", **paths)
+
+
+def test_csv_reader_refuses_a_fifo_without_waiting(tmp_path):
+    from trainer.data import tabular
+
+    fifo = str(tmp_path / "pipe.csv")
+    os.mkfifo(fifo)
+    with _no_hang():
+        for read in (tabular.read_header, tabular.count_lines):
+            with _raises(f"{fifo}: is not a regular file (a FIFO)"):
+                read(fifo)
+        with _raises(f"{fifo}: is not a regular file (a FIFO)"):
+            list(tabular.iter_chunks(fifo, ["label", "a"], "label"))
+
+
+def test_converter_paths_that_are_not_files_say_what_they_are(tmp_path):
+    import types
+
+    from trainer import convert
+
+    def converting(source, **paths):
+        opts = types.SimpleNamespace(source=source, output_dir=str(tmp_path / "out"), **paths)
+        return convert.convert(opts)
+
+    for path, problem in _not_csv_files(tmp_path).items():
+        with _no_hang(), _raises(f"--csv_path={path}: {problem}"):
+            converting("csv", csv_path=path)
+        problem = problem.replace("a CSV file", "a NumPy .npz file")
+        with _no_hang(), _raises(f"--npz_path={path}: {problem}"):
+            converting("npz", npz_path=path)
+    empty = write_file(str(tmp_path / "empty.npz"), b"")
+    with _raises(f"--npz_path={empty}: is empty"):
+        converting("npz", npz_path=empty)
+    assert sorted(os.listdir(tmp_path)) == ["empty.npz", "pipe.csv"]  # no leftover
+
+
+@pytest.mark.parametrize(
+    "flag",
+    ["test_csv_path", "csv_path"],
+)
+def test_not_a_csv_file_is_a_one_line_usage_error(tmp_path, flag):
+    train_csv = write_csv(str(tmp_path / "train.csv"), n=40, features=4)
+    paths = {"csv_path": train_csv, flag: os.devnull}
+    result = cli(
+        "--dataset=csv", *(f"--{name}={path}" for name, path in paths.items()),
+        f"--model_dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert_one_line_error(result, f"--{flag}={os.devnull}: is not a regular file")
+    assert result.returncode == 2
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")

@@ -41,8 +41,9 @@ def checkpoint_dir(model_dir: str) -> str:
     return os.path.join(model_dir, "checkpoints")
 
 
-def _step_of(prefix: str) -> int:
-    match = re.search(r"ckpt-(\d+)$", prefix)
+def step_of(prefix: str) -> int:
+    """The step of a ``ckpt-<step>`` or ``best-<step>`` prefix (-1 for another name)."""
+    match = re.search(r"(?:ckpt|best)-(\d+)$", prefix)
     return int(match.group(1)) if match else -1
 
 
@@ -103,7 +104,7 @@ class Checkpoints:
         prefixes = set() if self.scratch_directory else set(self.manager.checkpoints)
         for index in glob.glob(os.path.join(glob.escape(self.directory), "ckpt-*.index")):
             prefixes.add(index[: -len(".index")])
-        return sorted(prefixes, key=_step_of, reverse=True)
+        return sorted(prefixes, key=step_of, reverse=True)
 
     @property
     def latest(self) -> str | None:
@@ -265,7 +266,7 @@ class Checkpoints:
                     self._move_aside(path)
                     moved = True
                 continue
-            self._current_step = _step_of(path)
+            self._current_step = step_of(path)
             if moved or (move_corrupt and self.manager.latest_checkpoint != path):
                 self._reset_state(path)
             return path
@@ -282,7 +283,7 @@ class Checkpoints:
         kept = [
             p
             for p in reversed(self.candidates())
-            if _step_of(p) <= _step_of(restored) and os.path.exists(p + ".index")
+            if step_of(p) <= step_of(restored) and os.path.exists(p + ".index")
         ]
         lines = [f'model_checkpoint_path: "{os.path.basename(restored)}"']
         lines += [f'all_model_checkpoint_paths: "{os.path.basename(p)}"' for p in kept]

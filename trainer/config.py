@@ -23,8 +23,8 @@ import types
 from models import registry
 from models import spec as model_spec
 from trainer.data import DATASETS, SOURCES
-from trainer.errors import UsageError
-from trainer.files import is_regular_file
+from trainer.errors import DataError, UsageError
+from trainer.files import check_input_file, is_regular_file
 
 MODES = ("train", "eval", "train_and_eval", "export")
 BEST_METRICS = ("auto", "validation_accuracy", "validation_loss")
@@ -257,9 +257,11 @@ _TYPES = {f.name: str(f.type) for f in dataclasses.fields(Config)}
 
 def parse_hidden(text: str) -> tuple[int, ...]:
     """``"500,500"`` -> ``(500, 500)``; raises ``UsageError`` naming ``--hidden``."""
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    if not parts:
+    parts = [p.strip() for p in str(text).split(",")]
+    if not any(parts):
         raise UsageError(f"--hidden={text!r}: give at least one layer size, e.g. --hidden=100")
+    if not all(parts):
+        raise UsageError(f"--hidden={text}: an empty layer size between commas")
     sizes = []
     for part in parts:
         try:
@@ -495,6 +497,11 @@ def _fill_defaults(values: dict) -> None:
         raise UsageError(
             f"--layers: applies to --model=cnn only (--model={model} has its own layers)"
         )
+    if takes == "layers" and values["layers"] is not None and not str(values["layers"]).strip():
+        raise UsageError(
+            f"--layers: empty; --model={model} needs its layers, e.g. "
+            f"--layers={registry.MODELS.get(model).layers}"
+        )
     values.update(model_defaults(model, values["layers"], values["activation"]))
     if values["loss"] is None:
         values["loss"] = "mse" if dataset_is_regression(values) else "cross_entropy"
@@ -515,9 +522,13 @@ def _check_data_flags(f) -> None:
             raise UsageError(f"{given}: required with --dataset={f.dataset} ({source.doc})")
     for flag, kind in source.paths.items():
         path = getattr(f, flag)
-        if path:
-            exists = os.path.isdir(path) if kind == "folder" else os.path.isfile(path)
-            _require(exists, f"--{flag}={path}: no such {kind}")
+        if path and kind == "folder":
+            _require(os.path.isdir(path), f"--{flag}={path}: no such folder")
+        elif path:
+            try:  # a folder, /dev/null or a FIFO named as what it is
+                check_input_file(path, f"--{flag}={path}", "CSV file")
+            except DataError as error:
+                raise UsageError(str(error)) from None
 
 
 def _check_folders(f) -> None:
@@ -548,6 +559,13 @@ def _check_folders(f) -> None:
 def _check_consistent(f) -> None:
     _check_data_flags(f)
     _check_folders(f)
+    for patience in ("early_stopping_patience", "lr_plateau_patience"):
+        if getattr(f, patience) and (f.mode != "train_and_eval" or f.eval_every == 0):
+            raise UsageError(
+                f"--{patience}={getattr(f, patience)}: counts evaluations, and "
+                + (f"--mode={f.mode} makes none (--mode=train_and_eval does)"
+                   if f.mode != "train_and_eval" else "--eval_every=0 turns them off")
+            )  # fmt: skip
     if f.label_smoothing and f.loss != "cross_entropy":
         raise UsageError(
             f"--label_smoothing={f.label_smoothing}: applies to --loss=cross_entropy only"
@@ -634,9 +652,13 @@ def load(path: str) -> dict:
     if not isinstance(saved, dict):
         raise UsageError(f"{path}: not a JSON object of settings")
     saved = _migrate(saved)
+    unknown = sorted(name for name in saved if name not in FIELD_NAMES)
+    if unknown:
+        raise UsageError(
+            f"{path}: {', '.join(map(json.dumps, unknown))[:120]}: not a setting of this "
+            "version (a typo?); fix or remove the file"
+        )
     for name, value in saved.items():
-        if name not in FIELD_NAMES:
-            continue  # written by another version: ignored
         problem = field_problem(name, value)
         if problem:
             raise UsageError(

@@ -25,8 +25,11 @@ The statistics (per-feature mean and standard deviation of the training split)
 are computed in the same streaming pass that writes the files. Everything is
 written into a hidden temporary folder that is renamed to ``--output_dir``
 when complete, so an interrupted conversion leaves nothing that looks like a
-dataset. Exit status: 0 done, 2 bad input (one line naming the file, row and
-column where there is one), 128 + N stopped by signal N.
+dataset; a conversion killed outright (SIGKILL) leaves a hidden
+``.tmp-convert-<host>.<pid>.*`` folder that the next conversion beside it
+removes once that process is gone. Exit status: 0 done, 2 bad input (one
+line naming the file, row and column where there is one), 128 + N stopped by
+signal N.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import zipfile
 import numpy as np
 from absl import app, flags, logging
 
+from trainer import files
 from trainer.cli import (
     Interrupted,
     end_on_signals,
@@ -168,11 +172,13 @@ def _magic(key: str) -> int:
     return mnist.IMAGE_MAGIC if key.endswith("images") else mnist.LABEL_MAGIC
 
 
-def _required_file(path, flag: str, source: str) -> str:
+def _required_file(path, flag: str, source: str, kind: str, empty_ok: bool = True) -> str:
+    """``path`` when it names a regular file (``kind``, in messages); a one-line
+    ``DataError`` when it is missing, a folder, a FIFO, a device (``/dev/null``)
+    or, unless ``empty_ok``, empty."""
     if not path:
         raise UsageError(f"--{flag}: required with --source={source}")
-    if not os.path.isfile(path):
-        raise UsageError(f"--{flag}={path}: no such file")
+    files.check_input_file(path, f"--{flag}={path}", kind, empty_ok=empty_ok)
     return path
 
 
@@ -180,7 +186,7 @@ def _required_file(path, flag: str, source: str) -> str:
 def convert_csv(opts, folder: str) -> dict:
     from trainer.data import tabular
 
-    path = _required_file(opts.csv_path, "csv_path", "csv")
+    path = _required_file(opts.csv_path, "csv_path", "csv", "CSV file")
     regression = opts.task == "regression"
     label_column = opts.label_column
     columns = tabular.read_header(path, label_column)
@@ -287,7 +293,7 @@ class _NpyMember:
 
 
 def convert_npz(opts, folder: str) -> dict:
-    path = _required_file(opts.npz_path, "npz_path", "npz")
+    path = _required_file(opts.npz_path, "npz_path", "npz", "NumPy .npz file", empty_ok=False)
     try:
         archive = zipfile.ZipFile(path)
         names = set(archive.namelist())

@@ -5,7 +5,10 @@
 folder already there, starting at 1; older versions stay. The SavedModel is
 first written to a hidden temporary sibling folder and then renamed into place,
 so TensorFlow Serving (which ignores non-numeric folders) never sees half a
-version, even after a crash.
+version, even after a crash. That folder, ``.tmp-export-<host>.<pid>.<random>``,
+is removed when the export fails or is stopped; one left by an exporter killed
+outright (SIGKILL) is removed by the next export into the same folder, its
+process being gone (``files.remove_dead_leftovers``), never one still written.
 
 The exported module holds only the model (its ``Normalization`` scaling, its
 layers' weights and BatchNorm's moving averages), not the optimizer or the
@@ -36,14 +39,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 
 import tensorflow as tf
 from absl import logging
 
 from trainer.errors import UsageError, one_line
-from trainer.files import writable_folder
+from trainer.files import private_folder, remove_dead_leftovers, writable_folder
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "x"
@@ -178,33 +179,31 @@ def export_model(
     # Trace outside any summary writer's reach: the export writes no summaries.
     with tf.summary.record_if(False):
         serving_fn = module.serve.get_concrete_function()
-    temporary = None
+    # What an exporter killed outright (SIGKILL) left here; never a live one's.
+    remove_dead_leftovers(export_dir, _TEMPORARY_PREFIX)
     try:
         # A fresh folder of its own (never a planted link), removed whatever happens.
-        temporary = tempfile.mkdtemp(prefix=_TEMPORARY_PREFIX, dir=export_dir)
-        os.chmod(temporary, 0o755)  # readable by a serving process of another user
-        with _quiet_tensorflow_info():
-            tf.saved_model.save(module, temporary, signatures={SIGNATURE_KEY: serving_fn})
-        # Another exporter may claim a number between listing and renaming (or
-        # a file may hold the name); the rename then fails: try the next number.
-        version = 0
-        for _ in range(100):
-            version = max([*existing_versions(export_dir), version]) + 1
-            path = os.path.join(export_dir, str(version))
-            try:
-                os.rename(temporary, path)
-                break
-            except OSError:
-                if not os.path.exists(path):
-                    raise
-        else:
-            raise OSError(f"no free version number after {version}")
+        with private_folder(export_dir, _TEMPORARY_PREFIX) as temporary:
+            os.chmod(temporary, 0o755)  # readable by a serving process of another user
+            with _quiet_tensorflow_info():
+                tf.saved_model.save(module, temporary, signatures={SIGNATURE_KEY: serving_fn})
+            # Another exporter may claim a number between listing and renaming (or
+            # a file may hold the name); the rename then fails: try the next number.
+            version = 0
+            for _ in range(100):
+                version = max([*existing_versions(export_dir), version]) + 1
+                path = os.path.join(export_dir, str(version))
+                try:
+                    os.rename(temporary, path)
+                    break
+                except OSError:
+                    if not os.path.exists(path):
+                        raise
+            else:
+                raise OSError(f"no free version number after {version}")
     except (OSError, tf.errors.OpError) as error:
         label = _folder_label(export_dir, config)
         raise UsageError(f"{label}: cannot write ({one_line(error)})") from None
-    finally:
-        if temporary:
-            shutil.rmtree(temporary, ignore_errors=True)
     return path
 
 

@@ -13,8 +13,11 @@ at a time.
 Resumable: a run whose ``results.json`` says it finished (``stop_reason``
 ``steps_done`` or ``early_stop``) is skipped; any other resumes from its
 checkpoints. ``<output_dir>/sweep.json`` records the grid and the flags; the
-same command continues a stopped sweep, another one is refused. SIGTERM or
-Ctrl-C stops the runs (they save first) and the sweep (exit 128 + signal).
+same command continues a stopped sweep, another one is refused, and so is a
+second sweep in the folder while one runs (``<output_dir>/.sweep.lock``). SIGTERM
+or Ctrl-C stops the runs (they save first) and the sweep (exit 128 + signal); on
+Linux a sweep that dies (even by SIGKILL) sends its runs SIGTERM. A run refused
+for its grid values is a failed run; the others go on.
 
 At the end, and after each run, ``results.csv`` and ``results.md`` rank the
 runs by ``--metric`` on the validation split (default: best validation
@@ -23,21 +26,26 @@ run's exported model are shown beside it and never rank anything.
 ``tensorboard --logdir <output_dir>/runs`` compares them in the HParams
 dashboard.
 
-Exit status: 0 every run finished; 1 some run failed (named in the table); 2
-bad input; 128 + N stopped by signal N.
+Exit status: 0 every run finished; 1 some run failed or did not finish (named
+on the last line, their errors in the table); 2 bad input; 128 + N stopped by
+signal N.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
+import fcntl
+import functools
 import io
-import itertools
 import json
+import math
 import os
 import random
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -45,12 +53,12 @@ import time
 from absl import app, flags, logging
 
 from trainer import config as config_lib
+from trainer import parent_death
 from trainer.cli import (
     Interrupted,
     end_on_signals,
     fail,
     fail_interrupted,
-    no_positional_arguments,
     parse_flags,
     run_as_python,
 )
@@ -67,6 +75,9 @@ METRICS = (
     "validation_loss",
 )
 MAX_RUNS = 10_000
+# What the sweep sets for each run: refused among the trainer flags.
+SET_BY_THE_SWEEP = ("model_dir", "mode")
+LOCK_NAME = ".sweep.lock"
 
 
 def define_flags() -> None:
@@ -79,7 +90,10 @@ def define_flags() -> None:
         '"learning_rate=0.001,0.003;init=xavier,he"; values holding commas are separated '
         'by |, e.g. "hidden=100|500,500").',
     )
-    flags.DEFINE_integer("random", 0, "Run this many combinations drawn at random (0: all).")
+    flags.DEFINE_integer(
+        "random", 0, "Run this many combinations drawn at random (0: all).",
+        lower_bound=0, upper_bound=MAX_RUNS,
+    )  # fmt: skip
     flags.DEFINE_integer("sweep_seed", 0, "Seed of --random's draw.")
     flags.DEFINE_integer("parallel", 1, "Runs at a time.", lower_bound=1, upper_bound=64)
     flags.DEFINE_enum("metric", "auto", METRICS, "What ranks the runs.")
@@ -152,15 +166,55 @@ def run_name(index: int, values: dict) -> str:
     return f"{index:02d}-" + re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text)[:120]
 
 
+def grid_size(grid: dict) -> int:
+    """How many combinations ``grid`` has (none is built)."""
+    return math.prod(len(values) for values in grid.values())
+
+
+def combination(grid: dict, index: int) -> dict:
+    """The ``index``-th combination of ``grid`` in ``itertools.product``'s order
+    (the last name varies fastest), decoded mixed-radix without building any other."""
+    picked = {}
+    for name in reversed(grid):
+        index, position = divmod(index, len(grid[name]))
+        picked[name] = grid[name][position]
+    return {name: picked[name] for name in grid}
+
+
+def draw(total: int, count: int, seed: int) -> list[int]:
+    """``count`` distinct indices in ``[0, total)``, sorted, drawn with ``seed``; memory
+    and time grow with ``count``, not ``total``. ``random.sample`` on a ``range``
+    builds nothing (the draw of earlier versions, so a sweep keeps its runs);
+    beyond what ``len`` of a range can say, indices drawn one by one, duplicates redrawn."""
+    rng = random.Random(seed)
+    if total <= sys.maxsize:
+        return sorted(rng.sample(range(total), count))
+    picked: set[int] = set()
+    while len(picked) < count:
+        picked.add(rng.randrange(total))
+    return sorted(picked)
+
+
 def plan(output_dir: str, grid: dict, count: int, seed: int) -> list[Run]:
-    combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
-    if len(combos) > MAX_RUNS:
-        raise UsageError(f"--grid: {len(combos)} combinations; at most {MAX_RUNS}")
-    if count:
-        if count > len(combos):
-            raise UsageError(f"--random={count}: the grid has only {len(combos)} combinations")
-        picked = sorted(random.Random(seed).sample(range(len(combos)), count))
-        combos = [combos[i] for i in picked]
+    """The runs of the sweep: every combination, or ``count`` drawn with ``seed``.
+    The caps are checked on the grid's size before any combination is built.
+
+    Raises:
+      UsageError: naming ``--random`` or ``--grid``.
+    """
+    total = grid_size(grid)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise UsageError(f"--random={count}: must be an integer >= 0 (0: every combination)")
+    if count > MAX_RUNS:
+        raise UsageError(f"--random={count}: at most {MAX_RUNS} runs")
+    if count > total:
+        raise UsageError(f"--random={count}: the grid has only {total} combinations")
+    if not count and total > MAX_RUNS:
+        raise UsageError(
+            f"--grid: {total} combinations; at most {MAX_RUNS} (or run some: --random=N)"
+        )
+    indices = draw(total, count, seed) if count else range(total)
+    combos = [combination(grid, index) for index in indices]
     return [
         Run(
             name,
@@ -193,12 +247,129 @@ def check_manifest(output_dir: str, manifest: dict) -> None:
     write_atomically(path, json.dumps(manifest, indent=2) + "\n")
 
 
+def _flagfile_lines(path: str, stack: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """``(flag, where)`` for each flag a flagfile gives, read as absl reads it: a flag
+    a line, blank lines and ``#`` or ``//`` comments skipped, a nested
+    ``--flagfile=`` read in its place (a file already being read is skipped)."""
+    if path in stack:
+        return []
+    where = " in ".join(f"--flagfile={p}" for p in (*reversed(stack), path))
+    if not stat.S_ISREG(_stat_mode(path, where)):
+        raise UsageError(f"{where}: not a regular file")
+    try:
+        with open(path, errors="replace") as handle:
+            lines = handle.readlines()
+    except OSError as error:
+        raise UsageError(f"{where}: cannot read ({error.strerror or error})") from None
+    found = []
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith(("#", "//")):
+            continue
+        if line.startswith(("--flagfile=", "-flagfile=")):
+            nested = os.path.expanduser(line.partition("=")[2].strip())
+            found += _flagfile_lines(nested, (*stack, path))
+        else:
+            found.append((line, where))
+    return found
+
+
+def _stat_mode(path: str, where: str) -> int:
+    try:
+        return os.stat(path).st_mode
+    except (OSError, ValueError) as error:
+        raise UsageError(
+            f"{where}: cannot read ({getattr(error, 'strerror', None) or error})"
+        ) from None
+
+
+def check_trainer_flags(trainer_flags: list[str]) -> None:
+    """Refuses trainer flags (after ``--``) that are not ``--flags``, or that set what
+    the sweep sets for each run (``--model_dir``, ``--mode``), a ``--flagfile``'s
+    (nested ones too) included: every run would share one run folder.
+
+    Raises:
+      UsageError: naming the flag, and the flagfile that gives it.
+    """
+    for value in trainer_flags:
+        if not value.startswith("--") or value == "--":
+            raise UsageError(f"unexpected arguments {[value]}; every option is a --flag")
+    given = []
+    for value in trainer_flags:
+        if value == "--flagfile":
+            raise UsageError("--flagfile: give the file as --flagfile=FILE")
+        if value.startswith("--flagfile="):
+            path = os.path.expanduser(value.partition("=")[2].strip())
+            if not path:
+                raise UsageError("--flagfile: give the path of a file of flags")
+            given += _flagfile_lines(path)
+        else:
+            given.append((value, ""))
+    for value, where in given:
+        name = value.lstrip("-").partition("=")[0].strip()
+        if name in SET_BY_THE_SWEEP:
+            source = f"{where} gives {value}" if where else value
+            raise UsageError(f"{source}: the sweep sets --model_dir and --mode of each run")
+
+
 def command(run: Run, trainer_flags: list[str]) -> list[str]:
+    """The run's ``python -m trainer.main`` command: the trainer flags, the run's grid
+    values, then the run folder and mode last, so that nothing before them wins."""
     values = [f"--{k}={v}" for k, v in run.values.items()]
     return [
-        sys.executable, "-m", "trainer.main", f"--model_dir={run.folder}", "--mode=train_and_eval",
-        *trainer_flags, *values,
+        sys.executable, "-m", "trainer.main", *trainer_flags, *values,
+        f"--model_dir={run.folder}", "--mode=train_and_eval",
     ]  # fmt: skip
+
+
+class SweepLock:
+    """An exclusive lock on the sweep's folder for the sweep's life, so that two
+    sweeps never share one: ``flock`` on ``<output_dir>/.sweep.lock``, non-blocking,
+    as ``checkpoints.RunLock`` locks a run folder (that module imports TensorFlow,
+    which the sweep needs only to fork). The kernel drops it when the sweep ends,
+    however it ends; forked runs close their copy (``_HELD``)."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.path = os.path.join(output_dir, LOCK_NAME)
+        self._fd: int | None = None
+
+    def __enter__(self) -> SweepLock:
+        flags_ = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags_, 0o644)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise UsageError(f"{self.path}: is a symbolic link; remove it") from None
+            raise UsageError(f"{self.path}: cannot create ({error.strerror})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UsageError(f"{self.path}: is not a regular file; remove it")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "pid unknown"
+            os.close(fd)
+            if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise UsageError(
+                    f"another sweep is running in {self.output_dir} ({holder}); wait for it "
+                    "to end, or use another --output_dir"
+                ) from None
+            raise UsageError(f"{self.path}: cannot lock ({error.strerror})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        self._fd = fd
+        _HELD.add(fd)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            _HELD.discard(self._fd)
+            os.close(self._fd)  # the lock goes with the last descriptor
+            self._fd = None
+
+
+_HELD: set[int] = set()  # the sweep locks this process holds
 
 
 class _ForkedRun:
@@ -208,16 +379,19 @@ class _ForkedRun:
     def __init__(self, argv: list[str], log: str):
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child becomes `python -m trainer.main ...`; never returns
             code = 1
             try:
+                parent_death.die_with_parent(parent)
+                for fd in _HELD:  # the sweep's lock stays the sweep's
+                    os.close(fd)
                 target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
                 os.dup2(target, 1)
                 os.dup2(target, 2)
                 os.close(target)
                 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 code = run_as_python(["-m", "trainer.main", *argv])
             finally:
@@ -249,10 +423,14 @@ class _ForkedRun:
 
 
 def _start(run: Run, trainer_flags: list[str], fork: bool):
+    parent_death.load()
     if fork:
         return _ForkedRun(command(run, trainer_flags)[3:], run.log)
     with open(run.log, "a") as log:
-        return subprocess.Popen(command(run, trainer_flags), stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command(run, trainer_flags), stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=functools.partial(parent_death.die_with_parent, os.getpid()),
+        )  # fmt: skip
 
 
 def last_error(log: str) -> str:
@@ -270,8 +448,9 @@ def rank(runs: list[Run], metric: str) -> tuple[list[dict], str]:
     for run in runs:
         results = run.results()
         started = os.path.exists(run.log)
-        state = results.get("stop_reason") or ("not finished" if started else "not run")
         failed = last_error(run.log) if not run.finished() else ""
+        unfinished = "failed" if failed else "not finished" if started else "not run"
+        state = results.get("stop_reason") or unfinished
         rows.append({"run": run.name, **run.values, "results": results, "state": state,
                      "error": failed})  # fmt: skip
     if metric == "auto":
@@ -368,28 +547,48 @@ def _cell(value):
     return "" if value is None else value
 
 
-def sweep(output_dir: str, grid: dict, trainer_flags: list[str], options) -> int:
-    """Runs what is missing; returns how many runs failed."""
-    runs = plan(output_dir, grid, options.random, options.sweep_seed)
+def sweep(output_dir: str, grid: dict, trainer_flags: list[str], options) -> str | None:
+    """Runs what is missing, holding the folder's lock; returns a line on the runs
+    that failed or did not finish (None: every run finished)."""
+    runs = plan(output_dir, grid, options.random, options.sweep_seed)  # before any file
     manifest = {"grid": grid, "trainer_flags": trainer_flags, "random": options.random,
                 "sweep_seed": options.sweep_seed}  # fmt: skip
-    os.makedirs(os.path.join(output_dir, "logs"), exist_ok=True)
-    os.makedirs(os.path.join(output_dir, "runs"), exist_ok=True)
-    check_manifest(output_dir, manifest)
-    write_hparams_experiment(os.path.join(output_dir, "runs"), grid, trainer_flags)
-    todo = [run for run in runs if not run.finished()]
-    logging.info(
-        "sweep of %d runs in %s: %d finished before, %d to run, %d at a time",
-        len(runs), _shown(output_dir), len(runs) - len(todo), len(todo), options.parallel,
-    )  # fmt: skip
-    failed = 0
-    running: list = []
-    fork = bool(getattr(options, "fork", False)) and todo
-    if fork:
-        from trainer import runtime
+    os.makedirs(output_dir, exist_ok=True)
+    with SweepLock(output_dir):
+        os.makedirs(os.path.join(output_dir, "logs"), exist_ok=True)
+        os.makedirs(os.path.join(output_dir, "runs"), exist_ok=True)
+        check_manifest(output_dir, manifest)
+        write_hparams_experiment(os.path.join(output_dir, "runs"), grid, trainer_flags)
+        todo = [run for run in runs if not run.finished()]
+        logging.info(
+            "sweep of %d runs in %s: %d finished before, %d to run, %d at a time",
+            len(runs), _shown(output_dir), len(runs) - len(todo), len(todo), options.parallel,
+        )  # fmt: skip
+        fork = bool(getattr(options, "fork", False)) and todo
+        if fork:
+            from trainer import runtime
 
-        # Imported once here; each forked run starts TensorFlow's runtime itself.
-        runtime.import_tensorflow()
+            # Imported once here; each forked run starts TensorFlow's runtime itself.
+            runtime.import_tensorflow()
+        failed = _run_all(output_dir, runs, todo, grid, trainer_flags, options, fork)
+        metric = write_tables(output_dir, runs, grid, options.metric)
+    best = rank(runs, metric)[0][0]
+    logging.info(
+        "sweep done: best %s (%s %s); tables %s and %s", best["run"], metric,
+        _cell(best["results"].get(metric)), _shown(output_dir, "results.md"),
+        _shown(output_dir, "results.csv"),
+    )  # fmt: skip
+    print(f"compare them: tensorboard --logdir {_shown(output_dir, 'runs')}")
+    return unfinished(runs, failed)
+
+
+def _run_all(output_dir, runs, todo, grid, trainer_flags, options, fork) -> dict[str, str]:
+    """Runs ``todo``, ``--parallel`` at a time; returns ``{run name: error}`` of those
+    that failed. A run refused for its grid values is one failed run; a refusal that
+    names none of them, before any run finished, is the flags' that every run shares:
+    it stops the sweep (every run would fail alike)."""
+    failed: dict[str, str] = {}
+    running: list = []
     try:
         while todo or running:
             while todo and len(running) < options.parallel:
@@ -405,10 +604,11 @@ def sweep(output_dir: str, grid: dict, trainer_flags: list[str], options) -> int
                 if code == 0:
                     logging.info("finished %s", run.name)
                 else:
-                    failed += 1
                     error = last_error(run.log) or f"exit status {code}"
+                    failed[run.name] = error
                     logging.warning("%s failed: %s", run.name, error)
-                    if code == 2:  # bad input: every run would fail the same way
+                    shared = code == 2 and not _names_a_grid_flag(error, grid)
+                    if shared and not any(r.finished() for r in runs):
                         raise UsageError(f"run {run.name}: {error}")
                 write_tables(output_dir, runs, grid, options.metric)
     except BaseException:
@@ -421,15 +621,36 @@ def sweep(output_dir: str, grid: dict, trainer_flags: list[str], options) -> int
                 process.kill()
         write_tables(output_dir, runs, grid, options.metric)
         raise
-    metric = write_tables(output_dir, runs, grid, options.metric)
-    best = rank(runs, metric)[0][0]
-    logging.info(
-        "sweep done: best %s (%s %s); tables %s and %s", best["run"], metric,
-        _cell(best["results"].get(metric)), _shown(output_dir, "results.md"),
-        _shown(output_dir, "results.csv"),
-    )  # fmt: skip
-    print(f"compare them: tensorboard --logdir {_shown(output_dir, 'runs')}")
     return failed
+
+
+def _names_a_grid_flag(error: str, grid: dict) -> bool:
+    """Whether a run's error line names a flag that the grid varies (``--hidden=...``)."""
+    return any(re.search(rf"--(no)?{re.escape(name)}\b", error) for name in grid)
+
+
+def unfinished(runs: list[Run], failed: dict[str, str]) -> str | None:
+    """One line naming the runs that failed and those that ended without finishing
+    (None if every run finished)."""
+    left = [run for run in runs if not run.finished()]
+    if not left:
+        return None
+    broken = [run.name for run in left if run.name in failed]
+    stopped = [run.name for run in left if run.name not in failed]
+    parts = []
+    if broken:
+        parts.append(f"{len(broken)} of {len(runs)} runs failed: {_listed(broken)}")
+    if stopped:
+        parts.append(
+            f"{len(stopped)} of {len(runs)} runs did not finish (no stop_reason "
+            f"{' or '.join(FINISHED)} in their results.json): {_listed(stopped)}"
+        )
+    return "; ".join(parts) + "; see results.md, then run the same command again"
+
+
+def _listed(names: list[str], most: int = 5) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def _shown(*parts: str) -> str:
@@ -444,17 +665,13 @@ def main(argv) -> None:
     trainer_flags = list(argv[1:])
     logging.get_absl_handler().use_absl_log_file = False
     try:
-        for value in trainer_flags:
-            if not value.startswith("--"):
-                no_positional_arguments(["", value])
-            if value.split("=")[0].lstrip("-") in ("model_dir", "mode"):
-                raise UsageError(f"{value}: the sweep sets --model_dir and --mode of each run")
+        check_trainer_flags(trainer_flags)
         if not FLAGS.output_dir:
             raise UsageError("--output_dir: required (the sweep's folder)")
         output_dir = os.path.abspath(os.path.expanduser(FLAGS.output_dir))
         grid = parse_grid(FLAGS.grid)
         with end_on_signals():
-            failed = sweep(output_dir, grid, trainer_flags, FLAGS)
+            left = sweep(output_dir, grid, trainer_flags, FLAGS)
     except UsageError as error:
         fail(error)
     except Interrupted as interrupted:
@@ -465,8 +682,8 @@ def main(argv) -> None:
         )
     except OSError as error:
         fail(f"--output_dir: cannot write ({error.strerror or error})")
-    if failed:
-        fail(f"{failed} run(s) failed; see results.md", status=1)
+    if left:
+        fail(left, status=1)
     sys.exit(0)
 
 

@@ -30,6 +30,11 @@ def run(config: Config, explicit: set[str] = frozenset()) -> dict:
     from trainer import checkpoints, runtime
 
     config = run_folder.merge_saved_config(config, set(explicit))
+    if config.mode == "eval":  # writes results and summaries, creates nothing
+        from trainer.files import writable_run_folder
+        from trainer.summaries import SPLITS
+
+        writable_run_folder(config.model_dir, f"--model_dir={config.model_dir}", SPLITS)
     try:
         if config.mode in ("train", "train_and_eval"):
             # Other workers of a multi-worker run share the chief's folder, not its lock.
@@ -51,7 +56,11 @@ def _run(config: Config) -> dict:
     previous = run_folder.previous_results(config.model_dir)
     if config.mode in ("eval", "export"):
         path = run_.checkpoints.restore_latest(
-            only={"model": run_.model, "global_step": run_.trainer.global_step}
+            only={
+                "model": run_.model,
+                "global_step": run_.trainer.global_step,
+                "tracker": run_.tracker,
+            }
         )
         if path is None:
             raise UsageError(f"--model_dir={config.model_dir}: no checkpoint to {config.mode}")
@@ -59,8 +68,11 @@ def _run(config: Config) -> dict:
             from trainer import export
             from trainer.checkpoints import check_finite_model
 
-            check_finite_model(run_.model, os.path.basename(path), path)
-            return {"export_path": export.export_run(run_)}
+            step, which = _choose_model(run_, strict=True)
+            check_finite_model(run_.model, f"the {which} checkpoint (step {step})", path)
+            logging.info("exporting the %s model (step %d)", which, step)
+            exported = export.export_run(run_)
+            return {"export_path": exported, "export_step": step, "export_model": which}
         controller = _controller(run_)
         controller.evaluate()
         test = _evaluate_test(run_, controller, (run_.trainer.step, "latest"))
@@ -96,19 +108,36 @@ def _hparams_figures(run_: Run, controller, test: dict | None) -> None:
     controller.writers.flush()
 
 
-def _choose_model(run_: Run) -> tuple[int, str]:
+def _choose_model(run_: Run, strict: bool = False) -> tuple[int, str]:
     """Puts the model ``--export`` asks for in place on every worker: the best
     checkpoint's (by the validation split) when there is one, else the last
-    step's. Returns ``(the step of its weights, "best" or "last")``."""
+    step's. Returns ``(the step of its weights, "best" or "last")``.
+
+    A best checkpoint that is missing, unreadable or of another step than the
+    run's record says is never passed over in silence: with ``strict`` (``--mode=
+    export``) it is a ``CheckpointError``, else a warning and the last model.
+    """
+    from trainer.checkpoints import CheckpointError, step_of
+
     step = run_.trainer.step
     best_step = run_.best_model.best_step
     if run_.config.export != "best" or best_step < 0:
         return step, "last"
-    if best_step != step:
-        best = run_.checkpoints.best
+    if best_step == step and not strict:
+        return step, "best"  # the model in place is the best one
+    best = run_.checkpoints.best
+    try:
         if not best:
-            return step, "last"
+            raise CheckpointError(f"{run_.checkpoints.best_directory}: holds no checkpoint")
+        if step_of(best) != best_step:
+            raise CheckpointError(f"{best}: is not of step {best_step}")
         run_.checkpoints.restore(best, only={"model": run_.model})
+    except CheckpointError as error:
+        problem = f"the best checkpoint (step {best_step}) cannot be used: {error}"
+        if strict:
+            raise CheckpointError(f"{problem}; --export=last exports the last one") from None
+        logging.warning("%s; the last step's model is the one exported", problem)
+        return step, "last"  # (nothing was restored: the last model is in place)
     return best_step, "best"
 
 

@@ -3,11 +3,9 @@ features (the format and its checks are ``tabular``'s), held in memory."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from trainer import resources
+from trainer import files, resources
 from trainer.data import tabular
 from trainer.data.arrays import Arrays, image_shape_of
 from trainer.data.splits import describe, split_indices
@@ -24,10 +22,8 @@ def _read(path: str, label_column: str, flag: str, columns=None):
     Raises:
       DataError: naming the file, the line or the column.
     """
-    if os.path.isdir(path):
-        raise DataError(f"--{flag}={path}: is a folder, not a CSV file")
-    if not os.path.exists(path):
-        raise DataError(f"--{flag}={path}: no such file")
+    # Missing, a folder, a FIFO (reading would block), a device (/dev/null): said so.
+    files.check_input_file(path, f"--{flag}={path}", "CSV file")
     found = tabular.read_header(path, label_column)
     if columns is not None and found != columns:
         raise DataError(

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
+from trainer import files
 from trainer.data import example_codec
 from trainer.data.record_files import FORMAT, shard_name
 from trainer.errors import DataError
@@ -127,13 +126,19 @@ class DatasetWriter:
         return metadata
 
 
+TEMPORARY_PREFIX = ".tmp-convert-"
+
+
 @contextlib.contextmanager
 def output_folder(output_dir: str):
     """Yields a hidden temporary folder beside ``output_dir`` that becomes
     ``output_dir`` in one rename once the block succeeds.
 
-    A conversion that fails or is killed leaves no file that looks complete:
-    only a ``.tmp-convert-*`` folder (removed on failure when possible).
+    A conversion that fails or is stopped by a signal it can catch removes its
+    folder; one killed outright (SIGKILL) leaves a ``.tmp-convert-<host>.<pid>.*``
+    folder that the next conversion beside it removes (one log line each),
+    its process being gone (``files.remove_dead_leftovers``). A live
+    conversion's folder is never touched.
 
     Raises:
       DataError: ``output_dir`` exists and is not an empty folder, or its
@@ -149,13 +154,12 @@ def output_folder(output_dir: str):
     parent = os.path.dirname(output_dir)
     try:
         os.makedirs(parent, exist_ok=True)
-        temporary = tempfile.mkdtemp(prefix=".tmp-convert-", dir=parent)
+        files.remove_dead_leftovers(parent, TEMPORARY_PREFIX)
+        stack = contextlib.ExitStack()
+        temporary = stack.enter_context(files.private_folder(parent, TEMPORARY_PREFIX))
     except OSError as error:
         raise DataError(f"{label}: cannot write there ({error.strerror or error})") from None
-    try:
+    with stack:  # removes the folder unless it was renamed into place
         yield temporary
         os.chmod(temporary, 0o755)
         os.replace(temporary, output_dir)  # onto a missing or empty folder: atomic
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise

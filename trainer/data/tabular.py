@@ -37,6 +37,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from trainer.errors import DataError
+from trainer.files import open_regular_file
 from trainer.resources import human_bytes
 
 # A decimal at or beyond this rounds to infinity in float32 (max + half an ulp).
@@ -90,7 +91,7 @@ def read_header(path: str, label_column: str = "label") -> list[str]:
         more than one) named ``label_column``.
     """
     try:
-        with open(path, "rb") as handle:
+        with open_regular_file(path, "CSV file") as handle:
             raw = handle.readline(_MAX_LINE)
     except OSError as error:
         raise _cannot_read(path, error) from None
@@ -129,7 +130,7 @@ def count_lines(path: str) -> int:
     """Lines in the file, the header included (a last line without ``\\n`` counts)."""
     count, last = 0, b"\n"
     try:
-        with open(path, "rb") as handle:
+        with open_regular_file(path, "CSV file") as handle:
             while block := handle.read(_COUNT_BLOCK):
                 count += block.count(b"\n")
                 last = block[-1:]
@@ -173,7 +174,7 @@ class _Reader:
     def batches(self) -> Iterator[tuple[list[bytes], list[int], int]]:
         """Yields ``(lines of text, their line numbers, blank lines before them)``."""
         try:
-            with open(self.path, "rb") as handle:
+            with open_regular_file(self.path, "CSV file") as handle:
                 handle.readline(_MAX_LINE)  # the header, checked by read_header
                 number, records, numbers, size, blank = 1, [], [], 0, 0
                 while raw := handle.readline(_MAX_LINE):

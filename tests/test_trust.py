@@ -1,0 +1,180 @@
+"""Trust, third round: the best model survives resumes and re-runs, ``--mode=export``
+exports the model ``--export`` names or says why it cannot, TFRecord shards that
+trade contents are refused on resume, and settings that would be ignored are refused."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import types
+from pathlib import Path
+
+import pytest
+
+from trainer import config as config_lib
+from trainer import convert
+from trainer.config import UsageError
+
+from datafiles import write_mnist
+from helpers import assert_one_line_error, cli, results, train
+
+SMALL = {"hidden": (16,), "histograms": False}
+
+
+def _newest_export(run) -> str:
+    versions = sorted(os.listdir(run / "export"), key=int)
+    return str(run / "export" / versions[-1])
+
+
+def _best_files(run):
+    return sorted(os.path.basename(p) for p in glob.glob(str(run / "checkpoints/best/best-*")))
+
+
+@pytest.fixture(scope="module")
+def extended(tmp_path_factory):
+    """A run of 80 steps (the best at its end), extended to 120 steps at a learning
+    rate that makes its later evaluations worse."""
+    run = tmp_path_factory.mktemp("extended") / "run"
+    first = train(run, train_steps=80, eval_every=40, **SMALL)
+    second = train(run, train_steps=120, eval_every=40, learning_rate=3.0, **SMALL)
+    return types.SimpleNamespace(run=run, first=first, second=second)
+
+
+def test_an_extended_run_keeps_the_earlier_best_when_later_evaluations_are_worse(extended):
+    first, second = extended.first, extended.second
+    best = first["best_step"]
+    assert best == 80 and second["global_step"] == 120
+    assert second["validation_accuracy"] < first["best_validation_accuracy"]  # worse later
+    assert second["best_step"] == best and second["export_step"] == best
+    assert second["best_validation_accuracy"] == first["best_validation_accuracy"]
+    assert second["test_step"] == best and second["test_model"] == "best"
+    assert _best_files(extended.run) == [f"best-{best}.data-00000-of-00001", f"best-{best}.index"]
+
+
+def test_rerunning_the_extended_command_keeps_its_best_and_export(extended):
+    before = results(extended.run)
+    after = train(extended.run, train_steps=120, eval_every=40, learning_rate=3.0, **SMALL)
+    for key in ("best_step", "best_validation_accuracy", "export_step", "export_path"):
+        assert after[key] == before[key], key
+    assert after["test_accuracy"] == pytest.approx(before["test_accuracy"])
+
+
+def test_export_mode_exports_the_best_checkpoint(extended, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(extended.run, run)
+    done = cli(f"--model_dir={run}", "--mode=export")
+    assert done.returncode == 0, done.stderr
+    assert "exporting the best model (step 80)" in done.stderr
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer.config import Config
+    from trainer.data import arrays as arrays_lib
+
+    arrays = arrays_lib.load(Config(seed=0))
+    path = _newest_export(run)
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    classes = served(x=tf.constant(arrays.x_validation))["classes"].numpy()
+    accuracy = np.mean(classes == arrays.y_validation)
+    assert accuracy == pytest.approx(extended.first["best_validation_accuracy"])
+    assert accuracy > extended.second["validation_accuracy"]  # not the last model
+    last = cli(f"--model_dir={run}", "--mode=export", "--export=last")
+    assert last.returncode == 0 and "exporting the last model (step 120)" in last.stderr
+
+
+@pytest.mark.parametrize("damage", ["deleted", "bit_flipped"])
+def test_export_mode_refuses_a_best_checkpoint_it_cannot_use(extended, tmp_path, damage):
+    run = tmp_path / "run"
+    shutil.copytree(extended.run, run)
+    best = run / "checkpoints" / "best"
+    if damage == "deleted":
+        shutil.rmtree(best)
+    else:
+        (data,) = glob.glob(str(best / "best-80.data-*"))
+        path = Path(data)
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    versions = sorted(os.listdir(run / "export"))
+    done = cli(f"--model_dir={run}", "--mode=export")
+    assert done.returncode != 0
+    assert_one_line_error(done, "the best checkpoint (step 80) cannot be used", "--export=last")
+    assert sorted(os.listdir(run / "export")) == versions  # nothing new
+
+
+def test_training_past_a_lost_best_checkpoint_says_so_and_exports_the_last(extended, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(extended.run, run)
+    shutil.rmtree(run / "checkpoints" / "best")
+    done = cli(f"--model_dir={run}", "--train_steps=130", "--learning_rate=3.0", "--hidden=16")
+    assert done.returncode == 0, done.stderr
+    assert "the best checkpoint (step 80) cannot be used" in done.stderr
+    figures = results(run)
+    assert figures["export_model"] == "last" and figures["export_step"] == 130
+
+
+# -- TFRecord shards that trade contents ------------------------------------------
+def test_two_shards_of_one_size_that_trade_contents_are_refused_on_resume(tmp_path):
+    raw = tmp_path / "raw"
+    write_mnist(str(raw), n_train=400)
+    records = tmp_path / "records"
+    convert.convert(
+        types.SimpleNamespace(
+            source="mnist", data_dir=str(raw), csv_path=None, npz_path=None,
+            output_dir=str(records), num_shards=4, label_column="label",
+            task="classification", test_fraction=0.2, validation_fraction=0.1, seed=0,
+        )
+    )  # fmt: skip
+    shards = sorted(glob.glob(str(records / "train-*")))
+    sizes = [os.path.getsize(p) for p in shards]
+    assert sizes[0] == sizes[1]  # 360 examples in 4 shards of 90
+    run = tmp_path / "run"
+    train(run, dataset="tfrecord", data_dir=str(records), train_steps=4, batch_size=16, **SMALL)
+    first, second = (Path(p).read_bytes() for p in shards[:2])
+    assert first != second
+    Path(shards[0]).write_bytes(second)
+    Path(shards[1]).write_bytes(first)
+    steps = sorted(os.listdir(run / "checkpoints"))
+    with pytest.raises(UsageError, match="the training data differ"):
+        train(run, dataset="tfrecord", data_dir=str(records), train_steps=8, batch_size=16,
+              **SMALL)  # fmt: skip
+    assert sorted(os.listdir(run / "checkpoints")) == steps
+
+
+# -- settings that would be ignored ---------------------------------------------------
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--hidden=10,,20"], ["--hidden=10,,20", "empty layer size"]),
+        (["--model=cnn", "--layers="], ["--layers: empty", "--model=cnn needs its layers"]),
+        (["--early_stopping_patience=3", "--eval_every=0"],
+         ["--early_stopping_patience=3", "--eval_every=0 turns them off"]),
+        (["--early_stopping_patience=3", "--mode=train"],
+         ["--early_stopping_patience=3", "--mode=train makes none"]),
+        (["--lr_plateau_patience=2", "--eval_every=0"], ["--lr_plateau_patience=2"]),
+    ],
+    ids=["empty-hidden", "empty-layers", "patience-no-eval", "patience-train", "plateau"],
+)  # fmt: skip
+def test_settings_that_would_be_ignored_are_refused(tmp_path, flags, words):
+    run = tmp_path / "run"
+    done = cli(f"--model_dir={run}", "--train_steps=5", *flags)
+    assert done.returncode == 2, done.stderr
+    assert_one_line_error(done, *words)
+    assert not run.exists()
+
+
+def test_an_unknown_key_in_config_json_is_refused(tmp_path):
+    run = tmp_path / "run"
+    train(run, train_steps=3, **SMALL)
+    path = run / "config.json"
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({**saved, "learing_rate": 0.5}))
+    with pytest.raises(UsageError, match='"learing_rate": not a setting of this version'):
+        config_lib.load(str(path))
+    before = sorted(os.listdir(run / "checkpoints"))
+    done = cli(f"--model_dir={run}", "--train_steps=6")
+    assert done.returncode == 2, done.stderr
+    assert_one_line_error(done, "config.json", "learing_rate", "fix or remove the file")
+    assert sorted(os.listdir(run / "checkpoints")) == before
