@@ -202,7 +202,8 @@ FLAG_CASES = [
     (["--synthetic_examples=2147483648"], ["--synthetic_examples=2147483648"]),
     (["--hidden=99999999999"], ["--hidden=99999999999", "<= 2147483647"]),
     (["--hidden=16,-1"], ["--hidden=16,-1", ">= 1"]),
-    (["--hidden=16,,x"], ["--hidden=16,,x", "'x' is not an integer"]),
+    (["--hidden=16,,x"], ["--hidden=16,,x", "an empty layer size"]),
+    (["--hidden=16,x"], ["--hidden=16,x", "'x' is not an integer"]),
     (["--hidden="], ["--hidden=''", "at least one layer"]),
     (["--seed=-1"], ["--seed=-1", ">= 0"]),
     (["--seed=2147483648"], ["--seed=2147483648", "<= 2147483647"]),
@@ -603,7 +604,7 @@ def test_read_only_run_folder_is_one_line_and_keeps_everything(run, tmp_path, mo
         run.chmod(0o755)
     assert result.returncode == 2, result.stderr
     if mode == "eval":
-        assert_one_line_error(result, "results.json", "cannot write", "Permission denied")
+        assert_one_line_error(result, f"--model_dir={run}", "not writable", "results")
     else:
         assert_one_line_error(result, f"--model_dir={run}", "not writable")
     assert _snapshot(run) == before

@@ -409,3 +409,57 @@ def test_a_signal_ends_a_worker_waiting_for_the_others_and_keeps_the_run(
     )
     assert returncode == 128 + signum and ended < 5, (returncode, ended)
     assert _snapshot(run) == before
+
+
+# -- preemption across workers, as TensorFlow's failure_handler_test does it --------
+def test_sigterm_to_one_worker_stops_all_at_one_step_and_the_resume_is_bit_identical(
+    tmp_path, processes
+):
+    """SIGTERM to a random worker at a random step: every worker stops after the same
+    compiled call, the chief writes the checkpoint of that step, all exit 143 with
+    one line; restarted, they end with the weights of an uninterrupted run."""
+    import random
+
+    from helpers import checkpoint_variables
+
+    rng = random.Random()
+    victim, after = rng.randrange(2), rng.randrange(100, 600, 50)
+    total = 1500
+    flags = ["--mode=train", "--checkpoint_every=100000", "--log_every=50", *SMALL]
+    run, reference = tmp_path / "run", tmp_path / "reference"
+    started = _start_workers(processes, tmp_path, f"--model_dir={run}", f"--train_steps={total}",
+                             *flags)  # fmt: skip
+    _wait_for_line(started[0], f"step {after}/{total}")
+    started[victim][0].send_signal(signal.SIGTERM)
+    sent = time.time()
+    stopped = _finish(started, timeout=60)
+    assert time.time() - sent < 30, (victim, after)
+    steps = {
+        int(p.rsplit("-", 1)[1][: -len(".index")])
+        for p in glob.glob(str(run / "checkpoints" / "ckpt-*.index"))
+    }
+    assert len(steps) == 1 and after <= min(steps) < total, (steps, victim, after)
+    (step,) = steps
+    for index, (returncode, log) in enumerate(stopped):
+        assert returncode == 143, log
+        own = (
+            "received SIGTERM: saved the checkpoint"
+            if index == victim
+            else ("another worker received SIGTERM: every worker saved the checkpoint")
+        )
+        assert_one_line_error(_as_result(returncode, log), own, f"of step {step}")
+    assert results(run)["stop_reason"] == "signal"
+
+    resumed = _finish(_start_workers(processes, tmp_path, f"--model_dir={run}",
+                                     f"--train_steps={total}", *flags))  # fmt: skip
+    for returncode, log in resumed:
+        assert returncode == 0 and f"(step {step})" in log, log
+    uninterrupted = _finish(_start_workers(processes, tmp_path, f"--model_dir={reference}",
+                                           f"--train_steps={total}", *flags))  # fmt: skip
+    assert all(returncode == 0 for returncode, _ in uninterrupted), uninterrupted
+    ours = checkpoint_variables(run / "checkpoints" / f"ckpt-{total}")
+    theirs = checkpoint_variables(reference / "checkpoints" / f"ckpt-{total}")
+    assert sorted(ours) == sorted(theirs)
+    for key in ours:  # (the evaluation tracker holds NaN in a run without evaluations)
+        np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
+    assert _worker_folders(run) == []

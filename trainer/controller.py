@@ -76,6 +76,10 @@ class Controller:
         so what they record is read right after.
       eval_actions: called after each evaluation during training.
       final_eval: also evaluate at the last step of training (with the actions).
+      stop_consensus: with several workers, ``stop_consensus(code)`` after every
+        call, on every worker: this worker's stop request (``STOP_CODES``, 0 for
+        none) summed over the workers, so that all stop after the same call and
+        save the checkpoint of the same step (one worker's SIGTERM stops all).
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class Controller:
         summary_every: int = 0,
         eval_actions=(),
         final_eval: bool = False,
+        stop_consensus=None,
     ):
         self.trainer = trainer
         self.evaluator = evaluator
@@ -104,6 +109,7 @@ class Controller:
         self.summary_every = int(summary_every)
         self.eval_actions = list(eval_actions)
         self.final_eval = bool(final_eval) and evaluator is not None
+        self.stop_consensus = stop_consensus
         self.first_call_seconds: float | None = None
         self._first_call_examples = 0
         self._seconds = 0.0
@@ -144,15 +150,26 @@ class Controller:
             while step < total_steps:
                 step = self._call(self.next_event(step, total_steps) - step)
                 reason = self._after_call(step, total_steps) or reason
-                if stop.signal_name:
+                signal_name, own = self._agreed_stop(stop.signal_name)
+                if signal_name:
                     self._save(step)
-                    raise TrainingStopped(stop.signal_name, step)
+                    raise TrainingStopped(signal_name, step, by_peer=not own)
                 if reason != "steps_done":
                     break
         self._save(step)
         if self.writers is not None:
             self.writers.flush()
         return reason
+
+    def _agreed_stop(self, requested: str | None) -> tuple[str | None, bool]:
+        """``(the signal that stops training after this call or None, whether this
+        worker received it)``; with several workers, any worker's signal stops all."""
+        if self.stop_consensus is None:
+            return requested, True
+        total = int(self.stop_consensus(STOP_CODES.get(requested, 0)))
+        if requested or not total:
+            return requested, True
+        return ("SIGTERM" if total % STOP_CODES["SIGINT"] else "SIGINT"), False
 
     def _train_writer(self):
         if self.writers is None:
@@ -263,6 +280,10 @@ class Controller:
                 self.writers.confusion(self.writers.validation, step, result["confusion"])
             self.writers.flush()
         return next((reason for reason in reasons if reason), None)
+
+
+# A worker's stop request, summed over workers (any SIGTERM leaves a remainder).
+STOP_CODES = {"SIGTERM": 1, "SIGINT": 1 << 12}
 
 
 class _StopOnSignals:

@@ -40,12 +40,18 @@ class NonFiniteError(Exception):
 class TrainingStopped(Exception):
     """A signal asked training to stop; the checkpoint of ``step`` is saved."""
 
-    def __init__(self, signal_name: str, step: int):
+    def __init__(self, signal_name: str, step: int, by_peer: bool = False):
         self.signum = int(signal.Signals[signal_name])
-        super().__init__(
-            f"received {signal_name}: saved the checkpoint of step {step}; "
-            "run the same command again to resume"
-        )
+        if by_peer:
+            super().__init__(
+                f"another worker received {signal_name}: every worker saved the checkpoint "
+                f"of step {step}; run the same command again on every worker to resume"
+            )
+        else:
+            super().__init__(
+                f"received {signal_name}: saved the checkpoint of step {step}; "
+                "run the same command again to resume"
+            )
 
 
 def one_line(error: BaseException, limit: int = 300) -> str:

@@ -201,6 +201,29 @@ def seed_everything(config: Config) -> None:
         logging.info("deterministic ops: on")
 
 
+def stop_consensus(runtime_: Runtime):
+    """With several workers, ``agree(code) -> sum of code over the workers`` (an
+    all-reduce every worker calls after each training call: the controller's
+    ``stop_consensus``); None for one worker."""
+    if runtime_.num_workers <= 1:
+        return None
+    import tensorflow as tf
+
+    strategy = runtime_.strategy
+
+    @tf.function(autograph=False)
+    def total(code):
+        summed = strategy.run(tf.identity, args=(code,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, summed, axis=None)
+
+    def agree(code: int) -> int:
+        # (each worker's replicas all hold its code: divide them out)
+        replicas = strategy.num_replicas_in_sync // runtime_.num_workers
+        return round(float(total(tf.constant(float(code)))) / max(1, replicas))
+
+    return agree
+
+
 def setup(config: Config) -> Runtime:
     """Configures the process for ``config`` and returns what was resolved."""
     import tensorflow as tf

@@ -186,7 +186,7 @@ def _restore_for_training(run_: Run) -> None:
 
 
 def _controller(run_: Run):
-    from trainer import summaries
+    from trainer import runtime, summaries
     from trainer.controller import Controller
 
     config, plan = run_.config, run_.plan
@@ -207,6 +207,7 @@ def _controller(run_: Run):
         summary_every=config.summary_every,
         eval_actions=[run_.best_model],
         final_eval=config.mode == "train_and_eval",
+        stop_consensus=runtime.stop_consensus(run_.runtime),
     )
 
 
