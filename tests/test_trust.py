@@ -178,3 +178,19 @@ def test_an_unknown_key_in_config_json_is_refused(tmp_path):
     assert done.returncode == 2, done.stderr
     assert_one_line_error(done, "config.json", "learing_rate", "fix or remove the file")
     assert sorted(os.listdir(run / "checkpoints")) == before
+
+
+def test_a_signal_during_an_import_is_reported_as_the_signal():
+    # pybind11 turns an exception in a module's initialization into "ImportError:
+    # initialization failed" raised from it: a SIGTERM then must not read as a bug.
+    from trainer.cli import Interrupted
+    from trainer.main import _signal_behind
+
+    try:
+        try:
+            raise Interrupted(15)
+        except Interrupted as stopped:
+            raise ImportError("initialization failed") from stopped
+    except ImportError as error:
+        assert _signal_behind(error).signum == 15
+    assert _signal_behind(ValueError("unrelated")) is None
