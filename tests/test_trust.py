@@ -184,7 +184,7 @@ def test_a_signal_during_an_import_is_reported_as_the_signal():
     # pybind11 turns an exception in a module's initialization into "ImportError:
     # initialization failed" raised from it: a SIGTERM then must not read as a bug.
     from trainer.cli import Interrupted
-    from trainer.main import _signal_behind
+    from trainer.cli import signal_behind as _signal_behind
 
     try:
         try:

@@ -141,6 +141,18 @@ def fail_interrupted(interrupted: Interrupted, consequence: str):
     fail(f"received {name}: {consequence}", status=128 + interrupted.signum)
 
 
+def signal_behind(error: BaseException) -> Interrupted | None:
+    """The ``Interrupted`` that caused ``error`` (a signal that arrived while a
+    module was being imported surfaces as that import's ImportError), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, Interrupted):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 @contextlib.contextmanager
 def end_on_signals():
     """While active, SIGTERM and SIGINT raise ``Interrupted`` in the main thread.

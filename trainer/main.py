@@ -23,6 +23,7 @@ from trainer.cli import (
     fail_interrupted,
     no_positional_arguments,
     parse_flags,
+    signal_behind,
 )
 from trainer.errors import NonFiniteError, TrainingStopped, UsageError, one_line
 
@@ -66,22 +67,10 @@ def _main() -> None:
         fail("interrupted", status=130)
     except Exception as error:  # the last line of defence: one line, never a traceback
         logging.debug("unexpected error", exc_info=True)
-        interrupted = _signal_behind(error)
+        interrupted = signal_behind(error)
         if interrupted is not None:  # e.g. "initialization failed" of a module it stopped
             fail_interrupted(interrupted, "stopped; everything saved before is kept")
         fail(_describe(error, config), status=1)
-
-
-def _signal_behind(error: BaseException) -> Interrupted | None:
-    """The ``Interrupted`` that caused ``error`` (a signal that arrived while a
-    module was being imported surfaces as that import's ImportError), or None."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, Interrupted):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def _describe(error: Exception, config) -> str:
