@@ -155,6 +155,9 @@ def _parse_token(token: str) -> LayerSpec:
     return LayerSpec(token, kind, options)
 
 
+MAX_LAYERS = 1000  # deeper networks take minutes to build before their first step
+
+
 def parse(text: str) -> list[LayerSpec]:
     """Parses a specification (see the module docstring); ``""`` is no layers.
 
@@ -164,8 +167,11 @@ def parse(text: str) -> list[LayerSpec]:
     text = str(text).strip()
     if not text:
         return []
+    tokens = text.split(",")
+    if len(tokens) > MAX_LAYERS:
+        raise SpecError(f"{len(tokens)} layers: at most {MAX_LAYERS}")
     specs = []
-    for position, raw in enumerate(text.split(",")):
+    for position, raw in enumerate(tokens):
         token = raw.strip().lower()
         if not token:
             raise SpecError(f"empty token at position {position + 1} (two commas in a row?)")

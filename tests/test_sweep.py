@@ -209,7 +209,7 @@ def test_trainer_flags_that_set_the_run_folder_are_refused_in_flagfiles_too(tmp_
     sweep.check_trainer_flags([f"--flagfile={harmless}", "--hidden=16"])  # comments skipped
     cases = {
         "--model_dir=/tmp/shared": "--model_dir=/tmp/shared: the sweep sets --model_dir",
-        f"--flagfile={outer}": f"--flagfile={outer} in --flagfile={inner} gives -mode=train",
+        f"--flagfile={outer}": f"--flagfile={inner} in --flagfile={outer} gives -mode=train",
         f"--flagfile={tmp_path / 'missing'}": "missing: cannot read",
     }
     for flag, message in cases.items():

@@ -194,3 +194,92 @@ def test_a_signal_during_an_import_is_reported_as_the_signal():
     except ImportError as error:
         assert _signal_behind(error).signum == 15
     assert _signal_behind(ValueError("unrelated")) is None
+
+
+# -- the second attack pass -----------------------------------------------------------
+def test_a_fifo_among_the_best_checkpoints_files_is_refused_without_waiting(extended, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(extended.run, run)
+    index = run / "checkpoints" / "best" / "best-80.index"
+    index.unlink()
+    os.mkfifo(index)  # reading it would wait for a writer for ever
+    done = cli(f"--model_dir={run}", "--mode=export", timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert_one_line_error(done, "best-80.index: not a regular file")
+
+
+def test_a_best_checkpoint_holding_another_steps_weights_is_refused(extended, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(extended.run, run)
+    best = run / "checkpoints" / "best"
+    for source in glob.glob(str(run / "checkpoints" / "ckpt-120.*")):
+        shutil.copy(source, best / os.path.basename(source).replace("ckpt-120", "best-80"))
+    done = cli(f"--model_dir={run}", "--mode=export")
+    assert_one_line_error(done, "best-80: holds the weights of step 120")
+
+
+def test_export_mode_records_its_export_in_results_json(extended, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(extended.run, run)
+    done = cli(f"--model_dir={run}", "--mode=export", "--export=last")
+    assert done.returncode == 0, done.stderr
+    figures = results(run)
+    assert figures["export_step"] == 120 and figures["export_model"] == "last"
+    assert figures["export_path"] == _newest_export(run)
+    assert figures["best_step"] == 80  # the rest is kept
+
+
+def test_a_linked_best_folder_is_not_written_through(tmp_path):
+    run, victim = tmp_path / "run", tmp_path / "victim"
+    train(run, train_steps=20, eval_every=20, **SMALL)  # an early, poor best
+    shutil.copytree(run / "checkpoints" / "best", victim)
+    before = sorted(os.listdir(victim))
+    shutil.rmtree(run / "checkpoints" / "best")
+    os.symlink(victim, run / "checkpoints" / "best")
+    done = cli(f"--model_dir={run}", "--train_steps=200", "--eval_every=20", "--hidden=16")
+    assert_one_line_error(done, "is a symbolic link; refusing to write through it")
+    assert sorted(os.listdir(victim)) == before
+
+
+def test_resume_refuses_another_best_metric_and_evaluations_turned_off_under_patience(tmp_path):
+    run = tmp_path / "run"
+    train(run, train_steps=20, eval_every=10, early_stopping_patience=3, **SMALL)
+    other = cli(f"--model_dir={run}", "--train_steps=30", "--best_metric=validation_loss")
+    assert_one_line_error(other, "--best_metric=validation_loss", "best-so-far record")
+    off = cli(f"--model_dir={run}", "--train_steps=30", "--eval_every=0")
+    assert_one_line_error(off, "--early_stopping_patience=3", "--eval_every=0 turns them off")
+    assert results(run)["global_step"] == 20
+
+
+def test_one_csv_for_two_splits_is_refused(tmp_path):
+    from datafiles import write_csv
+
+    data = write_csv(str(tmp_path / "data.csv"), n=60, features=4)
+    for flag in ("--validation_csv_path", "--test_csv_path"):
+        done = cli("--dataset=csv", f"--csv_path={data}", f"{flag}={data}",
+                   f"--model_dir={tmp_path / 'run'}")  # fmt: skip
+        assert done.returncode == 2
+        assert_one_line_error(done, f"{flag}={data}: the same as --csv_path")
+    assert not (tmp_path / "run").exists()
+
+
+def test_nested_flagfiles_that_are_not_files_and_too_many_layers_are_refused(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    outer = tmp_path / "outer.flags"
+    outer.write_text(f"--flagfile={fifo}\n")
+    done = cli(f"--flagfile={outer}", f"--model_dir={tmp_path / 'run'}", timeout=60)
+    assert done.returncode == 2
+    assert_one_line_error(done, f"--flagfile={fifo} in --flagfile={outer}: not a regular file")
+    deep = cli("--hidden=" + ",".join(["1"] * 1001), f"--model_dir={tmp_path / 'run'}")
+    assert_one_line_error(deep, "--hidden: at most 1000 layers, got 1001")
+    assert not (tmp_path / "run").exists()
+
+
+def test_class_names_that_do_not_fit_the_model_are_refused(extended, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(extended.run, run)
+    path = run / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "class_names": [0, 1, 2]}))
+    done = cli(f"--model_dir={run}", "--mode=export")
+    assert_one_line_error(done, "config.json", "3 class_names for num_classes 10")

@@ -26,7 +26,7 @@ import tensorflow as tf
 from absl import logging
 
 from trainer.errors import NonFiniteError, UsageError, one_line
-from trainer.files import write_atomically
+from trainer.files import is_regular_file, write_atomically
 
 
 class CheckpointError(UsageError):
@@ -174,6 +174,10 @@ class Checkpoints:
         )
         what = f"the best checkpoint of step {step}"
         with self._saving(directory, what, "the earlier best is untouched"):
+            if os.path.islink(directory):  # its files could be another run's
+                raise OSError(
+                    errno.ELOOP, f"{directory} is a symbolic link; refusing to write through it"
+                )
             os.makedirs(directory, exist_ok=True)
             if not self.scratch_directory:
                 _refuse_links(directory, ("checkpoint", f"best-{step}.*"))
@@ -207,6 +211,9 @@ class Checkpoints:
         Raises:
           CorruptCheckpointError: a file is missing, truncated or damaged.
         """
+        for part in [path + ".index", *glob.glob(glob.escape(path) + ".data-*")]:
+            if os.path.lexists(part) and not is_regular_file(part):  # a FIFO would block
+                raise CorruptCheckpointError(f"{part}: not a regular file")
         try:
             reader = tf.train.load_checkpoint(path)
             shapes = reader.get_variable_to_shape_map()
@@ -217,6 +224,14 @@ class Checkpoints:
         if not shapes:
             raise CorruptCheckpointError(f"{path}: unreadable (holds no variables)")
         return {key: tuple(shape) for key, shape in shapes.items()}
+
+    @staticmethod
+    def stored_step(path: str) -> int | None:
+        """The global step that checkpoint ``path`` holds (None if it holds none);
+        read after ``verify``."""
+        reader = tf.train.load_checkpoint(path)
+        key = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
+        return int(reader.get_tensor(key)) if reader.has_tensor(key) else None
 
     def restore(self, path: str, only: dict | None = None) -> None:
         """Restores ``path`` into all objects, or into just ``only`` (e.g. the model).

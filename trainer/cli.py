@@ -17,6 +17,8 @@ import threading
 
 from absl import flags, logging
 
+from trainer.errors import UsageError
+
 
 def fail(message, status: int = 2):
     """Ends the program with one line on standard error."""
@@ -103,8 +105,9 @@ def expand_path_flags(flag_values) -> None:
 
 
 def _check_flagfiles(args) -> None:
-    """Refuses a ``--flagfile`` that is not a regular file: absl would block on a
-    FIFO and read a device such as /dev/zero until memory runs out."""
+    """Refuses a ``--flagfile`` (or one it names, however deep) that is not a
+    regular file: absl would block on a FIFO and read a device such as /dev/zero
+    until memory runs out."""
     for position, arg in enumerate(args):
         name, equals, path = arg.lstrip("-").partition("=")
         if name != "flagfile" or not arg.startswith("-"):
@@ -113,9 +116,48 @@ def _check_flagfiles(args) -> None:
             path = args[position + 1] if position + 1 < len(args) else ""
         if not path.strip():
             fail("--flagfile: give the path of a file of flags")
-        with contextlib.suppress(OSError, ValueError):  # missing: absl says so
-            if not stat.S_ISREG(os.stat(os.path.expanduser(path)).st_mode):
-                fail(f"--flagfile={path}: not a regular file")
+        path = os.path.expanduser(path)
+        if os.path.exists(path):  # missing: absl says so
+            try:
+                flagfile_lines(path)
+            except UsageError as error:
+                fail(error)
+
+
+def flagfile_lines(path: str, stack: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """``(flag, where)`` for each flag a flagfile gives, read as absl reads it: a flag
+    a line, blank lines and ``#`` or ``//`` comments skipped, a nested
+    ``--flagfile=`` read in its place (a file already being read is skipped)."""
+    if path in stack:
+        return []
+    where = " in ".join(f"--flagfile={p}" for p in (path, *reversed(stack)))
+    if not stat.S_ISREG(_stat_mode(path, where)):
+        raise UsageError(f"{where}: not a regular file")
+    try:
+        with open(path, errors="replace") as handle:
+            lines = handle.readlines()
+    except OSError as error:
+        raise UsageError(f"{where}: cannot read ({error.strerror or error})") from None
+    found = []
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith(("#", "//")):
+            continue
+        if line.startswith(("--flagfile=", "-flagfile=")):
+            nested = os.path.expanduser(line.partition("=")[2].strip())
+            found += flagfile_lines(nested, (*stack, path))
+        else:
+            found.append((line, where))
+    return found
+
+
+def _stat_mode(path: str, where: str) -> int:
+    try:
+        return os.stat(path).st_mode
+    except (OSError, ValueError) as error:
+        raise UsageError(
+            f"{where}: cannot read ({getattr(error, 'strerror', None) or error})"
+        ) from None
 
 
 def no_positional_arguments(argv) -> None:

@@ -273,6 +273,8 @@ def parse_hidden(text: str) -> tuple[int, ...]:
         if size > INT32_MAX:
             raise UsageError(f"--hidden={text}: layer sizes must be <= {INT32_MAX}, got {size}")
         sizes.append(size)
+    if len(sizes) > model_spec.MAX_LAYERS:
+        raise UsageError(f"--hidden: at most {model_spec.MAX_LAYERS} layers, got {len(sizes)}")
     return tuple(sizes)
 
 
@@ -294,6 +296,8 @@ def _sizes_problem(name: str, value) -> str | None:
         return "layer sizes must be >= 1"
     if not all(v <= INT32_MAX for v in value):
         return f"layer sizes must be <= {INT32_MAX}"
+    if len(value) > model_spec.MAX_LAYERS:
+        return f"at most {model_spec.MAX_LAYERS} layers, got {len(value)}"
     return None
 
 
@@ -559,6 +563,34 @@ def _check_folders(f) -> None:
 def _check_consistent(f) -> None:
     _check_data_flags(f)
     _check_folders(f)
+    check_patience(f)
+    _check_distinct_splits(f)
+    if f.label_smoothing and f.loss != "cross_entropy":
+        raise UsageError(
+            f"--label_smoothing={f.label_smoothing}: applies to --loss=cross_entropy only"
+        )
+
+
+def _check_distinct_splits(f) -> None:
+    """Refuses one CSV (or one glob of files) given for two splits: the test split
+    would then choose, or be trained on."""
+    for kind in (("csv_path", "validation_csv_path", "test_csv_path"),
+                 ("train_files", "validation_files", "test_files")):  # fmt: skip
+        given = [(flag, getattr(f, flag)) for flag in kind if getattr(f, flag, None)]
+        seen = {}
+        for flag, value in given:
+            key = os.path.realpath(value) if kind[0] == "csv_path" else value
+            if key in seen:
+                raise UsageError(
+                    f"--{flag}={value}: the same as --{seen[key]}; each split needs rows "
+                    "of its own (the test split must never train or choose)"
+                )
+            seen[key] = flag
+
+
+def check_patience(f) -> None:
+    """Refuses a patience (early stopping, reduce-on-plateau) in a run without
+    evaluations, where it would never act."""
     for patience in ("early_stopping_patience", "lr_plateau_patience"):
         if getattr(f, patience) and (f.mode != "train_and_eval" or f.eval_every == 0):
             raise UsageError(
@@ -566,10 +598,6 @@ def _check_consistent(f) -> None:
                 + (f"--mode={f.mode} makes none (--mode=train_and_eval does)"
                    if f.mode != "train_and_eval" else "--eval_every=0 turns them off")
             )  # fmt: skip
-    if f.label_smoothing and f.loss != "cross_entropy":
-        raise UsageError(
-            f"--label_smoothing={f.label_smoothing}: applies to --loss=cross_entropy only"
-        )
 
 
 def dataset_is_regression(values: dict) -> bool:
@@ -657,6 +685,11 @@ def load(path: str) -> dict:
         raise UsageError(
             f"{path}: {', '.join(map(json.dumps, unknown))[:120]}: not a setting of this "
             "version (a typo?); fix or remove the file"
+        )
+    names, count = saved.get("class_names"), saved.get("num_classes")
+    if isinstance(names, list) and isinstance(count, int) and names and len(names) != count:
+        raise UsageError(
+            f"{path}: {len(names)} class_names for num_classes {count}; fix or remove the file"
         )
     for name, value in saved.items():
         problem = field_problem(name, value)

@@ -55,6 +55,7 @@ _IDENTITY_FIELDS = {
     "synthetic_classes": "the data",
     "seed": "the data order and split",
     "batch_size": "the data position (step x batch size)",
+    "best_metric": "the best-so-far record",
 }
 
 
@@ -127,6 +128,8 @@ def merge_saved_config(config: Config, explicit: set[str]) -> Config:
         if resumed and field in saved and options != saved[field]:
             logged.append(f"{field} {saved[field]} -> {options}")
         merged = dataclasses.replace(merged, **{field: options})
+    if "eval_every" in explicit and merged.mode == "train_and_eval":
+        config_lib.check_patience(merged)  # a saved patience with evaluations now off
     if logged:
         logging.info("resuming with changed settings: %s", "; ".join(logged))
     return merged

@@ -59,6 +59,7 @@ from trainer.cli import (
     end_on_signals,
     fail,
     fail_interrupted,
+    flagfile_lines,
     parse_flags,
     run_as_python,
 )
@@ -247,42 +248,6 @@ def check_manifest(output_dir: str, manifest: dict) -> None:
     write_atomically(path, json.dumps(manifest, indent=2) + "\n")
 
 
-def _flagfile_lines(path: str, stack: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    """``(flag, where)`` for each flag a flagfile gives, read as absl reads it: a flag
-    a line, blank lines and ``#`` or ``//`` comments skipped, a nested
-    ``--flagfile=`` read in its place (a file already being read is skipped)."""
-    if path in stack:
-        return []
-    where = " in ".join(f"--flagfile={p}" for p in (*reversed(stack), path))
-    if not stat.S_ISREG(_stat_mode(path, where)):
-        raise UsageError(f"{where}: not a regular file")
-    try:
-        with open(path, errors="replace") as handle:
-            lines = handle.readlines()
-    except OSError as error:
-        raise UsageError(f"{where}: cannot read ({error.strerror or error})") from None
-    found = []
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith(("#", "//")):
-            continue
-        if line.startswith(("--flagfile=", "-flagfile=")):
-            nested = os.path.expanduser(line.partition("=")[2].strip())
-            found += _flagfile_lines(nested, (*stack, path))
-        else:
-            found.append((line, where))
-    return found
-
-
-def _stat_mode(path: str, where: str) -> int:
-    try:
-        return os.stat(path).st_mode
-    except (OSError, ValueError) as error:
-        raise UsageError(
-            f"{where}: cannot read ({getattr(error, 'strerror', None) or error})"
-        ) from None
-
-
 def check_trainer_flags(trainer_flags: list[str]) -> None:
     """Refuses trainer flags (after ``--``) that are not ``--flags``, or that set what
     the sweep sets for each run (``--model_dir``, ``--mode``), a ``--flagfile``'s
@@ -302,7 +267,7 @@ def check_trainer_flags(trainer_flags: list[str]) -> None:
             path = os.path.expanduser(value.partition("=")[2].strip())
             if not path:
                 raise UsageError("--flagfile: give the path of a file of flags")
-            given += _flagfile_lines(path)
+            given += flagfile_lines(path)
         else:
             given.append((value, ""))
     for value, where in given:

@@ -72,7 +72,10 @@ def _run(config: Config) -> dict:
             check_finite_model(run_.model, f"the {which} checkpoint (step {step})", path)
             logging.info("exporting the %s model (step %d)", which, step)
             exported = export.export_run(run_)
-            return {"export_path": exported, "export_step": step, "export_model": which}
+            figures = {"export_path": exported, "export_step": step, "export_model": which}
+            if previous:  # results.json names the newest export (what Serving serves)
+                write_json(os.path.join(config.model_dir, "results.json"), {**previous, **figures})
+            return figures
         controller = _controller(run_)
         controller.evaluate()
         test = _evaluate_test(run_, controller, (run_.trainer.step, "latest"))
@@ -131,6 +134,10 @@ def _choose_model(run_: Run, strict: bool = False) -> tuple[int, str]:
             raise CheckpointError(f"{run_.checkpoints.best_directory}: holds no checkpoint")
         if step_of(best) != best_step:
             raise CheckpointError(f"{best}: is not of step {best_step}")
+        run_.checkpoints.verify(best)
+        stored = run_.checkpoints.stored_step(best)
+        if stored != best_step:
+            raise CheckpointError(f"{best}: holds the weights of step {stored}")
         run_.checkpoints.restore(best, only={"model": run_.model})
     except CheckpointError as error:
         problem = f"the best checkpoint (step {best_step}) cannot be used: {error}"
