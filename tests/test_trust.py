@@ -283,3 +283,31 @@ def test_class_names_that_do_not_fit_the_model_are_refused(extended, tmp_path):
     path.write_text(json.dumps({**json.loads(path.read_text()), "class_names": [0, 1, 2]}))
     done = cli(f"--model_dir={run}", "--mode=export")
     assert_one_line_error(done, "config.json", "3 class_names for num_classes 10")
+
+
+def test_signals_during_a_savedmodel_save_wait_for_its_end():
+    import signal
+
+    from trainer.deferred_signals import deferred_signals
+
+    reached = []
+    # Python's own SIGINT handler raises, but only afterwards
+    with pytest.raises(KeyboardInterrupt), deferred_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        reached.append("the rest of the section ran")
+    assert reached == ["the rest of the section ran"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("mode", ["export", "eval", "train"])
+def test_a_hand_edited_identity_setting_in_config_json_is_refused(tmp_path, mode):
+    run = tmp_path / "run"
+    train(run, train_steps=10, **SMALL)
+    path = run / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "activation": "relu"}))
+    before = sorted(os.listdir(run))
+    flags = ["--train_steps=20"] if mode == "train" else [f"--mode={mode}"]
+    done = cli(f"--model_dir={run}", *flags)
+    assert done.returncode == 2, done.stderr
+    assert_one_line_error(done, 'written with activation="sigmoid"', 'says activation="relu"')
+    assert sorted(os.listdir(run)) == before and not os.path.exists(run / "export" / "2")

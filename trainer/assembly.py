@@ -337,6 +337,7 @@ class Run:
             keep=self.config.keep_checkpoints,
             scratch_directory=scratch,
             check=self.check_finite,
+            identity=run_folder.identity(self.config),
             model=self.model,
             optimizer=self.optimizer,
             global_step=self.trainer.global_step,

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import glob
+import json
 import os
 import re
 import shutil
@@ -60,6 +61,9 @@ class Checkpoints:
         (the chief's), so every worker resumes from the same checkpoint.
       check: ``check(step)`` runs before every save (rolling or best) and raises
         to refuse it (``check_finite_model``); None: no check.
+      identity: the settings that make the run what it is (``{name: JSON value}``),
+        saved in every checkpoint and compared on every restore, so that a
+        hand-edited config.json cannot change the network under its weights.
       objects: what to save, e.g. ``model=..., optimizer=..., global_step=...``.
     """
 
@@ -69,16 +73,21 @@ class Checkpoints:
         keep: int = 3,
         scratch_directory: str | None = None,
         check=None,
+        identity: dict | None = None,
         **objects,
     ):
         self.directory = directory
+        self.identity = identity
         self._check = check
         self.scratch_directory = scratch_directory
         self.remove_scratch()  # left over if this worker died while saving
         self.objects = objects
         self._keep = keep
         self._current_step: int | None = None
-        self.checkpoint = tf.train.Checkpoint(**objects)
+        # Saved with the objects; a restore reads the objects alone (older
+        # checkpoints hold no identity) and compares the identity itself.
+        extra = {"identity": _Identity(identity)} if identity is not None else {}
+        self.checkpoint = tf.train.Checkpoint(**objects, **extra)
         try:
             self.manager = tf.train.CheckpointManager(
                 self.checkpoint,
@@ -225,6 +234,27 @@ class Checkpoints:
             raise CorruptCheckpointError(f"{path}: unreadable (holds no variables)")
         return {key: tuple(shape) for key, shape in shapes.items()}
 
+    def _check_identity(self, path: str) -> None:
+        """Refuses checkpoint ``path`` if it was written with other identity settings
+        than this run's (a checkpoint without a record of them passes)."""
+        if self.identity is None:
+            return
+        reader = tf.train.load_checkpoint(path)
+        key = "identity/.ATTRIBUTES/py_state"
+        if not reader.has_tensor(key):
+            return
+        try:
+            stored = json.loads(reader.get_tensor(key))
+        except (ValueError, TypeError):
+            raise CorruptCheckpointError(f"{path}: unreadable record of its settings") from None
+        for name, value in self.identity.items():
+            if name in stored and stored[name] != value:
+                raise CheckpointError(
+                    f"{path}: written with {name}={json.dumps(stored[name])}, and this run "
+                    f"says {name}={json.dumps(value)} (config.json edited?); the run must keep "
+                    "it to resume: put it back, or use a new --model_dir"
+                )
+
     @staticmethod
     def stored_step(path: str) -> int | None:
         """The global step that checkpoint ``path`` holds (None if it holds none);
@@ -246,6 +276,7 @@ class Checkpoints:
           CheckpointError: they hold other variables or shapes than this run.
         """
         self.verify(path)
+        self._check_identity(path)
         try:
             if only is None:
                 tf.train.Checkpoint(**self.objects).restore(path).assert_existing_objects_matched()
@@ -323,6 +354,19 @@ class Checkpoints:
                 copy += 1
             os.rename(name, destination)
         logging.warning("moved the files of %s into %s", os.path.basename(path), target)
+
+
+class _Identity(tf.train.experimental.PythonState):
+    """A run's identity settings as JSON in its checkpoints."""
+
+    def __init__(self, values: dict):
+        self.values = values
+
+    def serialize(self) -> str:
+        return json.dumps(self.values, sort_keys=True)
+
+    def deserialize(self, string_value) -> None:  # compared by _check_identity instead
+        pass
 
 
 def _refuse_links(directory: str, patterns) -> None:

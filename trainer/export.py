@@ -43,6 +43,7 @@ import os
 import tensorflow as tf
 from absl import logging
 
+from trainer.deferred_signals import deferred_signals
 from trainer.errors import UsageError, one_line
 from trainer.files import private_folder, remove_dead_leftovers, writable_folder
 
@@ -185,7 +186,7 @@ def export_model(
         # A fresh folder of its own (never a planted link), removed whatever happens.
         with private_folder(export_dir, _TEMPORARY_PREFIX) as temporary:
             os.chmod(temporary, 0o755)  # readable by a serving process of another user
-            with _quiet_tensorflow_info():
+            with _quiet_tensorflow_info(), deferred_signals():
                 tf.saved_model.save(module, temporary, signatures={SIGNATURE_KEY: serving_fn})
             # Another exporter may claim a number between listing and renaming (or
             # a file may hold the name); the rename then fails: try the next number.

@@ -63,6 +63,18 @@ _IDENTITY_FIELDS = {
 _DATASET_ONLY = {"label_column": "csv", "shuffle_buffer": "tfrecord"}
 
 
+def identity(config: Config) -> dict:
+    """The settings a checkpoint of this run must have been written with:
+    ``{name: JSON value}`` of the identity fields that matter to its dataset."""
+    values = {}
+    for name in _IDENTITY_FIELDS:
+        if name in _DATASET_ONLY and _DATASET_ONLY[name] != config.dataset:
+            continue
+        value = getattr(config, name)
+        values[name] = list(value) if isinstance(value, tuple) else value
+    return values
+
+
 def has_checkpoints(model_dir: str) -> bool:
     """Whether ``model_dir`` holds any checkpoint (``checkpoints/ckpt-*``)."""
     folder = os.path.join(model_dir, "checkpoints")

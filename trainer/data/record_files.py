@@ -179,14 +179,15 @@ class Split:
         return int(sum(self.counts))
 
 
-SAMPLED_BYTES = 1 << 16  # of each file's head and tail, in the fingerprint
+HASHED_WHOLE = 1 << 28  # files up to 256 MiB are hashed whole in the fingerprint
+SAMPLE_BYTES, SAMPLES = 1 << 16, 64  # larger ones: 64 blocks of 64 KiB, ends included
 
 
 def fingerprint(splits: dict, metadata: dict) -> str:
-    """A short digest of the splits: each file's name, example count and size, the
-    first and last ``SAMPLED_BYTES`` of its contents (two shards of one size that
-    trade contents differ there, at two reads per file however large it is), and
-    the normalization statistics."""
+    """A short digest of the splits: each file's name, example count, size and
+    contents (whole up to ``HASHED_WHOLE``; beyond, ``SAMPLES`` evenly spaced
+    blocks, the first and last among them, so a start reads at most 4 MiB a file),
+    and the normalization statistics."""
     digest = hashlib.blake2b(digest_size=8)
     for split in (name for name in SPLITS if name in splits):
         for path, count in zip(splits[split].files, splits[split].counts, strict=True):
@@ -194,8 +195,12 @@ def fingerprint(splits: dict, metadata: dict) -> str:
             with contextlib.suppress(OSError), open(path, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
                 digest.update(str(size).encode())
-                digest.update(handle.read(SAMPLED_BYTES))
-                handle.seek(max(0, size - SAMPLED_BYTES))
-                digest.update(handle.read(SAMPLED_BYTES))
+                if size <= HASHED_WHOLE:
+                    while block := handle.read(1 << 20):
+                        digest.update(block)
+                    continue
+                for k in range(SAMPLES):
+                    handle.seek((size - SAMPLE_BYTES) * k // (SAMPLES - 1))
+                    digest.update(handle.read(SAMPLE_BYTES))
     digest.update(json.dumps(metadata.get("normalization", metadata), sort_keys=True).encode())
     return digest.hexdigest()
