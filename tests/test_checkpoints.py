@@ -149,10 +149,10 @@ def test_other_architecture_is_refused_and_nothing_is_overwritten(tmp_path):
     result = cli(f"--model_dir={tmp_path}", "--hidden=16", "--train_steps=40")
     assert_one_line_error(result, "--hidden=16", "--hidden=32", "new --model_dir")
     assert _snapshot(tmp_path) == before
-    # Without config.json to compare with, the restore itself names the variable and shapes.
+    # Without config.json to compare with, the checkpoint's own record of the settings.
     os.remove(tmp_path / "config.json")
     result = cli(f"--model_dir={tmp_path}", "--hidden=16", "--train_steps=40")
-    assert_one_line_error(result, "ckpt-20", "hidden_0", "(32,)", "(16,)")
+    assert_one_line_error(result, "ckpt-20", "written with hidden=[32]", "says hidden=[16]")
     assert all(_snapshot(tmp_path)[p] == before[p] for p in before if "config.json" not in p)
 
 

@@ -280,9 +280,13 @@ def test_class_names_that_do_not_fit_the_model_are_refused(extended, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(extended.run, run)
     path = run / "config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "class_names": [0, 1, 2]}))
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({**saved, "class_names": [0, 1, 2]}))
     done = cli(f"--model_dir={run}", "--mode=export")
     assert_one_line_error(done, "config.json", "3 class_names for num_classes 10")
+    path.write_text(json.dumps({**saved, "class_names": list(range(10, 20))}))  # relabelled
+    done = cli(f"--model_dir={run}", "--mode=export")
+    assert_one_line_error(done, "written with class_names=null", 'class_names=["10"')
 
 
 def test_signals_during_a_savedmodel_save_wait_for_its_end():

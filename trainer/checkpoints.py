@@ -251,8 +251,9 @@ class Checkpoints:
             if name in stored and stored[name] != value:
                 raise CheckpointError(
                     f"{path}: written with {name}={json.dumps(stored[name])}, and this run "
-                    f"says {name}={json.dumps(value)} (config.json edited?); the run must keep "
-                    "it to resume: put it back, or use a new --model_dir"
+                    f"says {name}={json.dumps(value)} (the flags, or an edited or missing "
+                    "config.json); the run must keep it to resume: put it back, or use a new "
+                    "--model_dir"
                 )
 
     @staticmethod

@@ -72,6 +72,8 @@ def identity(config: Config) -> dict:
             continue
         value = getattr(config, name)
         values[name] = list(value) if isinstance(value, tuple) else value
+    # What the exported model's classes are called (config.json's, under --mode=export).
+    values["class_names"] = [str(n) for n in config.class_names] if config.class_names else None
     return values
 
 
