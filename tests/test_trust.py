@@ -315,3 +315,52 @@ def test_a_hand_edited_identity_setting_in_config_json_is_refused(tmp_path, mode
     assert done.returncode == 2, done.stderr
     assert_one_line_error(done, 'written with activation="sigmoid"', 'says activation="relu"')
     assert sorted(os.listdir(run)) == before and not os.path.exists(run / "export" / "2")
+
+
+def test_the_third_attack_pass(tmp_path):
+    """A removed data fingerprint, a hard link as the test CSV, a linked export folder,
+    an export with results.json gone, a circular flagfile, a best without its state file."""
+    from datafiles import write_csv
+
+    data = write_csv(str(tmp_path / "data.csv"), n=80, features=4)
+    run = tmp_path / "run"
+    common = ("--dataset=csv", f"--csv_path={data}", f"--model_dir={run}", "--hidden=16")
+    assert cli(*common, "--train_steps=5", "--eval_every=5").returncode == 0
+    # the data change, and config.json forgets what they were: the checkpoint remembers
+    lines = Path(data).read_text().splitlines()
+    lines[5] = lines[6]
+    Path(data).write_text("\n".join(lines) + "\n")
+    path = run / "config.json"
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in saved.items() if k != "data_fingerprint"}))
+    changed = cli(*common, "--train_steps=10")
+    assert_one_line_error(changed, "written with data_fingerprint=")
+    path.write_text(json.dumps(saved))
+    # one file under two names is one split
+    os.link(data, tmp_path / "linked.csv")
+    linked = cli(*common, f"--test_csv_path={tmp_path / 'linked.csv'}", "--train_steps=10")
+    assert_one_line_error(linked, "the same as --csv_path")
+    # a linked export folder would add a version to another run's
+    other = tmp_path / "other_export"
+    other.mkdir()
+    shutil.move(run / "export", tmp_path / "kept_export")
+    os.symlink(other, run / "export")
+    through = cli(f"--model_dir={run}", "--mode=export")
+    assert_one_line_error(through, "is a symbolic link; refusing to add a version through it")
+    assert os.listdir(other) == []
+    os.unlink(run / "export")
+    # export with results.json gone still records what it wrote
+    os.remove(run / "results.json")
+    assert cli(f"--model_dir={run}", "--mode=export").returncode == 0
+    assert results(run)["export_path"] == str(run / "export" / "1")
+    # the best checkpoint found without its folder's state file
+    (run / "checkpoints" / "best" / "checkpoint").unlink()
+    again = cli(f"--model_dir={run}", "--mode=export")
+    assert again.returncode == 0 and "exporting the best model (step 5)" in again.stderr
+    # a flagfile that names itself
+    loop = tmp_path / "loop.flags"
+    loop.write_text(f"--train_steps=7\n--flagfile={loop}\n")
+    circular = cli(f"--flagfile={loop}", f"--model_dir={tmp_path / 'r2'}")
+    assert circular.returncode == 2
+    assert_one_line_error(circular, "circular")
+    assert not (tmp_path / "r2").exists()

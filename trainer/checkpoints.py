@@ -198,8 +198,14 @@ class Checkpoints:
 
     @property
     def best(self) -> str | None:
-        """The best checkpoint's prefix, or None."""
-        return tf.train.latest_checkpoint(self.best_directory)
+        """The best checkpoint's prefix, or None; found from its files when the
+        folder's state file is missing or names none."""
+        named = tf.train.latest_checkpoint(self.best_directory)
+        if named:
+            return named
+        pattern = os.path.join(glob.escape(self.best_directory), "best-*.index")
+        found = sorted((p[: -len(".index")] for p in glob.glob(pattern)), key=step_of)
+        return found[-1] if found else None
 
     def remove_scratch(self) -> None:
         """Deletes the scratch folder of a non-chief worker, if there is one."""

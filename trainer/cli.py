@@ -127,10 +127,10 @@ def _check_flagfiles(args) -> None:
 def flagfile_lines(path: str, stack: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """``(flag, where)`` for each flag a flagfile gives, read as absl reads it: a flag
     a line, blank lines and ``#`` or ``//`` comments skipped, a nested
-    ``--flagfile=`` read in its place (a file already being read is skipped)."""
-    if path in stack:
-        return []
+    ``--flagfile=`` read in its place (one that names a file being read is refused)."""
     where = " in ".join(f"--flagfile={p}" for p in (path, *reversed(stack)))
+    if path in stack:
+        raise UsageError(f"{where}: circular (a flagfile that names itself)")
     if not stat.S_ISREG(_stat_mode(path, where)):
         raise UsageError(f"{where}: not a regular file")
     try:

@@ -579,13 +579,22 @@ def _check_distinct_splits(f) -> None:
         given = [(flag, getattr(f, flag)) for flag in kind if getattr(f, flag, None)]
         seen = {}
         for flag, value in given:
-            key = os.path.realpath(value) if kind[0] == "csv_path" else value
+            key = _same_file_key(value) if kind[0] == "csv_path" else value
             if key in seen:
                 raise UsageError(
                     f"--{flag}={value}: the same as --{seen[key]}; each split needs rows "
                     "of its own (the test split must never train or choose)"
                 )
             seen[key] = flag
+
+
+def _same_file_key(path: str):
+    """What two paths of one file share, hard and symbolic links included."""
+    try:
+        info = os.stat(path)
+        return (info.st_dev, info.st_ino)
+    except (OSError, ValueError):
+        return os.path.realpath(path)
 
 
 def check_patience(f) -> None:

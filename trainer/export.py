@@ -224,6 +224,11 @@ def export_run(run) -> str:
         logging.info("export: left to the chief worker")
         return ""
     export_dir = export_dir_of(config)
+    if not config.export_dir and os.path.islink(export_dir):  # another run's versions?
+        raise UsageError(
+            f"{export_dir}: is a symbolic link; refusing to add a version through it "
+            "(give --export_dir=<its target> to export there)"
+        )
     classification = bool(config.num_classes)
     input_shape = list(run.model.input_shape)
     path = export_model(

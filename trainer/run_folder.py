@@ -74,6 +74,8 @@ def identity(config: Config) -> dict:
         values[name] = list(value) if isinstance(value, tuple) else value
     # What the exported model's classes are called (config.json's, under --mode=export).
     values["class_names"] = [str(n) for n in config.class_names] if config.class_names else None
+    if config.mode in ("train", "train_and_eval") and config.data_fingerprint:
+        values["data_fingerprint"] = config.data_fingerprint  # training goes on on them
     return values
 
 

@@ -73,8 +73,9 @@ def _run(config: Config) -> dict:
             logging.info("exporting the %s model (step %d)", which, step)
             exported = export.export_run(run_)
             figures = {"export_path": exported, "export_step": step, "export_model": which}
-            if previous:  # results.json names the newest export (what Serving serves)
-                write_json(os.path.join(config.model_dir, "results.json"), {**previous, **figures})
+            # results.json names the newest export (what Serving serves).
+            recorded = {"global_step": run_.trainer.step, **previous, **figures}
+            write_json(os.path.join(config.model_dir, "results.json"), recorded)
             return figures
         controller = _controller(run_)
         controller.evaluate()
