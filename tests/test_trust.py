@@ -340,6 +340,9 @@ def test_the_third_attack_pass(tmp_path):
     os.link(data, tmp_path / "linked.csv")
     linked = cli(*common, f"--test_csv_path={tmp_path / 'linked.csv'}", "--train_steps=10")
     assert_one_line_error(linked, "the same as --csv_path")
+    shutil.copy(data, tmp_path / "copy.csv")  # or the same rows in another file
+    copied = cli(*common, f"--validation_csv_path={tmp_path / 'copy.csv'}", "--train_steps=10")
+    assert_one_line_error(copied, "holds the same rows as --csv_path")
     # a linked export folder would add a version to another run's
     other = tmp_path / "other_export"
     other.mkdir()

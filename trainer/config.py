@@ -571,11 +571,13 @@ def _check_consistent(f) -> None:
         )
 
 
+_CSV_SPLITS = ("csv_path", "validation_csv_path", "test_csv_path")
+
+
 def _check_distinct_splits(f) -> None:
     """Refuses one CSV (or one glob of files) given for two splits: the test split
     would then choose, or be trained on."""
-    for kind in (("csv_path", "validation_csv_path", "test_csv_path"),
-                 ("train_files", "validation_files", "test_files")):  # fmt: skip
+    for kind in (_CSV_SPLITS, ("train_files", "validation_files", "test_files")):
         given = [(flag, getattr(f, flag)) for flag in kind if getattr(f, flag, None)]
         seen = {}
         for flag, value in given:
@@ -586,6 +588,32 @@ def _check_distinct_splits(f) -> None:
                     "of its own (the test split must never train or choose)"
                 )
             seen[key] = flag
+    csvs = [(flag, getattr(f, flag)) for flag in _CSV_SPLITS if getattr(f, flag, None)]
+    for i, (flag, value) in enumerate(csvs):
+        for earlier, other in csvs[:i]:
+            if _same_contents(value, other):
+                raise UsageError(
+                    f"--{flag}={value}: holds the same rows as --{earlier}={other}; each "
+                    "split needs rows of its own (the test split must never train or choose)"
+                )
+
+
+def _same_contents(a: str, b: str) -> bool:
+    """Whether two regular files hold the same bytes (read only when their sizes agree)."""
+    try:
+        if not (is_regular_file(a) and is_regular_file(b)):
+            return False
+        if os.path.getsize(a) != os.path.getsize(b):
+            return False
+        with open(a, "rb") as first, open(b, "rb") as second:
+            while True:
+                block = first.read(1 << 20)
+                if block != second.read(1 << 20):
+                    return False
+                if not block:
+                    return True
+    except (OSError, ValueError):
+        return False
 
 
 def _same_file_key(path: str):
