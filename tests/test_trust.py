@@ -246,9 +246,12 @@ def test_resume_refuses_another_best_metric_and_evaluations_turned_off_under_pat
     train(run, train_steps=20, eval_every=10, early_stopping_patience=3, **SMALL)
     other = cli(f"--model_dir={run}", "--train_steps=30", "--best_metric=validation_loss")
     assert_one_line_error(other, "--best_metric=validation_loss", "best-so-far record")
+    same = cli(f"--model_dir={run}", "--train_steps=25", "--eval_every=10",
+               "--best_metric=validation_accuracy")  # fmt: skip
+    assert same.returncode == 0, same.stderr  # what auto chose: the same record
     off = cli(f"--model_dir={run}", "--train_steps=30", "--eval_every=0")
     assert_one_line_error(off, "--early_stopping_patience=3", "--eval_every=0 turns them off")
-    assert results(run)["global_step"] == 20
+    assert results(run)["global_step"] == 25
 
 
 def test_one_csv_for_two_splits_is_refused(tmp_path):

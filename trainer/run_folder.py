@@ -72,11 +72,20 @@ def identity(config: Config) -> dict:
             continue
         value = getattr(config, name)
         values[name] = list(value) if isinstance(value, tuple) else value
+    values["best_metric"] = _resolved_metric(config.best_metric, {"loss": config.loss})
     # What the exported model's classes are called (config.json's, under --mode=export).
     values["class_names"] = [str(n) for n in config.class_names] if config.class_names else None
     if config.mode in ("train", "train_and_eval") and config.data_fingerprint:
         values["data_fingerprint"] = config.data_fingerprint  # training goes on on them
     return values
+
+
+def _resolved_metric(best_metric, saved: dict):
+    """``--best_metric`` with ``auto`` resolved as the run's loss resolves it."""
+    if best_metric != "auto":
+        return best_metric
+    classification = saved.get("loss", "cross_entropy") == "cross_entropy"
+    return "validation_accuracy" if classification else "validation_loss"
 
 
 def has_checkpoints(model_dir: str) -> bool:
@@ -125,6 +134,10 @@ def merge_saved_config(config: Config, explicit: set[str]) -> Config:
         wanted = getattr(config, name)
         if wanted == value or not resumed:
             continue
+        if name == "best_metric" and _resolved_metric(wanted, saved) == _resolved_metric(
+            value, saved
+        ):
+            continue  # auto names the same figure
         dataset = saved.get("dataset", config.dataset)
         matters = name not in _DATASET_ONLY or _DATASET_ONLY[name] == dataset
         if name in _IDENTITY_FIELDS and matters:
