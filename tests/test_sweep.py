@@ -92,6 +92,7 @@ def test_a_sweep_killed_half_way_finishes_only_the_missing_runs(tmp_path):
         ("model_dir=a,b", "set by the sweep"),
         ("seed=1;seed=2", "given twice"),
         ("hidden=32|0", "layer sizes must be >= 1"),
+        ("learning_rate=0.1,0.2,0.1", "learning_rate lists 0.1 more than once"),
     ],
 )
 def test_bad_grids_are_named(grid, fragment):

@@ -151,6 +151,9 @@ def parse_grid(text: str | None) -> dict[str, list[str]]:
         listed = [v.strip() for v in values.split(separator) if v.strip()]
         if not listed:
             raise UsageError(f"--grid: {name} has no values")
+        repeated = sorted({v for v in listed if listed.count(v) > 1})
+        if repeated:
+            raise UsageError(f"--grid: {name} lists {', '.join(repeated)} more than once")
         for value in listed:
             problem = config_lib.flag_problem(name, value)
             if problem:
