@@ -73,14 +73,15 @@ def latest_step(model_dir) -> int:
 
 
 def checkpoint_variables(prefix) -> dict:
-    """``{name: array}`` of a checkpoint's variables (bookkeeping left out)."""
+    """``{name: array}`` of a checkpoint's variables (bookkeeping left out: the save
+    counter, the object graph and the record of the run's settings)."""
     import tensorflow as tf
 
     reader = tf.train.load_checkpoint(str(prefix))
     return {
         key: reader.get_tensor(key)
         for key in reader.get_variable_to_shape_map()
-        if "save_counter" not in key and not key.startswith("_CHECKPOINTABLE")
+        if "save_counter" not in key and not key.startswith(("_CHECKPOINTABLE", "identity/"))
     }
 
 
