@@ -22,11 +22,11 @@ import sys
 import numpy as np
 from absl import app, flags
 
+TABLES = ("diabetes", "wine", "breast_cancer")
 flags.DEFINE_string("out_dir", os.path.join("runs", "tables"), "Where the CSVs and runs go.")
 flags.DEFINE_integer("seed", 0, "Seed of the 80/20 split.")
+flags.DEFINE_list("tables", list(TABLES), "Which tables, of " + ", ".join(TABLES) + ".")
 FLAGS = flags.FLAGS
-
-TABLES = ("diabetes", "wine", "breast_cancer")
 
 
 def write_tables(out_dir: str, name: str, seed: int) -> tuple[str, str]:
@@ -71,7 +71,10 @@ def main(argv) -> None:
     trainer_flags = argv[1:]
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     rows = []
-    for name in TABLES:
+    unknown = sorted(set(FLAGS.tables) - set(TABLES))
+    if unknown:
+        sys.exit(f"error: --tables: unknown {', '.join(unknown)} (of {', '.join(TABLES)})")
+    for name in FLAGS.tables:
         train_csv, test_csv = write_tables(FLAGS.out_dir, name, FLAGS.seed)
         run = os.path.join(FLAGS.out_dir, name)
         command = [

@@ -423,8 +423,8 @@ def test_sigterm_to_one_worker_stops_all_at_one_step_and_the_resume_is_bit_ident
     from helpers import checkpoint_variables
 
     rng = random.Random()
-    victim, after = rng.randrange(2), rng.randrange(100, 600, 50)
-    total = 1500
+    victim, after = rng.randrange(2), rng.randrange(100, 400, 50)
+    total = 800
     flags = ["--mode=train", "--checkpoint_every=100000", "--log_every=50", *SMALL]
     run, reference = tmp_path / "run", tmp_path / "reference"
     started = _start_workers(processes, tmp_path, f"--model_dir={run}", f"--train_steps={total}",

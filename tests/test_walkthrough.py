@@ -37,7 +37,7 @@ SHORTER = {
     "python scripts/init_study.py": (
         " --steps=20 --depth=3 --width=128 --summary_every=0 --inits=uniform,xavier"
     ),
-    "python scripts/tables_vs_sklearn.py": " -- --train_steps=30 --nohistograms",
+    "python scripts/tables_vs_sklearn.py": " --tables=wine -- --train_steps=30 --nohistograms",
     "python scripts/benchmark.py": (
         " --preset=tiny --steps=4 --repeats=1 --matmul_size=64 --noprecision_check"
         " --summary_every=0"
