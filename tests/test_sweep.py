@@ -46,14 +46,12 @@ def _done_lines(log) -> int:
 def test_a_sweep_killed_half_way_finishes_only_the_missing_runs(tmp_path):
     out = tmp_path / "sweep"
     first = _sweep(out, "--parallel=1", start_new_session=True)
-    runs = out / "runs"
+    logs_dir = out / "logs"
     deadline = time.time() + 180
     while time.time() < deadline and first.poll() is None:
-        finished = [
-            name for name in (os.listdir(runs) if runs.exists() else [])
-            if (runs / name / "results.json").exists()
-        ]  # fmt: skip
-        if len(finished) >= 2:
+        # finished: the run's log has its last line (results.json is written just before)
+        logs = sorted(logs_dir.iterdir()) if logs_dir.exists() else []
+        if sum(1 for log in logs if _done_lines(log)) >= 2:
             break
         time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)  # the sweep and the run it was running
@@ -349,3 +347,14 @@ def test_a_run_refused_for_its_grid_value_fails_alone_and_the_others_run(tmp_pat
     assert rows["00-dataset=csv"]["stop_reason"] == "failed"
     assert "--csv_path: required with --dataset=csv" in rows["00-dataset=csv"]["error"]
     assert "- 00-dataset=csv: --csv_path: required" in (out / "results.md").read_text()
+
+
+def test_a_sweep_into_a_training_runs_folder_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    before = _snapshot(run)
+    result = _run(_sweep_command(run, GRID))
+    assert result.returncode == 2
+    assert_one_line_error(result, "a training run's folder (it holds config.json)")
+    assert _snapshot(run) == before and sorted(os.listdir(run)) == ["config.json"]

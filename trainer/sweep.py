@@ -521,6 +521,13 @@ def sweep(output_dir: str, grid: dict, trainer_flags: list[str], options) -> str
     runs = plan(output_dir, grid, options.random, options.sweep_seed)  # before any file
     manifest = {"grid": grid, "trainer_flags": trainer_flags, "random": options.random,
                 "sweep_seed": options.sweep_seed}  # fmt: skip
+    run_files = [n for n in ("config.json", "checkpoints", "results.json")
+                 if os.path.lexists(os.path.join(output_dir, n))]  # fmt: skip
+    if run_files and not os.path.lexists(os.path.join(output_dir, "sweep.json")):
+        raise UsageError(
+            f"--output_dir={output_dir}: a training run's folder (it holds {run_files[0]}); "
+            "a sweep needs a folder of its own"
+        )
     os.makedirs(output_dir, exist_ok=True)
     with SweepLock(output_dir):
         os.makedirs(os.path.join(output_dir, "logs"), exist_ok=True)
