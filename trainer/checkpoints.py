@@ -20,14 +20,13 @@ import os
 import re
 import shutil
 import socket
-import stat
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from trainer.errors import NonFiniteError, UsageError, one_line
-from trainer.files import is_regular_file, write_atomically
+from trainer.files import exclusive_lock, is_regular_file, write_atomically
 
 
 class CheckpointError(UsageError):
@@ -397,34 +396,16 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise UsageError(
-                    f"{self.path}: is a symbolic link; the run lock never follows links "
-                    "(remove it and run again)"
-                ) from None
-            raise UsageError(
-                f"{self.path}: cannot create the run lock ({error.strerror})"
-            ) from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise UsageError(f"{self.path}: is not a regular file; remove it and run again")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise UsageError(
-                    f"--model_dir={os.path.dirname(self.path)}: another training process "
-                    f"({holder}) is using this run folder; wait for it or pick another folder"
-                ) from None
-            raise UsageError(f"{self.path}: cannot lock ({error.strerror})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        self._fd = fd
+        folder = os.path.dirname(self.path)
+        self._fd = exclusive_lock(
+            self.path,
+            busy=lambda holder: (
+                f"--model_dir={folder}: another training process ({holder}) is using this "
+                "run folder; wait for it or pick another folder"
+            ),
+            record=f"pid {os.getpid()} on {socket.gethostname()}",
+            hint="remove it and run again",
+        )
         return self
 
     def release(self) -> None:

@@ -193,6 +193,48 @@ def open_regular_file(path: str, kind: str = "file"):
         raise
 
 
+def exclusive_lock(path: str, busy, record: str, hint: str, cloexec: bool = False) -> int:
+    """Takes the exclusive ``flock`` of lock file ``path`` without waiting, writes
+    ``record`` (who holds it) into it, and returns the open descriptor; the kernel
+    drops the lock with the last descriptor, however the process ends.
+
+    The file is created if missing, never opened through a link (``O_NOFOLLOW``)
+    and must be a regular file (a FIFO is opened non-blocking, then refused).
+
+    Args:
+      busy: ``busy(holder) -> message`` when another process holds it (``holder``:
+        the record it wrote).
+      hint: what to do about a planted link or non-file, for the messages.
+      cloexec: close the descriptor across ``exec``.
+
+    Raises:
+      UsageError: naming ``path`` and the problem, or ``busy``'s message.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags | (os.O_CLOEXEC if cloexec else 0), 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UsageError(
+                f"{path}: is a symbolic link; locks never follow links ({hint})"
+            ) from None
+        raise UsageError(f"{path}: cannot create the lock ({error.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"{path}: is not a regular file; {hint}")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "pid unknown"
+        os.close(fd)
+        if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise UsageError(busy(holder)) from None
+        raise UsageError(f"{path}: cannot lock ({error.strerror})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, record.encode(), 0)
+    return fd
+
+
 # -- private folders and the leftovers of dead writers --------------------------------
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
 # <prefix><host>.<pid>.<mkdtemp's random part>

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import errno
-import fcntl
 import functools
 import io
 import json
@@ -45,7 +43,6 @@ import os
 import random
 import re
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -64,7 +61,7 @@ from trainer.cli import (
     run_as_python,
 )
 from trainer.errors import UsageError
-from trainer.files import write_atomically
+from trainer.files import exclusive_lock, write_atomically
 
 FINISHED = ("steps_done", "early_stop")
 # Ranking metrics: validation figures only (the test split never chooses).
@@ -292,10 +289,9 @@ def command(run: Run, trainer_flags: list[str]) -> list[str]:
 
 class SweepLock:
     """An exclusive lock on the sweep's folder for the sweep's life, so that two
-    sweeps never share one: ``flock`` on ``<output_dir>/.sweep.lock``, non-blocking,
-    as ``checkpoints.RunLock`` locks a run folder (that module imports TensorFlow,
-    which the sweep needs only to fork). The kernel drops it when the sweep ends,
-    however it ends; forked runs close their copy (``_HELD``)."""
+    sweeps never share one: ``files.exclusive_lock`` on ``<output_dir>/.sweep.lock``,
+    as ``checkpoints.RunLock`` locks a run folder. The kernel drops it when the sweep
+    ends, however it ends; forked runs close their copy (``_HELD``)."""
 
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
@@ -303,31 +299,17 @@ class SweepLock:
         self._fd: int | None = None
 
     def __enter__(self) -> SweepLock:
-        flags_ = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(self.path, flags_, 0o644)
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise UsageError(f"{self.path}: is a symbolic link; remove it") from None
-            raise UsageError(f"{self.path}: cannot create ({error.strerror})") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise UsageError(f"{self.path}: is not a regular file; remove it")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "pid unknown"
-            os.close(fd)
-            if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise UsageError(
-                    f"another sweep is running in {self.output_dir} ({holder}); wait for it "
-                    "to end, or use another --output_dir"
-                ) from None
-            raise UsageError(f"{self.path}: cannot lock ({error.strerror})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
-        self._fd = fd
-        _HELD.add(fd)
+        self._fd = exclusive_lock(
+            self.path,
+            busy=lambda holder: (
+                f"another sweep is running in {self.output_dir} ({holder}); wait for it "
+                "to end, or use another --output_dir"
+            ),
+            record=f"pid {os.getpid()}",
+            hint="remove it",
+            cloexec=True,
+        )
+        _HELD.add(self._fd)
         return self
 
     def __exit__(self, *exc) -> None:
