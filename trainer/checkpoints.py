@@ -239,14 +239,18 @@ class Checkpoints:
             raise CorruptCheckpointError(f"{path}: unreadable (holds no variables)")
         return {key: tuple(shape) for key, shape in shapes.items()}
 
-    def _check_identity(self, path: str) -> None:
+    def _check_record(self, path: str, step: int | None) -> None:
         """Refuses checkpoint ``path`` if it was written with other identity settings
-        than this run's (a checkpoint without a record of them passes)."""
-        if self.identity is None:
-            return
+        than this run's (a checkpoint without a record of them passes), or, given
+        ``step``, if it holds another global step."""
         reader = tf.train.load_checkpoint(path)
+        key = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
+        if step is not None:
+            stored_step = int(reader.get_tensor(key)) if reader.has_tensor(key) else None
+            if stored_step != step:
+                raise CheckpointError(f"{path}: holds the weights of step {stored_step}")
         key = "identity/.ATTRIBUTES/py_state"
-        if not reader.has_tensor(key):
+        if self.identity is None or not reader.has_tensor(key):
             return
         try:
             stored = json.loads(reader.get_tensor(key))
@@ -261,16 +265,9 @@ class Checkpoints:
                     "--model_dir"
                 )
 
-    @staticmethod
-    def stored_step(path: str) -> int | None:
-        """The global step that checkpoint ``path`` holds (None if it holds none);
-        read after ``verify``."""
-        reader = tf.train.load_checkpoint(path)
-        key = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
-        return int(reader.get_tensor(key)) if reader.has_tensor(key) else None
-
-    def restore(self, path: str, only: dict | None = None) -> None:
-        """Restores ``path`` into all objects, or into just ``only`` (e.g. the model).
+    def restore(self, path: str, only: dict | None = None, step: int | None = None) -> None:
+        """Restores ``path`` into all objects, or into just ``only`` (e.g. the model);
+        with ``step``, only if it holds that global step.
 
         The files are verified first (``verify``), then read through a fresh
         ``tf.train.Checkpoint`` object, so nothing of an earlier failed attempt
@@ -279,10 +276,11 @@ class Checkpoints:
 
         Raises:
           CorruptCheckpointError: the files cannot be read.
-          CheckpointError: they hold other variables or shapes than this run.
+          CheckpointError: they hold other variables or shapes than this run, were
+            written with other identity settings, or hold another step than ``step``.
         """
         self.verify(path)
-        self._check_identity(path)
+        self._check_record(path, step)
         try:
             if only is None:
                 tf.train.Checkpoint(**self.objects).restore(path).assert_existing_objects_matched()

@@ -135,11 +135,7 @@ def _choose_model(run_: Run, strict: bool = False) -> tuple[int, str]:
             raise CheckpointError(f"{run_.checkpoints.best_directory}: holds no checkpoint")
         if step_of(best) != best_step:
             raise CheckpointError(f"{best}: is not of step {best_step}")
-        run_.checkpoints.verify(best)
-        stored = run_.checkpoints.stored_step(best)
-        if stored != best_step:
-            raise CheckpointError(f"{best}: holds the weights of step {stored}")
-        run_.checkpoints.restore(best, only={"model": run_.model})
+        run_.checkpoints.restore(best, only={"model": run_.model}, step=best_step)
     except CheckpointError as error:
         problem = f"the best checkpoint (step {best_step}) cannot be used: {error}"
         if strict:
