@@ -85,3 +85,33 @@ def write_gz_bytes(path: str, data: bytes) -> str:
     with gzip.open(path, "wb") as handle:
         handle.write(data)
     return str(path)
+
+
+def write_image_folder(
+    folder: str,
+    classes=("cat", "dog", "owl"),
+    per_class: int = 12,
+    size=(12, 10),
+    seed: int = 0,
+    formats=("png", "jpg"),
+    splits=None,
+) -> str:
+    """Writes ``folder/[<split>/]<class>/<i>.<format>`` images with TensorFlow's
+    encoders: RGB noise with one channel raised per class (learnable), PNG and JPEG
+    alternating. ``splits``: ``{"train": n, "test": n, ...}`` images per class per
+    split folder; else ``per_class`` images in a flat layout."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    layout = splits or {"": per_class}
+    for split, count in layout.items():
+        for label, name in enumerate(classes):
+            where = os.path.join(folder, split, name)
+            os.makedirs(where, exist_ok=True)
+            for i in range(count):
+                image = (rng.random((*size, 3)) * 120).astype(np.uint8)
+                image[..., label % 3] += 120
+                kind = formats[i % len(formats)]
+                encoded = tf.io.encode_png(image) if kind == "png" else tf.io.encode_jpeg(image)
+                write_file(os.path.join(where, f"{i:03d}.{kind}"), encoded.numpy())
+    return folder

@@ -23,12 +23,14 @@ import types
 from models import registry
 from models import spec as model_spec
 from trainer.data import DATASETS, SOURCES
+from trainer.data.image_folder import parse_size
 from trainer.errors import DataError, UsageError
 from trainer.files import check_input_file, is_regular_file
 
 MODES = ("train", "eval", "train_and_eval", "export")
 BEST_METRICS = ("auto", "validation_accuracy", "validation_loss")
 EXPORT_CHOICES = ("best", "last")
+BAD_IMAGES = ("stop", "skip")
 JIT_CHOICES = ("auto", "true", "false")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("float32", "bfloat16")
@@ -56,6 +58,7 @@ CHOICES = {
     "lr_schedule": registry.SCHEDULES.names,
     "best_metric": BEST_METRICS,
     "export": EXPORT_CHOICES,
+    "bad_images": BAD_IMAGES,
     "jit_compile": JIT_CHOICES,
     "device": DEVICES,
     "precision": PRECISIONS,
@@ -84,6 +87,8 @@ INT_RANGES = {
     "lr_plateau_patience": (0, INT32_MAX),
     "early_stopping_patience": (0, INT32_MAX),
 }
+# Integer fields that take a few values only.
+INT_SETS = {"channels": (0, 1, 3)}
 # Float fields: what each must be (NaN and Inf never pass).
 FLOAT_CHECKS = {
     "test_fraction": registry.Check(lambda v: 0 < v < 1, "must be in (0, 1)"),
@@ -107,6 +112,7 @@ OPTIONAL = {
     "train_files",
     "validation_files",
     "test_files",
+    "image_size",
     "class_names",
     "clip_norm",
     "eval_every",
@@ -186,6 +192,9 @@ class Config:
     validation_files: str | None = None
     test_files: str | None = None
     shuffle_buffer: int = 10_000
+    image_size: str | None = None
+    channels: int = 0
+    bad_images: str = "stop"
     test_fraction: float = 0.2
     validation_fraction: float = 0.1
     synthetic_examples: int = 8192
@@ -350,6 +359,18 @@ def field_problem(name: str, value) -> str | None:
         return _structured_problem(name, value)
     if name in CHOICES:
         return None if value in CHOICES[name] else f"must be one of {', '.join(CHOICES[name])}"
+    if name in INT_SETS:
+        allowed = INT_SETS[name]
+        ok = isinstance(value, int) and not isinstance(value, bool) and value in allowed
+        return None if ok else f"must be one of {', '.join(map(str, allowed))}"
+    if name == "image_size":
+        if not isinstance(value, str):
+            return "must be a string HEIGHT,WIDTH"
+        try:
+            parse_size(value)
+        except ValueError as error:
+            return str(error)
+        return None
     if name in INT_RANGES:
         if isinstance(value, bool) or not isinstance(value, int):
             return "must be an integer"

@@ -4,6 +4,7 @@
     python -m trainer.convert --source=csv --csv_path=iris.csv --label_column=species \\
         --output_dir=data/iris --num_shards=4
     python -m trainer.convert --source=npz --npz_path=mnist.npz --output_dir=data/mnist-npz
+    python -m trainer.convert --source=images --data_dir=photos/ --output_dir=data/photos
 
 then ``python -m trainer.main --dataset=tfrecord --data_dir=data/mnist``.
 
@@ -19,7 +20,9 @@ class ids, or with ``--task=regression`` numeric targets), split exactly as
 features stored as float32 and standardized in the model with the training
 split's statistics; a NumPy ``.npz`` holding ``x_train``/``y_train`` with
 ``x_test``/``y_test`` (or ``x_eval``/``y_eval``), or ``x``/``y`` to split
-(the validation split is held out of the training arrays).
+(the validation split is held out of the training arrays); a folder of images in
+a sub-folder per class, split as ``--dataset=images`` splits it (the same flags),
+each file's encoded bytes kept (decoded and resized to ``image_shape`` when read).
 
 The statistics (per-feature mean and standard deviation of the training split)
 are computed in the same streaming pass that writes the files. Everything is
@@ -56,7 +59,7 @@ from trainer.data import csv_table, record_files, record_writer, splits
 from trainer.data.arrays import image_shape_of
 from trainer.errors import UsageError, one_line
 
-SOURCES = ("mnist", "csv", "npz")
+SOURCES = ("mnist", "csv", "npz", "images")
 TASKS = ("classification", "regression")
 _ROWS = 4096  # examples read and written at a time
 MAX_SHARDS = 1024  # files written at once, each an open file
@@ -66,7 +69,19 @@ def define_flags() -> None:
     """Defines the converter's flags (only when it runs as the program, so that
     importing this module beside the trainer's flags defines nothing)."""
     flags.DEFINE_enum("source", None, SOURCES, "What to convert.")
-    flags.DEFINE_string("data_dir", None, "--source=mnist: folder with the MNIST IDX files.")
+    flags.DEFINE_string(
+        "data_dir",
+        None,
+        "--source=mnist: folder with the MNIST IDX files; --source=images: folder of images in "
+        "a sub-folder per class (as --dataset=images reads it).",
+    )
+    flags.DEFINE_string(
+        "image_size", None, "--source=images: HEIGHT,WIDTH (default: the images' own)."
+    )
+    flags.DEFINE_integer("channels", 0, "--source=images: 1 or 3 (0: as stored).")
+    flags.DEFINE_enum(
+        "bad_images", "stop", ("stop", "skip"), "--source=images: stop at a bad file, or skip it."
+    )
     flags.DEFINE_string("csv_path", None, "--source=csv: the CSV file (header row first).")
     flags.DEFINE_string("npz_path", None, "--source=npz: the NumPy .npz file.")
     flags.DEFINE_string("output_dir", None, "New (or empty) folder for the TFRecord files.")
@@ -431,13 +446,57 @@ def _npz_labels(y: np.ndarray, regression: bool, label: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-CONVERTERS = {"mnist": convert_mnist, "csv": convert_csv, "npz": convert_npz}
+# -- image folders -----------------------------------------------------------------------
+def convert_images(opts, folder: str) -> dict:
+    """The splits ``--dataset=images`` makes of the folder (the same flags, the same
+    files), each file's bytes kept as they are: decoded and resized when read."""
+    from trainer.data.image_folder import ImageFolderSource
+
+    if not opts.data_dir:
+        raise UsageError("--data_dir: required with --source=images")
+    if not os.path.isdir(opts.data_dir):
+        raise UsageError(f"--data_dir={opts.data_dir}: no such folder")
+    settings = types.SimpleNamespace(
+        **{name: getattr(opts, name) for name in (
+            "data_dir", "image_size", "channels", "bad_images", "test_fraction",
+            "validation_fraction", "seed")},
+    )  # fmt: skip
+    source = ImageFolderSource.open(settings)
+    counts = {name: len(source.indices[name]) for name in splits.NAMES if len(source.indices[name])}
+    size = int(np.prod(source.image_shape))
+    writer = record_writer.DatasetWriter(folder, counts, opts.num_shards, "encoded", False, size)
+    for name in counts:
+        indices = np.sort(source.indices[name])
+        for start in range(0, len(indices), _ROWS):
+            chunk = indices[start : start + _ROWS]
+            contents = []
+            for index in chunk:
+                with open(source.paths[index], "rb") as handle:
+                    contents.append(handle.read())
+            writer.writers[name].write_encoded(contents, source.labels[chunk], chunk)
+    return writer.metadata(
+        source="images", data_dir=os.path.abspath(opts.data_dir),
+        feature_shape=list(source.image_shape), image_shape=list(source.image_shape),
+        feature_dtype="encoded", task="classification", num_classes=source.num_classes,
+        class_names=list(source.class_names), pixels=True, splits_made=source.splits,
+        test_fraction=opts.test_fraction, validation_fraction=opts.validation_fraction,
+        seed=opts.seed,
+    )  # fmt: skip
+
+
+CONVERTERS = {
+    "mnist": convert_mnist,
+    "csv": convert_csv,
+    "npz": convert_npz,
+    "images": convert_images,
+}
 
 
 _PATHS = ("data_dir", "csv_path", "npz_path", "output_dir")
 # Every flag but the paths, with the defaults of an object that lacks it.
 _OPTIONS = {"source": None, "num_shards": 4, "label_column": "label", "task": "classification",
-            "test_fraction": 0.2, "validation_fraction": 0.1, "seed": 0}  # fmt: skip
+            "test_fraction": 0.2, "validation_fraction": 0.1, "seed": 0, "image_size": None,
+            "channels": 0, "bad_images": "stop"}  # fmt: skip
 
 
 def convert(opts) -> dict:
@@ -462,6 +521,8 @@ def convert(opts) -> dict:
     with record_writer.output_folder(output_dir) as folder:
         metadata = CONVERTERS[opts.source](opts, folder)
         for split in splits.NAMES:
+            if split == "test" and opts.source == "images" and split not in metadata["splits"]:
+                continue  # a folder with train/ and validation/ only: no test split
             if not metadata["splits"].get(split, {}).get("examples"):
                 raise UsageError(f"--source={opts.source}: the {split} split holds no example")
         record_files.write_metadata(folder, metadata)
@@ -472,6 +533,7 @@ def convert(opts) -> dict:
         ", ".join(
             f"{written[s]['examples']} {s} examples in {len(written[s]['files'])} files"
             for s in splits.NAMES
+            if s in written
         ),
         time.time() - started,
     )

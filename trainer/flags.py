@@ -63,8 +63,9 @@ _enum("dataset", "Training data: " + _listing(SOURCES, lambda s: s.doc) + ".")
 flags.DEFINE_string(
     "data_dir",
     None,
-    "Folder with the MNIST IDX files (--dataset=mnist) or written by python -m trainer.convert "
-    "(--dataset=tfrecord).",
+    "Folder with the MNIST IDX files (--dataset=mnist), written by python -m trainer.convert "
+    "(--dataset=tfrecord), or of image files in a sub-folder per class (--dataset=images: "
+    "<class>/..., or train/<class>/... with test/ and optionally validation/).",
 )
 flags.DEFINE_string(
     "csv_path",
@@ -110,6 +111,23 @@ flags.DEFINE_integer(
     "shuffle_buffer",
     _DEFAULTS.shuffle_buffer,
     "--dataset=tfrecord: examples held in the shuffle buffer (memory stays bounded).",
+)
+flags.DEFINE_string(
+    "image_size",
+    None,
+    "--dataset=images: HEIGHT,WIDTH every image is resized to (bilinear); default: the "
+    "images' own size when they all have the same.",
+)
+flags.DEFINE_integer(
+    "channels",
+    _DEFAULTS.channels,
+    "--dataset=images: 1 (grey) or 3 (RGB) channels every image is converted to; 0: as the "
+    "images store them (they must all store as many).",
+)
+_enum(
+    "bad_images",
+    "--dataset=images: what a file that is empty, not an image, truncated or undecodable "
+    "does: stop (name it and exit) or skip (leave it out, and count it in the log).",
 )
 flags.DEFINE_float(
     "test_fraction",

@@ -48,6 +48,9 @@ _IDENTITY_FIELDS = {
     "dataset": "the data",
     "label_column": "the data",
     "shuffle_buffer": "the data order",
+    "image_size": "the images",
+    "channels": "the images",
+    "bad_images": "the images",
     "test_fraction": "the test split",
     "validation_fraction": "the validation split",
     "synthetic_examples": "the data",
@@ -60,7 +63,13 @@ _IDENTITY_FIELDS = {
 
 
 # Identity fields that matter to one dataset only (elsewhere they change nothing).
-_DATASET_ONLY = {"label_column": "csv", "shuffle_buffer": "tfrecord"}
+_DATASET_ONLY = {
+    "label_column": "csv",
+    "shuffle_buffer": "tfrecord",
+    "image_size": "images",
+    "channels": "images",
+    "bad_images": "images",
+}
 
 
 def identity(config: Config) -> dict:

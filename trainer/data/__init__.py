@@ -174,6 +174,14 @@ SOURCES: Registry[Source] = Registry(
             needs=(("data_dir", "train_files"),),
             paths={"data_dir": "folder"},
         ),
+        Source(
+            "images",
+            "trainer.data.image_folder:ImageFolderSource.open",
+            "JPEG/PNG/GIF/BMP files in a sub-folder per class of --data_dir, streamed",
+            streaming=True,
+            needs=(("data_dir",),),
+            paths={"data_dir": "folder"},
+        ),
     ],
 )
 DATASETS = SOURCES.names

@@ -42,7 +42,9 @@ FORMAT = "scratch-trainer.tfrecord.v1"
 SPLITS = ("train", "validation", "test")
 
 
-FEATURE_DTYPES = ("uint8", "float32")
+# How ``x`` holds the features: raw values, or an image file's bytes (``encoded``:
+# JPEG, PNG, GIF or BMP, decoded and resized to ``image_shape`` as it is read).
+FEATURE_DTYPES = ("uint8", "float32", "encoded")
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -106,7 +108,12 @@ def _check_metadata(path: str, metadata) -> None:
         "image_shape must be null or [H, W, C] with H*W*C features",
     )  # fmt: skip
     require(
-        metadata.get("feature_dtype") in FEATURE_DTYPES, "feature_dtype must be uint8 or float32"
+        metadata.get("feature_dtype") in FEATURE_DTYPES,
+        "feature_dtype must be uint8, float32 or encoded",
+    )
+    require(
+        metadata["feature_dtype"] != "encoded" or image is not None,
+        "encoded images need an image_shape",
     )
     task = metadata.get("task")
     require(task in ("classification", "regression"), "task must be classification or regression")

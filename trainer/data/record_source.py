@@ -78,7 +78,8 @@ class RecordSource(DataSource):
         self.input_shape = tuple(int(d) for d in input_shape)
         self.image_shape = tuple(image_shape) if image_shape else None
         self.feature_dtype = feature_dtype
-        self.x_kind = x_kind  # "bytes" or "floats"
+        # "bytes" (raw values or, feature_dtype "encoded", an image file) or "floats"
+        self.x_kind = x_kind
         self.num_classes = int(num_classes)
         self.class_names = tuple(class_names) if class_names else None
         self.num_train = self.train.examples
@@ -262,9 +263,13 @@ class RecordSource(DataSource):
             for name, split in self.split_files.items()
         )
         test = "" if "test" in self.split_files else "; no test split"
+        if self.feature_dtype == "encoded":
+            features = f"{'x'.join(map(str, self.image_shape))} images (encoded files)"
+        else:
+            features = f"{self.input_size} {self.feature_dtype} features"
         return (
-            f"tfrecord {where}: {counts}{test}; {self.input_size} {self.feature_dtype} "
-            f"features, {task} (streamed; shuffle window {self.shuffle_buffer})"
+            f"tfrecord {where}: {counts}{test}; {features}, {task} (streamed; shuffle window "
+            f"{self.shuffle_buffer})"
         )
 
     def _check_first_records(self) -> None:
@@ -291,7 +296,14 @@ class RecordSource(DataSource):
         import tensorflow as tf
 
         y_spec = tf.io.FixedLenFeature([], tf.float32 if not self.num_classes else tf.int64)
-        if self.x_kind == "bytes":
+        if self.x_kind == "bytes" and self.feature_dtype == "encoded":
+            from trainer.data import image_codec
+
+            spec = {"x": tf.io.FixedLenFeature([], tf.string), "y": y_spec}
+            features = tf.io.parse_example(serialized, spec)
+            height, width, channels = self.image_shape
+            x = image_codec.decode_batch(features["x"], (height, width), channels)
+        elif self.x_kind == "bytes":
             spec = {"x": tf.io.FixedLenFeature([], tf.string), "y": y_spec}
             features = tf.io.parse_example(serialized, spec)
             x = tf.io.decode_raw(features["x"], tf.dtypes.as_dtype(self.feature_dtype))

@@ -22,7 +22,8 @@ class ShardedWriter:
       folder: where the files go (the converter's private temporary folder).
       split: ``train`` or ``eval``.
       num_shards: files to write (>= 1).
-      feature_dtype: ``uint8`` or ``float32``: how ``x`` is stored.
+      feature_dtype: ``uint8`` or ``float32``: how ``x`` is stored (``encoded``:
+        image files' bytes, written with ``write_encoded``).
       regression: ``y`` is a float target rather than a class id.
     """
 
@@ -32,7 +33,8 @@ class ShardedWriter:
         self.folder = folder
         self.names = [shard_name(split, i, num_shards) for i in range(num_shards)]
         self.counts = [0] * num_shards
-        self.dtype = np.dtype(feature_dtype).newbyteorder("<")
+        encoded = feature_dtype == "encoded"
+        self.dtype = None if encoded else np.dtype(feature_dtype).newbyteorder("<")
         self.regression = bool(regression)
         self._next = 0
         self._writers = [tf.io.TFRecordWriter(os.path.join(folder, n)) for n in self.names]
@@ -45,6 +47,14 @@ class ShardedWriter:
             shard = self._next
             record = example_codec.serialize(row.tobytes(), label, example_id, self.regression)
             self._writers[shard].write(record)
+            self.counts[shard] += 1
+            self._next = (shard + 1) % len(self._writers)
+
+    def write_encoded(self, contents: list[bytes], y: np.ndarray, ids: np.ndarray) -> None:
+        """Writes encoded image files' bytes as they are, with labels and ids ``[k]``."""
+        for data, label, example_id in zip(contents, y, ids, strict=True):
+            shard = self._next
+            self._writers[shard].write(example_codec.serialize(data, label, example_id, False))
             self.counts[shard] += 1
             self._next = (shard + 1) % len(self._writers)
 
@@ -96,9 +106,12 @@ class DatasetWriter:
         """Closes the files; returns metadata.json's content: ``facts`` (with
         ``pixels=True``, a fixed scaling by 255 as for MNIST) and the splits,
         statistics and normalization."""
-        mean, std = self.moments.mean, self.moments.std
+        statistics = None  # none for encoded images (never decoded here)
+        if self.moments.count:
+            statistics = {"mean": self.moments.mean.tolist(), "std": self.moments.std.tolist()}
         if facts.pop("pixels", False):  # as --dataset=mnist scales: a fixed 255
-            normalization = {"mean": [0.0] * len(mean), "scale": [255.0] * len(mean)}
+            width = len(self.moments.mean)
+            normalization = {"mean": [0.0] * width, "scale": [255.0] * width}
         else:
             center, scale = self.moments.standardization()
             normalization = {"mean": center.tolist(), "scale": scale.tolist()}
@@ -113,7 +126,7 @@ class DatasetWriter:
             "format": FORMAT,
             **facts,
             "splits": splits,
-            "statistics": {"mean": mean.tolist(), "std": std.tolist()},
+            "statistics": statistics,
             "normalization": normalization,
         }
         if self.regression and self.targets.count:
