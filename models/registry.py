@@ -506,3 +506,30 @@ MODELS: Registry[ModelKind] = Registry(
         ),
     ],
 )
+
+
+# -- data augmentation (--augment), applied to training batches in the step ------------
+@dataclasses.dataclass(frozen=True)
+class Augmentation(Entry):
+    """A random transformation of training images (``models.augment``): ``target``
+    is ``fn(images, seed, **options)``; ``option``, the whole number a token may give
+    after a colon (``crop:4``), with its ``default``."""
+
+    option: str | None = None
+    default: int = 0
+    high: int = 1024
+
+
+AUGMENTATIONS: Registry[Augmentation] = Registry(
+    "augmentation",
+    [
+        Augmentation("flip", "models.augment:flip", "mirrors each image left-right, one in two"),
+        Augmentation(
+            "crop",
+            "models.augment:pad_and_crop",
+            "pads PADDING pixels of zeros on every side, crops back at a random offset",
+            option="padding",
+            default=4,
+        ),
+    ],
+)

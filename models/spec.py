@@ -198,3 +198,37 @@ def model_spec(model: str, layers: str | None = None, hidden=()) -> str:
     if kind.takes == "layers" and layers is not None:
         return layers
     return kind.layers or ""
+
+
+def parse_augmentations(text: str) -> list[tuple[str, dict]]:
+    """``"flip,crop:4"`` -> ``[("flip", {}), ("crop", {"padding": 4})]`` (``""``: none).
+
+    Raises:
+      SpecError: an unknown name, a bad or missing number, or a name given twice.
+    """
+    result, seen = [], set()
+    for token in (t.strip() for t in str(text).split(",")):
+        if not token:
+            if str(text).strip():
+                raise SpecError(f"{text!r}: an empty name between commas")
+            continue
+        name, _, value = token.partition(":")
+        if name not in registry.AUGMENTATIONS:
+            names = ", ".join(registry.AUGMENTATIONS.names)
+            raise SpecError(f"{token!r}: unknown augmentation; choose from {names}")
+        if name in seen:
+            raise SpecError(f"{token!r}: given twice")
+        seen.add(name)
+        entry = registry.AUGMENTATIONS.get(name)
+        options = {}
+        if value:
+            if entry.option is None:
+                raise SpecError(f"{token!r}: {name} takes no value")
+            if not value.isdigit() or not 1 <= int(value) <= entry.high:
+                raise SpecError(f"{token!r}: the {entry.option} must be a whole number in "
+                                f"1..{entry.high}")  # fmt: skip
+            options[entry.option] = int(value)
+        elif entry.option is not None:
+            options[entry.option] = entry.default
+        result.append((name, options))
+    return result

@@ -42,6 +42,7 @@ EXACT_FLAGS = [
     "--deterministic",
     "--model=cnn",
     "--layers=conv3x3:8:linear,batchnorm,relu,maxpool2,dropout:0.3,flatten,dense:32",
+    "--augment=flip,crop:2",
     "--batch_size=64",
     "--train_steps=400",
     "--checkpoint_every=50",

@@ -254,6 +254,7 @@ class Run:
 
     def _build(self, config: Config, normalization) -> None:
         from models import optimizers
+        from models.augment import Augmentation
         from trainer import summaries
         from trainer.best_model import EvalTracker
         from trainer.engine.evaluator import Evaluator
@@ -294,6 +295,7 @@ class Run:
             batches=lambda start: source.train_iterator(
                 runtime.strategy, plan_.batch_size, config.seed, start
             ),
+            augmentation=Augmentation(config.augment, config.seed) if config.augment else None,
         )
         self.evaluator = Evaluator(
             self.trainer.step_fns.forward,

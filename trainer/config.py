@@ -219,6 +219,7 @@ class Config:
     weight_decay_all: bool = False
     l2: float = 0.0
     label_smoothing: float = 0.0
+    augment: str = ""
     batch_size: int = 32
     epochs: int | None = None
     train_steps: int | None = None
@@ -325,6 +326,14 @@ def _options_problem(field: str, value) -> str | None:
 
 def _structured_problem(name: str, value) -> str | None:
     """What is wrong with a value of a field that is not a plain number or string."""
+    if name == "augment":
+        if not isinstance(value, str):
+            return "must be a string"
+        try:
+            model_spec.parse_augmentations(value)
+        except model_spec.SpecError as error:
+            return str(error)
+        return None
     if name == "layers":
         if not isinstance(value, str):
             return "must be a string"
@@ -355,7 +364,7 @@ def field_problem(name: str, value) -> str | None:
         return "is not a setting of this trainer"
     if value is None:
         return None if name in OPTIONAL else "must be given (null is not allowed)"
-    if name in ("layers", "input_shape", "hidden", "class_names", *OPTION_GROUPS):
+    if name in ("layers", "augment", "input_shape", "hidden", "class_names", *OPTION_GROUPS):
         return _structured_problem(name, value)
     if name in CHOICES:
         return None if value in CHOICES[name] else f"must be one of {', '.join(CHOICES[name])}"
@@ -589,6 +598,13 @@ def _check_consistent(f) -> None:
     if f.label_smoothing and f.loss != "cross_entropy":
         raise UsageError(
             f"--label_smoothing={f.label_smoothing}: applies to --loss=cross_entropy only"
+        )
+    if f.augment and not model_spec.uses_images(
+        model_spec.parse(model_spec.model_spec(f.model, f.layers, f.hidden))
+    ):
+        raise UsageError(
+            f"--augment={f.augment}: transforms images, but --model={f.model} takes flat "
+            "features; use a convolutional model (--model=cnn, lenet, ...)"
         )
 
 

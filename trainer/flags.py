@@ -216,6 +216,18 @@ flags.DEFINE_float("l2", _DEFAULTS.l2, "L2 penalty l2/2 * sum(kernel^2) added to
 flags.DEFINE_float(
     "label_smoothing", _DEFAULTS.label_smoothing, "Label smoothing for cross-entropy (0..1)."
 )
+flags.DEFINE_string(
+    "augment",
+    _DEFAULTS.augment,
+    "Random transformations of training images, comma list in order: "
+    + "; ".join(
+        f"{a.name}{':' + a.option.upper() if a.option else ''} ({a.doc}"
+        + (f"; default {a.default})" if a.option else ")")
+        for a in registry.AUGMENTATIONS
+    )
+    + ". Drawn from the seed, the step and the example (resume stays exact); off in "
+    "evaluation and the export. E.g. flip,crop:4.",
+)
 
 flags.DEFINE_integer(
     "batch_size", _DEFAULTS.batch_size, "Global batch size; >= the training set is full batch."

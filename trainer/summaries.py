@@ -374,6 +374,21 @@ def _histograms(tagged: list) -> list:
     ]
 
 
+def _images(tag: str, images) -> tuple:
+    """An image summary entry of ``[k, H, W, C]`` values, each image scaled to its
+    own range (the tensor ``tf.summary.image`` writes: width, height, PNGs)."""
+    from tensorboard.plugins.image import metadata
+
+    images = tf.cast(images, tf.float32)
+    low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
+    high = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
+    pixels = tf.cast(tf.round(255 * (images - low) / tf.maximum(high - low, 1e-6)), tf.uint8)
+    encoded = tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.string)
+    shape = tf.strings.as_string(tf.shape(images)[1:3])  # height, width
+    tensor = tf.concat([shape[1:], shape[:1], encoded], axis=0)
+    return tag, tensor, metadata.create_summary_metadata(display_name=tag, description="")
+
+
 def _scalar(tag: str, value) -> tuple:
     from tensorboard.plugins.scalar import metadata
 
@@ -390,11 +405,15 @@ def step_summary_fn(histograms: bool):
     Tags: ``<figure>/<layer>`` for every per-layer figure of
     ``models.diagnostics.layer_statistics``; with ``histograms``,
     ``weights/<variable>`` and ``gradients/<variable>`` per variable and
-    ``preactivations/<layer>``, ``activations/<layer>`` per layer with weights.
+    ``preactivations/<layer>``, ``activations/<layer>`` per layer with weights;
+    with ``--augment``, ``augmented_inputs``: a few training images as the step
+    saw them, each scaled to its own range.
     """
     from models import diagnostics
 
     def write(model, step, diagnosed):
+        if "augmented" in diagnosed:
+            write_summaries([_images("augmented_inputs", diagnosed["augmented"])], step)
         names = [layer_name for layer_name, _ in diagnostics.layer_variables(model)]
         entries = [
             _scalar(f"{figure}/{layer_name}", value)

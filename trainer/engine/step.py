@@ -7,7 +7,8 @@ context (``merge_call``), since ``assign_sub`` on mirrored variables inside a
 replica context fails. Three variants of one step, composed from the same
 pieces: ``checked`` (the guard decides whether the update is applied),
 ``unchecked`` (no per-step check: speculative calls, or the guard off) and
-``diagnostic`` (checked, and it returns the per-layer figures).
+``diagnostic`` (checked, and it returns the per-layer figures). With an
+augmentation, each step first transforms its batch (``models.augment``).
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ class TrainStep:
         backward passes in bfloat16; variables and the loss stay float32).
       guard: the ``Guard`` of checked steps, or None (every update applied).
       metrics: the ``RunningMetrics`` each step adds its batch to.
+      augmentation: a ``models.augment.Augmentation`` applied to each training
+        batch, or None.
+      step_fn: the int64 step being taken (the augmentation's draws read it).
     """
 
-    def __init__(self, model, objective, optimizer, strategy, compute_dtype, guard, metrics):
+    def __init__(self, model, objective, optimizer, strategy, compute_dtype, guard, metrics,
+                 augmentation=None, step_fn=None):  # fmt: skip
         self.model = model
         self.objective = objective
         self.optimizer = optimizer
@@ -39,6 +44,8 @@ class TrainStep:
         self.compute_dtype = tf.as_dtype(compute_dtype)
         self.guard = guard
         self.metrics = metrics
+        self.augmentation = augmentation or None
+        self.step_fn = step_fn
 
     def forward(self, x, training: bool = False):
         """Model outputs ``[batch, K]`` as float32, computed in ``compute_dtype``."""
@@ -46,7 +53,11 @@ class TrainStep:
 
     def _gradients(self, x, y, records: bool = False):
         """``(outputs, per_example, loss_sum, grads, records)`` of one replica's
-        batch, the gradients and loss sum summed over replicas."""
+        batch, the gradients and loss sum summed over replicas; with ``records``,
+        ``records`` is ``(per-layer records, the augmented batch)``."""
+        augmented = x
+        if self.augmentation is not None:
+            x = augmented = self.augmentation(x, self.step_fn())
         with tf.GradientTape() as tape:
             if records:
                 raw, records = self.model.forward_with_activations(
@@ -62,6 +73,8 @@ class TrainStep:
             grads, loss_sum = context.all_reduce(tf.distribute.ReduceOp.SUM, (grads, loss_sum))
         # Replicas hold identical summed gradients here, so clipping and the
         # finiteness check agree everywhere.
+        if records is not False:
+            records = (records, augmented)
         return outputs, per_example, loss_sum, grads, records
 
     def _apply(self, grads, loss_sum):
@@ -103,11 +116,16 @@ class TrainStep:
         replicas), ``weights`` after the update and ``records`` (per-layer
         pre-activations and activations)."""
         variables = self.model.trainable_variables
-        outputs, per_example, loss_sum, grads, records = self._gradients(x, y, records=True)
+        outputs, per_example, loss_sum, grads, (records, augmented) = self._gradients(
+            x, y, records=True
+        )
         before = [tf.identity(v.read_value()) for v in variables]
         with tf.control_dependencies(before):
             keep = self._apply(grads, loss_sum)
         self.metrics.update(per_example, self.objective.correct(y, outputs), keep=keep)
         after = [tf.identity(v.read_value()) for v in variables]
         stats = diagnostics_lib.layer_statistics(self.model, grads, before, after, records)
-        return {"stats": stats, "grads": grads, "weights": after, "records": records}
+        diagnosed = {"stats": stats, "grads": grads, "weights": after, "records": records}
+        if self.augmentation is not None:
+            diagnosed["augmented"] = augmented[:3]  # a few images, for TensorBoard
+        return diagnosed

@@ -76,6 +76,7 @@ class Trainer(tf.Module):
         l2: float = 0.0,
         label_smoothing: float = 0.0,
         batches=None,
+        augmentation=None,
     ):
         super().__init__(name="trainer")
         self.model = model
@@ -104,7 +105,7 @@ class Trainer(tf.Module):
         )
         self.step_fns = TrainStep(
             model, self.objective, optimizer, self.strategy, compute_dtype, self.guard,
-            self.train_metrics,
+            self.train_metrics, augmentation, lambda: self.global_step + 1,
         )  # fmt: skip
         self.xla_whole_loop = self.jit_compile and not has_convolutions(model)
         kind = "checked" if self.guard is not None else "unguarded"
