@@ -244,3 +244,40 @@ def test_the_folder_and_its_converted_tfrecords_train_alike(tmp_path):
     assert weights[0].keys() == weights[1].keys()
     for name, value in weights[0].items():
         np.testing.assert_allclose(value, weights[1][name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_the_bytes_signature_answers_as_the_tensor_signature(tmp_path):
+    """Files sent as they are (PNG, JPEG, another size, grey) are decoded and resized
+    in the SavedModel as training did; a file that is no image is refused."""
+    import tensorflow as tf
+
+    from helpers import train
+
+    folder = write_image_folder(str(tmp_path / "data"))
+    result = train(tmp_path / "run", dataset="images", data_dir=folder, image_size="8,8",
+                   model="cnn", layers="conv3x3:4,flatten", train_steps=3)  # fmt: skip
+    loaded = tf.saved_model.load(result["export_path"])
+    assert set(loaded.signatures) == {"serving_default", "serving_bytes"}
+    rng = np.random.default_rng(5)
+    files = [
+        tf.io.encode_png(rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)).numpy(),
+        tf.io.encode_jpeg(rng.integers(0, 255, (20, 16, 3), dtype=np.uint8)).numpy(),
+        tf.io.encode_png(rng.integers(0, 255, (8, 8, 1), dtype=np.uint8)).numpy(),
+    ]
+    expected_x = []
+    for data in files:  # decoded here by TensorFlow's own ops, as the docs say
+        image = tf.io.decode_image(data, expand_animations=False)
+        if image.shape[-1] == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        if image.shape[:2] != (8, 8):
+            image = tf.image.resize(image, [8, 8])
+        expected_x.append(tf.cast(image, tf.float32))
+    by_tensor = loaded.signatures["serving_default"](x=tf.stack(expected_x))
+    by_bytes = loaded.signatures["serving_bytes"](image_bytes=tf.constant(files))
+    np.testing.assert_allclose(
+        by_bytes["probabilities"].numpy(), by_tensor["probabilities"].numpy(), atol=1e-6
+    )
+    assert by_bytes["classes"].numpy().tolist() == by_tensor["classes"].numpy().tolist()
+    assert set(by_bytes["classes"].numpy()) <= {b"cat", b"dog", b"owl"}
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        loaded.signatures["serving_bytes"](image_bytes=tf.constant([b"not an image"]))

@@ -203,6 +203,7 @@ def _open_data(config: Config):
         config,
         input_size=source.input_size,
         input_shape=tuple(source.input_shape),
+        encoded_image_shape=tuple(source.encoded_images or ()),
         num_classes=source.num_classes,
         class_names=tuple(names) if names is not None else None,
         data_fingerprint=source.fingerprint,

@@ -246,6 +246,9 @@ class Config:
     # Filled in from the data once it is loaded.
     input_size: int = 0
     input_shape: tuple[int, ...] = ()
+    # (H, W, C) when the examples are decoded from image files (the SavedModel
+    # then also takes encoded images); () otherwise.
+    encoded_image_shape: tuple[int, ...] = ()
     num_classes: int = 0
     # The original labels of classes 0..C-1 (strings or integers) when they are
     # not simply 0..C-1; None otherwise.
@@ -254,7 +257,14 @@ class Config:
 
 
 # Fields filled in from the data, not from flags.
-DATA_FACTS = ("input_size", "input_shape", "num_classes", "class_names", "data_fingerprint")
+DATA_FACTS = (
+    "input_size",
+    "input_shape",
+    "encoded_image_shape",
+    "num_classes",
+    "class_names",
+    "data_fingerprint",
+)
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
 SETTING_NAMES = tuple(name for name in FIELD_NAMES if name not in DATA_FACTS)
 # Every flag that is a setting: the fields, the option groups' flags in their place.
@@ -290,7 +300,9 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 def _sizes_problem(name: str, value) -> str | None:
     """What is wrong with ``hidden`` (layer sizes) or ``input_shape`` (one example's)."""
-    if name == "input_shape":
+    if name == "encoded_image_shape" and isinstance(value, list | tuple) and len(value) != 3:
+        return None if not value else "must be [] or [height, width, channels]"
+    if name in ("input_shape", "encoded_image_shape"):
         if not isinstance(value, list | tuple) or len(value) > 3:
             return "must be a list of at most 3 sizes"
         if not all(
@@ -342,7 +354,7 @@ def _structured_problem(name: str, value) -> str | None:
         except model_spec.SpecError as error:
             return str(error)
         return None
-    if name in ("input_shape", "hidden"):
+    if name in ("input_shape", "encoded_image_shape", "hidden"):
         return _sizes_problem(name, value)
     if name == "class_names":
         if not isinstance(value, list | tuple) or not value:
@@ -364,7 +376,8 @@ def field_problem(name: str, value) -> str | None:
         return "is not a setting of this trainer"
     if value is None:
         return None if name in OPTIONAL else "must be given (null is not allowed)"
-    if name in ("layers", "augment", "input_shape", "hidden", "class_names", *OPTION_GROUPS):
+    structured = ("layers", "augment", "input_shape", "encoded_image_shape", "hidden")
+    if name in (*structured, "class_names", *OPTION_GROUPS):
         return _structured_problem(name, value)
     if name in CHOICES:
         return None if value in CHOICES[name] else f"must be one of {', '.join(CHOICES[name])}"

@@ -27,6 +27,15 @@ integers (``3, 12, 40``) those labels, string or int64, looked up from the
 vocabulary stored in the SavedModel; ``class_ids`` are always the indices of
 ``probabilities``.
 
+A model trained on image files (``--dataset=images``, or TFRecords converted
+from them) has a second signature, ``serving_bytes``, taking the files as they
+are, decoded and resized in-graph by the function training used
+(``trainer.data.image_codec.decode``)::
+
+    image_bytes: string [None] (JPEG, PNG, GIF or BMP bytes; TensorFlow Serving's
+                 REST API takes them base64-encoded as {"b64": "..."})
+    -> the same outputs as serving_default
+
 Bad input is refused inside the serving function, so ``saved_model_cli run``
 and TensorFlow Serving report it instead of answering: a wrong width or rank
 fails the shape check, and NaN or Inf anywhere in ``x`` fails with
@@ -49,6 +58,8 @@ from trainer.files import private_folder, remove_dead_leftovers, writable_folder
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "x"
+BYTES_SIGNATURE_KEY = "serving_bytes"
+BYTES_INPUT_NAME = "image_bytes"  # TensorFlow Serving base64-decodes inputs named *_bytes
 _TEMPORARY_PREFIX = ".tmp-export-"
 
 
@@ -64,9 +75,13 @@ class ServingModule(tf.Module):
         ``predictions``.
       class_names: the original label of each class (strings or integers), or
         ``None`` when the labels are the class ids.
+      encoded_image_shape: ``(H, W, C)`` when the model was trained on image
+        files: ``serve_bytes`` then takes such files (``image_bytes``).
     """
 
-    def __init__(self, model, input_shape, classification: bool, class_names=None):
+    def __init__(
+        self, model, input_shape, classification: bool, class_names=None, encoded_image_shape=()
+    ):
         super().__init__(name="serving")
         self.model = model
         self._classification = bool(classification)
@@ -82,6 +97,19 @@ class ServingModule(tf.Module):
         # A plain tf.function (no XLA) with a fixed signature: one trace, and a
         # graph that TensorFlow Serving and saved_model_cli can run anywhere.
         self.serve = tf.function(self._serve, input_signature=signature, autograph=False)
+        self._image_shape = tuple(int(d) for d in encoded_image_shape or ())
+        self.serve_bytes = None
+        if self._image_shape:
+            files = [tf.TensorSpec([None], tf.string, name=BYTES_INPUT_NAME)]
+            self.serve_bytes = tf.function(self._serve_bytes, input_signature=files)
+
+    def _serve_bytes(self, image_bytes):
+        """Encoded images ``[batch]`` -> ``_serve``'s outputs, decoded as training did."""
+        from trainer.data import image_codec
+
+        height, width, channels = self._image_shape
+        images = image_codec.decode_batch(image_bytes, (height, width), channels)
+        return self._serve(tf.reshape(images, [-1, *self._input_shape]))
 
     def _serve(self, x):
         """Maps raw features ``x`` ``[batch, *input_shape]`` to the signature's outputs.
@@ -157,7 +185,13 @@ def _quiet_tensorflow_info():
 
 
 def export_model(
-    model, export_dir: str, input_shape, classification: bool, config=None, class_names=None
+    model,
+    export_dir: str,
+    input_shape,
+    classification: bool,
+    config=None,
+    class_names=None,
+    encoded_image_shape=(),
 ) -> str:
     """Saves ``model`` as the next version under ``export_dir``; returns its path.
 
@@ -171,15 +205,18 @@ def export_model(
         ``predictions`` (False).
       config: the run's ``Config``, used only to word error messages.
       class_names: the original labels ``classes`` returns (see ``ServingModule``).
+      encoded_image_shape: ``(H, W, C)`` to add the ``serving_bytes`` signature.
 
     Raises:
       UsageError: the folder cannot be created or written.
     """
     writable_folder(export_dir, _folder_label(export_dir, config))
-    module = ServingModule(model, input_shape, classification, class_names)
+    module = ServingModule(model, input_shape, classification, class_names, encoded_image_shape)
     # Trace outside any summary writer's reach: the export writes no summaries.
     with tf.summary.record_if(False):
-        serving_fn = module.serve.get_concrete_function()
+        signatures = {SIGNATURE_KEY: module.serve.get_concrete_function()}
+        if module.serve_bytes is not None:
+            signatures[BYTES_SIGNATURE_KEY] = module.serve_bytes.get_concrete_function()
     # What an exporter killed outright (SIGKILL) left here; never a live one's.
     remove_dead_leftovers(export_dir, _TEMPORARY_PREFIX)
     try:
@@ -187,7 +224,7 @@ def export_model(
         with private_folder(export_dir, _TEMPORARY_PREFIX) as temporary:
             os.chmod(temporary, 0o755)  # readable by a serving process of another user
             with _quiet_tensorflow_info(), deferred_signals():
-                tf.saved_model.save(module, temporary, signatures={SIGNATURE_KEY: serving_fn})
+                tf.saved_model.save(module, temporary, signatures=signatures)
             # Another exporter may claim a number between listing and renaming (or
             # a file may hold the name); the rename then fails: try the next number.
             version = 0
@@ -232,20 +269,27 @@ def export_run(run) -> str:
     classification = bool(config.num_classes)
     input_shape = list(run.model.input_shape)
     path = export_model(
-        run.model, export_dir, input_shape, classification, config, config.class_names
-    )
+        run.model, export_dir, input_shape, classification, config, config.class_names,
+        config.encoded_image_shape,
+    )  # fmt: skip
     outputs = (
         f"probabilities [None, {config.num_classes}], classes [None], class_ids [None]"
         if classification
         else "predictions [None, 1]"
     )
+    images = ""
+    if config.encoded_image_shape:
+        images = (
+            f"; {BYTES_SIGNATURE_KEY}: {BYTES_INPUT_NAME} [None] (encoded image files) -> the same"
+        )
     logging.info(
-        "exported SavedModel version %s to %s (serving_default: x %s -> %s); "
+        "exported SavedModel version %s to %s (serving_default: x %s -> %s%s); "
         "inspect with: saved_model_cli show --dir %s --all",
         os.path.basename(path),
         path,
         str(["None", *input_shape]).replace("'", ""),
         outputs,
+        images,
         path,
     )
     return path

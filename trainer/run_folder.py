@@ -135,7 +135,10 @@ def merge_saved_config(config: Config, explicit: set[str]) -> Config:
         value = saved[name]
         if name in config_lib.OPTION_GROUPS:
             continue  # merged option by option, below
-        if name in ("hidden", "input_shape", "class_names") and value is not None:
+        if (
+            name in ("hidden", "input_shape", "encoded_image_shape", "class_names")
+            and value is not None
+        ):
             value = tuple(value)
         if name not in explicit:
             changes[name] = value

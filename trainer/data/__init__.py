@@ -43,6 +43,8 @@ class DataSource:
         standard deviation: the training, validation and test streams hold
         ``(y - mean) / scale`` (``(0, 1)`` for classes, whose ids are as given).
       fingerprint: a short string that changes when the training data do.
+      encoded_images: ``(H, W, C)`` when the examples are decoded from image
+        files (``image_codec.decode``), so the SavedModel can take such files too.
     """
 
     description: str
@@ -59,6 +61,7 @@ class DataSource:
     target_mean: float = 0.0
     target_scale: float = 1.0
     fingerprint: str
+    encoded_images: tuple[int, int, int] | None = None
 
     @property
     def input_size(self) -> int:

@@ -261,7 +261,7 @@ class ImageFolderSource(DataSource):
             _one_value(facts[:, 2], self.paths, "channels", "--channels=1|3", "--channels=3")
         )
         self.size, self.channels = size, channels
-        self.image_shape = (*size, channels)
+        self.image_shape = self.encoded_images = (*size, channels)
         self.input_shape = (math.prod(self.image_shape),)
         self.feature_mean = np.zeros(self.input_shape, np.float32)
         self.feature_scale = np.full(self.input_shape, 255.0, np.float32)

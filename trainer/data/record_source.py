@@ -78,6 +78,8 @@ class RecordSource(DataSource):
         self.input_shape = tuple(int(d) for d in input_shape)
         self.image_shape = tuple(image_shape) if image_shape else None
         self.feature_dtype = feature_dtype
+        if feature_dtype == "encoded":
+            self.encoded_images = self.image_shape
         # "bytes" (raw values or, feature_dtype "encoded", an image file) or "floats"
         self.x_kind = x_kind
         self.num_classes = int(num_classes)
