@@ -81,6 +81,18 @@ def datasets_table() -> str:
     return _table(["`--dataset`", "what it reads", "held"], rows)
 
 
+def augmentations_table() -> str:
+    rows = [
+        [
+            _code(f"{a.name}:{a.option.upper()}" if a.option else a.name),
+            f"{a.option} {a.default}" if a.option else "-",
+            a.doc,
+        ]
+        for a in registry.AUGMENTATIONS
+    ]
+    return _table(["`--augment` token", "default", "what"], rows)
+
+
 def basics_table() -> str:
     rows = [
         ["`--activation`", ", ".join(_code(a.name) for a in registry.ACTIVATIONS)],
@@ -96,6 +108,7 @@ def tables() -> dict[str, str]:
         "models": models_table(),
         "layers": layers_table(),
         "datasets": datasets_table(),
+        "augmentations": augmentations_table(),
         "optimizers": optimizers_table(),
         "schedules": schedules_table(),
         "basics": basics_table(),
