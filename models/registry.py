@@ -426,6 +426,14 @@ LAYERS: Registry[LayerKind] = Registry(
             options=("activation", "strides", "padding"), input="images",
         ),
         LayerKind(
+            "res", _LAYER + "residual:ResidualBlock",
+            "residual block: conv-bn-act-conv-bn, plus x or a 1x1 projection, then act",
+            usage="resKxK:FILTERS", example="res3x3:32:s2",
+            window="kernel_size", window_label="kernel size",
+            argument=Argument("filters", "the number of filters", high=1 << 16),
+            options=("activation", "strides", "momentum"), input="images",
+        ),
+        LayerKind(
             "maxpool", _LAYER + "pooling:MaxPool2D", "the largest value of each window",
             usage="maxpoolK", example="maxpool2", window="pool_size",
             options=("strides", "padding"), input="images", xla_deterministic=False,
@@ -434,6 +442,11 @@ LAYERS: Registry[LayerKind] = Registry(
             "avgpool", _LAYER + "pooling:AvgPool2D", "the mean of each window",
             usage="avgpoolK", example="avgpool2", window="pool_size",
             options=("strides", "padding"), input="images",
+        ),
+        LayerKind(
+            "gap", _LAYER + "pooling:GlobalAvgPool2D",
+            "global average pooling: [H, W, C] -> [C], each channel's mean",
+            usage="gap", example="gap", input="images",
         ),
         LayerKind(
             "flatten", _LAYER + "flatten:Flatten", "[H, W, C] -> [H * W * C]",
