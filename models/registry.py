@@ -493,6 +493,20 @@ class ModelKind(Entry):
     activation: str = "sigmoid"
 
 
+# ResNet-20's layers before the output: a conv-batchnorm-relu stem, then 16, 32 and 64
+# filters in three stages of three blocks, the first of stages 2 and 3 with stride 2.
+RESNET20 = ",".join(
+    [
+        "conv3x3:16:linear,batchnorm,relu",
+        *(["res3x3:16"] * 3),
+        "res3x3:32:s2",
+        *(["res3x3:32"] * 2),
+        "res3x3:64:s2",
+        *(["res3x3:64"] * 2),
+        "gap",
+    ]
+)
+
 MODELS: Registry[ModelKind] = Registry(
     "model",
     [
@@ -516,6 +530,26 @@ MODELS: Registry[ModelKind] = Registry(
             "LeNet-5 style",
             "conv5x5:6,maxpool2,conv5x5:16,maxpool2,flatten,dense:120,dense:84",
             activation="tanh",
+        ),
+        # He et al. 2016, section 4.2: 6n + 2 = 20 layers with n = 3, option B shortcuts
+        # (a 1x1 projection where the shape changes).
+        ModelKind(
+            "resnet20",
+            "",
+            "ResNet-20 (He et al. 2016, CIFAR-10): a conv-bn-relu stem, 3 stages of 3 "
+            "residual blocks of 16, 32 and 64 filters, gap; 0.27 M parameters on 32x32x3",
+            RESNET20,
+            activation="relu",
+        ),
+        ModelKind(
+            "cifar_cnn",
+            "",
+            "the Keras CIFAR-10 example CNN, 'valid' padding on the second convolution of "
+            "each pair as there (images of 10x10 or more, so not digits); 1.25 M parameters "
+            "on 32x32x3",
+            "conv3x3:32,conv3x3:32:valid,maxpool2,dropout:0.25,"
+            "conv3x3:64,conv3x3:64:valid,maxpool2,dropout:0.25,flatten,dense:512,dropout:0.5",
+            activation="relu",
         ),
     ],
 )

@@ -193,8 +193,9 @@ def preset(
 ) -> Sequential:
     """One of the named networks of ``models.registry.MODELS``.
 
-    ``input_shape`` defaults to the notebook's 784 features (28 x 28 x 1 images
-    for ``lenet``); ``activation`` to the preset's own.
+    ``input_shape`` defaults to the notebook's 784 features, or 28 x 28 x 1 images
+    for a preset that takes images (``lenet``, ``resnet20``, ``cifar_cnn``);
+    ``activation`` to the preset's own.
     """
     kind = registry.MODELS.get(name)
     if kind.takes is not None:
