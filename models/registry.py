@@ -486,11 +486,13 @@ class ModelKind(Entry):
     """A network ``--model`` names: ``layers``, its specification before the
     output layer (``models.spec``), or ``takes`` the setting that gives it
     (``hidden`` sizes, or a ``layers`` specification defaulting to ``layers``);
-    ``activation``, the hidden activation when none is asked for."""
+    ``activation``, the hidden activation, and ``init``, the initializer, when
+    none is asked for."""
 
     layers: str | None = None
     takes: str | None = None
     activation: str = "sigmoid"
+    init: str = "xavier"
 
 
 # ResNet-20's layers before the output: a conv-batchnorm-relu stem, then 16, 32 and 64
@@ -540,6 +542,7 @@ MODELS: Registry[ModelKind] = Registry(
             "residual blocks of 16, 32 and 64 filters, gap; 0.27 M parameters on 32x32x3",
             RESNET20,
             activation="relu",
+            init="he",
         ),
         ModelKind(
             "cifar_cnn",
