@@ -426,6 +426,14 @@ LAYERS: Registry[LayerKind] = Registry(
             options=("activation", "strides", "padding"), input="images",
         ),
         LayerKind(
+            "res", _LAYER + "residual:ResidualBlock",
+            "residual block: conv-bn-act-conv-bn, plus x or a 1x1 projection, then act",
+            usage="resKxK:FILTERS", example="res3x3:32:s2",
+            window="kernel_size", window_label="kernel size",
+            argument=Argument("filters", "the number of filters", high=1 << 16),
+            options=("activation", "strides", "momentum"), input="images",
+        ),
+        LayerKind(
             "maxpool", _LAYER + "pooling:MaxPool2D", "the largest value of each window",
             usage="maxpoolK", example="maxpool2", window="pool_size",
             options=("strides", "padding"), input="images", xla_deterministic=False,
@@ -434,6 +442,11 @@ LAYERS: Registry[LayerKind] = Registry(
             "avgpool", _LAYER + "pooling:AvgPool2D", "the mean of each window",
             usage="avgpoolK", example="avgpool2", window="pool_size",
             options=("strides", "padding"), input="images",
+        ),
+        LayerKind(
+            "gap", _LAYER + "pooling:GlobalAvgPool2D",
+            "global average pooling: [H, W, C] -> [C], each channel's mean",
+            usage="gap", example="gap", input="images",
         ),
         LayerKind(
             "flatten", _LAYER + "flatten:Flatten", "[H, W, C] -> [H * W * C]",
@@ -473,12 +486,28 @@ class ModelKind(Entry):
     """A network ``--model`` names: ``layers``, its specification before the
     output layer (``models.spec``), or ``takes`` the setting that gives it
     (``hidden`` sizes, or a ``layers`` specification defaulting to ``layers``);
-    ``activation``, the hidden activation when none is asked for."""
+    ``activation``, the hidden activation, and ``init``, the initializer, when
+    none is asked for."""
 
     layers: str | None = None
     takes: str | None = None
     activation: str = "sigmoid"
+    init: str = "xavier"
 
+
+# ResNet-20's layers before the output: a conv-batchnorm-relu stem, then 16, 32 and 64
+# filters in three stages of three blocks, the first of stages 2 and 3 with stride 2.
+RESNET20 = ",".join(
+    [
+        "conv3x3:16:linear,batchnorm,relu",
+        *(["res3x3:16"] * 3),
+        "res3x3:32:s2",
+        *(["res3x3:32"] * 2),
+        "res3x3:64:s2",
+        *(["res3x3:64"] * 2),
+        "gap",
+    ]
+)
 
 MODELS: Registry[ModelKind] = Registry(
     "model",
@@ -503,6 +532,27 @@ MODELS: Registry[ModelKind] = Registry(
             "LeNet-5 style",
             "conv5x5:6,maxpool2,conv5x5:16,maxpool2,flatten,dense:120,dense:84",
             activation="tanh",
+        ),
+        # He et al. 2016, section 4.2: 6n + 2 = 20 layers with n = 3, option B shortcuts
+        # (a 1x1 projection where the shape changes).
+        ModelKind(
+            "resnet20",
+            "",
+            "ResNet-20 (He et al. 2016, CIFAR-10): a conv-bn-relu stem, 3 stages of 3 "
+            "residual blocks of 16, 32 and 64 filters, gap; 0.27 M parameters on 32x32x3",
+            RESNET20,
+            activation="relu",
+            init="he",
+        ),
+        ModelKind(
+            "cifar_cnn",
+            "",
+            "the Keras CIFAR-10 example CNN, 'valid' padding on the second convolution of "
+            "each pair as there (images of 10x10 or more, so not digits); 1.25 M parameters "
+            "on 32x32x3",
+            "conv3x3:32,conv3x3:32:valid,maxpool2,dropout:0.25,"
+            "conv3x3:64,conv3x3:64:valid,maxpool2,dropout:0.25,flatten,dense:512,dropout:0.5",
+            activation="relu",
         ),
     ],
 )

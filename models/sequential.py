@@ -117,8 +117,12 @@ class Sequential(tf.Module):
 
     @property
     def weighted_layers(self) -> list[Layer]:
-        """The layers with trainable weights, first to last (what diagnostics report)."""
-        return [layer for layer in self.layers if layer.has_weights]
+        """The layers with trainable weights, first to last, a composite layer's parts
+        in its place (``res_0/conv_a``, ...): what diagnostics report."""
+        weighted = []
+        for layer in self.layers:
+            weighted += layer.parts or ([layer] if layer.has_weights else [])
+        return weighted
 
     def _check_built(self):
         if not self.layers:
@@ -130,31 +134,39 @@ class Sequential(tf.Module):
             x = layer(x, training=training)
         return x
 
-    def _activation_runs(self) -> list[tuple[int, list[int]]]:
-        """``[(weighted layer index, [indices of the Activation layers right after it])]``."""
-        runs = []
-        for index, layer in enumerate(self.layers):
-            if layer.has_weights:
-                runs.append((index, []))
-            elif (
-                isinstance(layer, Activation)
-                and runs
-                and runs[-1][0] + len(runs[-1][1]) + 1 == index
-            ):
-                runs[-1][1].append(index)
-        return runs
+    def _record_kinds(self) -> list[str]:
+        """Per layer, what it gives the records of ``forward_with_activations`` (one
+        record per entry of ``weighted_layers``): ``parts``, a composite's records, one
+        per part; ``new``, a layer with weights, one record; ``activation``, an
+        ``Activation`` right after a layer with weights (or after such an
+        ``Activation``), which becomes the last record's activation; ``none``."""
+        kinds, after_weights = [], False
+        for layer in self.layers:
+            if layer.parts:
+                kind = "parts"
+            elif layer.has_weights:
+                kind = "new"
+            elif isinstance(layer, Activation) and after_weights:
+                kind = "activation"
+            else:
+                kind = "none"
+            kinds.append(kind)
+            after_weights = kind in ("new", "activation")
+        return kinds
 
     def activation_names(self) -> list[str]:
         """The activation applied to each weighted layer's output: its own, or that of
         an ``Activation`` layer right after it (``conv:linear, batchnorm, relu`` gives
-        ``relu`` for the batchnorm), for saturation figures."""
-        names = []
-        for index, following in self._activation_runs():
-            names.append(
-                self.layers[following[-1]].activation_name
-                if following
-                else self.layers[index].activation_name
-            )
+        ``relu`` for the batchnorm), or for a composite's part what the composite says
+        (``part_activation_names``), for saturation figures."""
+        names: list[str] = []
+        for layer, kind in zip(self.layers, self._record_kinds(), strict=True):
+            if kind == "parts":
+                names += layer.part_activation_names()
+            elif kind == "new":
+                names.append(layer.activation_name)
+            elif kind == "activation":
+                names[-1] = layer.activation_name
         return names
 
     def forward_with_activations(self, x: tf.Tensor, training: bool = False):
@@ -162,24 +174,23 @@ class Sequential(tf.Module):
 
         Returns:
           ``(outputs, records)`` where ``outputs`` is ``[batch, output_size]`` and
-          ``records`` is a list, one per layer of ``weighted_layers``, of
-          ``(preactivation, activation)`` tensors of that layer's output shape
-          (``[batch, units]``, ``[batch, H, W, filters]``, ...); ``activation`` is
-          the output after any ``Activation`` layers right after it.
+          ``records`` is a list, one per layer of ``weighted_layers`` (a composite's
+          parts included), of ``(preactivation, activation)`` tensors of that layer's
+          output shape (``[batch, units]``, ``[batch, H, W, filters]``, ...);
+          ``activation`` is the output after any ``Activation`` layers right after it.
         """
         self._check_built()
-        owner = {}
-        for number, (index, following) in enumerate(self._activation_runs()):
-            owner[index] = number
-            for position in following:
-                owner[position] = number
         records = []
-        for index, layer in enumerate(self.layers):
+        for layer, kind in zip(self.layers, self._record_kinds(), strict=True):
+            if kind == "parts":
+                x, part_records = layer.forward_parts(x, training)
+                records += [list(record) for record in part_records]
+                continue
             pre, x = layer.forward(x, training)
-            if layer.has_weights:
+            if kind == "new":
                 records.append([pre, x])
-            elif index in owner:
-                records[owner[index]][1] = x
+            elif kind == "activation":
+                records[-1][1] = x
         return x, [tuple(record) for record in records]
 
     def describe(self) -> str:

@@ -184,7 +184,7 @@ def linear(
 
 def preset(
     name: str,
-    init="xavier",
+    init=None,
     seed: int = 0,
     normalization=None,
     input_shape=None,
@@ -193,8 +193,9 @@ def preset(
 ) -> Sequential:
     """One of the named networks of ``models.registry.MODELS``.
 
-    ``input_shape`` defaults to the notebook's 784 features (28 x 28 x 1 images
-    for ``lenet``); ``activation`` to the preset's own.
+    ``input_shape`` defaults to the notebook's 784 features, or 28 x 28 x 1 images
+    for a preset that takes images (``lenet``, ``resnet20``, ``cifar_cnn``);
+    ``activation`` and ``init`` to the preset's own.
     """
     kind = registry.MODELS.get(name)
     if kind.takes is not None:
@@ -208,7 +209,7 @@ def preset(
         input_shape,
         num_outputs,
         activation or own_activation,
-        init,
+        init or kind.init,
         seed,
         normalization,
         name=name,
@@ -226,12 +227,13 @@ def build(
     num_outputs: int,
     hidden: Sequence[int] = (100,),
     activation: str | None = None,
-    init="xavier",
+    init=None,
     seed: int = 0,
     normalization=None,
     layers: str | None = None,
 ) -> Sequential:
-    """Builds a family or preset by name, as the command line does.
+    """Builds a family or preset by name, as the command line does; ``activation``
+    and ``init`` default to the model's own.
 
     Raises:
       ValueError: an unknown name, a bad ``layers`` token, or shapes that do
@@ -244,7 +246,7 @@ def build(
         input_shape,
         num_outputs,
         activation or kind.activation,
-        init,
+        init or kind.init,
         seed,
         normalization,
         output_in_spec=kind.takes == "layers",

@@ -111,16 +111,17 @@ def digits_data(input_shape, seed: int):
 
 
 def forward_flops(model) -> int:
-    """Forward FLOPs per example: over the layers with weights, 2 x kernel size x positions.
+    """Forward FLOPs per example: over the layers with weights (a residual block's
+    parts one by one), 2 x kernel size x positions.
 
     Positions are the layer's output shape without its channel axis (1 for a dense
     layer, H' x W' for a convolution): each kernel weight does one multiply-add per
     output position. Biases, activations and pooling are not counted.
     """
     total = 0
-    for layer, shape in zip(model.layers, model.shapes):
-        if layer.has_weights:
-            total += 2 * math.prod(layer.kernel.shape) * math.prod(shape[:-1])
+    for layer in model.weighted_layers:
+        shape = layer.output_shape(layer.input_shape)
+        total += 2 * math.prod(layer.kernel.shape) * math.prod(shape[:-1])
     return int(total)
 
 
@@ -158,9 +159,11 @@ def model_summary(model) -> dict:
 def keras_model(reference, policy: str = "float32"):
     """The Keras 3 twin of a from-scratch ``Sequential``: same layers, same weights.
 
-    Each layer says which Keras layer computes the same function
-    (``keras_equivalent()``: its class, arguments and weights); ``policy`` is
-    the Keras dtype policy of every layer, e.g. ``mixed_bfloat16``.
+    Each layer says which Keras layers compute the same function (``keras_graph()``:
+    one layer's ``keras_equivalent()``, its class, arguments and weights, or for a
+    residual block the layers of both paths joined by an ``Add``), built here with
+    Keras' functional API; ``policy`` is the Keras dtype policy of every layer,
+    e.g. ``mixed_bfloat16``.
     """
     import keras
 
@@ -169,17 +172,29 @@ def keras_model(reference, policy: str = "float32"):
     pairs = []
     for layer in reference.layers:
         try:
-            class_name, arguments, weights = layer.keras_equivalent()
+            h = keras_layers(layer, h, policy, pairs)
         except (NotImplementedError, ValueError) as error:
             fail(f"{layer.name}: {error}")
-        twin = getattr(keras.layers, class_name)(**arguments, dtype=policy)
-        h = twin(h)
-        pairs.append((twin, weights))
     model = keras.Model(inputs, h)
     for twin, weights in pairs:
         if weights:
             twin.set_weights(weights)
     return model
+
+
+def keras_layers(layer, h, policy: str, pairs: list):
+    """Applies the Keras twin of ``layer`` (its ``keras_graph()``) to the Keras
+    tensor ``h``; returns the output tensor and appends ``(Keras layer, weights)``
+    per node to ``pairs`` (weights are set once the model is built)."""
+    import keras
+
+    values = {"input": h}
+    for node, inputs, (class_name, arguments, weights) in layer.keras_graph():
+        twin = getattr(keras.layers, class_name)(**arguments, dtype=policy)
+        given = [values[name] for name in inputs]
+        values[node] = twin(given[0] if len(given) == 1 else given)
+        pairs.append((twin, weights))
+    return values[node]
 
 
 # -- matmul peak ----------------------------------------------------------------------------

@@ -58,8 +58,9 @@ def models_table() -> str:
     rows = []
     for m in registry.MODELS:
         layers = _code(m.layers) if m.layers else "`--hidden`" if m.takes == "hidden" else "none"
-        rows.append([_code(m.name), layers, m.activation, m.doc])
-    return _table(["`--model`", "layers before the output layer", "activation", "what"], rows)
+        rows.append([_code(m.name), layers, m.activation, m.init, m.doc])
+    header = ["`--model`", "layers before the output layer", "activation", "init", "what"]
+    return _table(header, rows)
 
 
 def optimizers_table() -> str:

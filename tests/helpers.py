@@ -99,3 +99,18 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
+
+
+def script(name: str):
+    """The module of ``scripts/<name>.py``, imported once by its path (``scripts/``
+    is a folder of programs, not a package)."""
+    import importlib.util
+
+    module = sys.modules.get(f"scripts_{name}")
+    if module is None:
+        path = os.path.join(ROOT, "scripts", f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import registry, spec, zoo
+from models import Sequential, registry, spec, zoo
+
+from helpers import script
 
 IMAGE = (6, 6, 3)
 FLAT = (7,)
@@ -54,14 +56,12 @@ def test_eager_graph_and_xla_agree_in_inference(name):
 
 @pytest.mark.parametrize("name", KINDS)
 def test_the_keras_equivalent_computes_the_same_function(name):
-    keras = pytest.importorskip("keras")
+    """Through the benchmark's translation: each node of the layer's ``keras_graph()``
+    (one Keras layer, or a residual block's layers and their ``Add``)."""
+    pytest.importorskip("keras")
     layer, shape = _build(name)
-    class_name, arguments, weights = layer.keras_equivalent()
-    twin = getattr(keras.layers, class_name)(**arguments)
+    twin = script("contenders").keras_model(Sequential([layer], input_shape=shape))
     x = _input(shape, seed=2)
-    twin(x)  # builds it
-    if weights:
-        twin.set_weights(weights)
     np.testing.assert_allclose(
         np.asarray(twin(x, training=False)), layer(x).numpy(), rtol=1e-4, atol=1e-5
     )
@@ -77,12 +77,21 @@ def test_a_checkpoint_round_trip_keeps_the_function(name, tmp_path):
     np.testing.assert_array_equal(fresh(x).numpy(), layer(x).numpy())
 
 
+def _flattens(name: str) -> bool:
+    """Whether the layer turns images into flat examples (global average pooling)."""
+    layer, shape = _build(name)
+    return len(shape) == 3 and len(layer.output_shape(shape)) == 1
+
+
 def test_every_layer_trains_in_one_network():
     import trainer
 
-    images = [k.example for k in registry.LAYERS if k.input != "flat"]
-    flat = [k.example for k in registry.LAYERS if k.input == "flat" and k.name != "flatten"]
-    model = zoo.from_spec(",".join([*images, "flatten", *flat]), (16, 16, 2), 3, seed=0)
+    kinds = [k for k in registry.LAYERS if k.name != "flatten"]
+    to_flat = [k.example for k in kinds if k.input != "flat" and _flattens(k.name)]
+    images = [k.example for k in kinds if k.input != "flat" and k.example not in to_flat]
+    flat = [k.example for k in kinds if k.input == "flat"]
+    specification = ",".join([*images, *to_flat, "flatten", *flat])
+    model = zoo.from_spec(specification, (16, 16, 2), 3, seed=0)
     assert len(model.layers) == len(registry.LAYERS) + 1  # and the output layer
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 16, 16, 2)).astype(np.float32)

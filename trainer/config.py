@@ -105,6 +105,7 @@ FLOAT_CHECKS = {
 OPTIONAL = {
     "layers",
     "activation",
+    "init",
     "data_dir",
     "csv_path",
     "test_csv_path",
@@ -204,7 +205,7 @@ class Config:
     hidden: tuple[int, ...] = (100,)
     layers: str | None = None
     activation: str | None = None
-    init: str = "xavier"
+    init: str | None = None
     loss: str = "cross_entropy"
     optimizer: str = "adam"
     learning_rate: float = registry.OPTIMIZERS.get("adam").learning_rate
@@ -549,7 +550,7 @@ def _fill_defaults(values: dict) -> None:
             f"--layers: empty; --model={model} needs its layers, e.g. "
             f"--layers={registry.MODELS.get(model).layers}"
         )
-    values.update(model_defaults(model, values["layers"], values["activation"]))
+    values.update(model_defaults(model, values["layers"], values["activation"], values["init"]))
     if values["loss"] is None:
         values["loss"] = "mse" if dataset_is_regression(values) else "cross_entropy"
     if values["learning_rate"] is None and values["optimizer"] in registry.OPTIMIZERS:
@@ -693,22 +694,29 @@ def dataset_is_regression(values: dict) -> bool:
     return name in SOURCES and SOURCES.get(name).is_regression(values)
 
 
-def model_defaults(model: str, layers: str | None, activation: str | None) -> dict:
-    """``{"layers", "activation"}`` with the defaults that follow ``--model`` filled in:
-    the default specification of a model that takes one, the model's own activation."""
+def model_defaults(
+    model: str, layers: str | None, activation: str | None, init: str | None = None
+) -> dict:
+    """``{"layers", "activation", "init"}`` with the defaults that follow ``--model``
+    filled in: the default specification of a model that takes one, the model's own
+    activation and initializer."""
     if model not in registry.MODELS:
-        return {"layers": layers, "activation": activation}
+        return {"layers": layers, "activation": activation, "init": init}
     kind = registry.MODELS.get(model)
     if kind.takes == "layers" and layers is None:
         layers = kind.layers
-    return {"layers": layers, "activation": activation or kind.activation}
+    return {
+        "layers": layers,
+        "activation": activation or kind.activation,
+        "init": init or kind.init,
+    }
 
 
 def complete(config: Config) -> Config:
     """``config`` with the defaults that follow ``--model`` filled in (for a
     ``Config`` made directly rather than through ``resolve``)."""
     return dataclasses.replace(
-        config, **model_defaults(config.model, config.layers, config.activation)
+        config, **model_defaults(config.model, config.layers, config.activation, config.init)
     )
 
 

@@ -174,7 +174,14 @@ flags.DEFINE_enum(
     + ", ".join(f"{m.name} {m.activation}" for m in registry.MODELS)
     + ".",
 )
-_enum("init", "Weight initializer (fans from the kernel shape for convolutions).")
+flags.DEFINE_enum(
+    "init",
+    None,
+    config_lib.CHOICES["init"],
+    "Weight initializer (fans from the kernel shape for convolutions); default by model: "
+    + ", ".join(f"{m.name} {m.init}" for m in registry.MODELS)
+    + ".",
+)
 flags.DEFINE_enum("loss", None, config_lib.CHOICES["loss"], "Loss; default follows the dataset.")
 _enum("optimizer", "Optimizer: " + _listing(registry.OPTIMIZERS, lambda o: o.doc) + ".")
 flags.DEFINE_float(

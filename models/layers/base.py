@@ -21,6 +21,25 @@ The contract (``Layer``), which is all the rest of the product relies on:
 * ``layer.keras_equivalent()``: the Keras layer computing the same function,
   as data (``(class name, constructor arguments, weights)``), for tests and
   benchmarks that compare with Keras; the library never imports Keras.
+  ``layer.keras_graph()`` is the same as a graph of Keras layers (for the
+  functional API): ``[(node, input nodes, (class name, arguments, weights))]``
+  in order, ``"input"`` naming the layer's input and the last node its output;
+  one node, ``keras_equivalent()``, unless the layer is a composite.
+
+Composite layers (a residual block) are made of inner layers, and the product
+sees the inner layers with weights, its *parts*, one by one, as if they were
+layers of the model: ``Sequential.weighted_layers`` lists them in the
+composite's place, so diagnostics, TensorBoard, ``trainer.inspect``, the init
+study, weight decay and L2 reach them. A composite keeps three more members:
+
+* ``layer.parts``: its inner layers with weights, first to last (``[]`` for
+  every other layer); each is named ``<composite>/<part>`` (``res_0/conv_a``:
+  ``Layer._part`` makes a layer a part);
+* ``layer.part_activation_names()``: per part, the activation its output goes
+  through (for the saturation figure);
+* ``layer.forward_parts(x, training)``: ``(output, records)``, with one
+  ``(preactivation, activation)`` pair per part, each of that part's output
+  shape, as ``Sequential.forward_with_activations`` keeps for plain layers.
 
 Layers compute in the dtype of their input: feed bfloat16 activations and a
 float32 layer runs in bfloat16 while keeping float32 master weights.
@@ -69,10 +88,24 @@ class Layer(tf.Module):
     """
 
     activation_name = "linear"
+    _owner: str | None = None  # the name of the composite layer this one is a part of
 
     def __init__(self, name: str | None = None):
         super().__init__(name=name)
         self._built_shape: tuple[int, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        """The layer's name (``conv_0``); ``<composite>/<part>`` (``res_0/conv_a``) for
+        an inner layer of a composite layer."""
+        own = super().name
+        return f"{self._owner}/{own}" if self._owner else own
+
+    def _part(self, layer: Layer) -> Layer:
+        """Makes ``layer`` an inner layer of this one (its name goes under this one's);
+        returns it."""
+        layer._owner = self.name
+        return layer
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
@@ -161,6 +194,26 @@ class Layer(tf.Module):
         """``(class name in keras.layers, constructor arguments, weights in the order
         its set_weights takes)`` of the Keras layer computing the same function."""
         raise NotImplementedError(f"{type(self).__name__} has no Keras equivalent")
+
+    def keras_graph(self) -> list[tuple[str, tuple[str, ...], tuple[str, dict, list]]]:
+        """The Keras layers computing the same function, as a graph: ``[(node, input
+        nodes, keras_equivalent-like triple)]`` in order; ``"input"`` is the layer's
+        input, the last node its output."""
+        return [("output", ("input",), self.keras_equivalent())]
+
+    # -- composite layers (see the module docstring); a plain layer has no parts ------
+    @property
+    def parts(self) -> list[Layer]:
+        """A composite's inner layers with weights, first to last; ``[]`` here."""
+        return []
+
+    def part_activation_names(self) -> list[str]:
+        """Per part, the activation its output goes through."""
+        return []
+
+    def forward_parts(self, x: tf.Tensor, training: bool = False):
+        """``(output, [(preactivation, activation)] per part)``."""
+        raise NotImplementedError(f"{type(self).__name__} is not a composite layer")
 
 
 class KernelLayer(Layer):

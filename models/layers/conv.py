@@ -69,7 +69,8 @@ class Conv2D(KernelLayer):
 
     def describe(self) -> str:
         k = self.kernel_size
-        return f"conv {k}x{k}x{self.filters} {self.activation_name}"
+        stride = f" s{self.strides}" if self.strides != 1 else ""
+        return f"conv {k}x{k}x{self.filters}{stride} {self.activation_name}"
 
     def keras_equivalent(self):
         arguments = {

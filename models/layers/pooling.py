@@ -1,4 +1,5 @@
-"""Pooling over square windows of NHWC images: ``MaxPool2D`` and ``AvgPool2D``."""
+"""Pooling over square windows of NHWC images, ``MaxPool2D`` and ``AvgPool2D``, and
+over whole images, ``GlobalAvgPool2D``."""
 
 from __future__ import annotations
 
@@ -57,3 +58,27 @@ class AvgPool2D(Pool2D):
     _op = staticmethod(tf.nn.avg_pool2d)
     _label = "avgpool"
     _keras_class = "AveragePooling2D"
+
+
+class GlobalAvgPool2D(Layer):
+    """The mean of each channel over the whole image (global average pooling).
+
+    Computed in float32 whatever the input's dtype, returned in it.
+
+    Shapes: input ``[batch, H, W, C]``, output ``[batch, C]``.
+    """
+
+    def output_shape(self, input_shape):
+        shape = as_shape(input_shape)
+        if len(shape) != 3:
+            raise ValueError("expects images [height, width, channels]")
+        return (shape[-1],)
+
+    def _call(self, x, training):
+        return tf.cast(tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2]), x.dtype)
+
+    def describe(self) -> str:
+        return "gap"
+
+    def keras_equivalent(self):
+        return "GlobalAveragePooling2D", {}, []
