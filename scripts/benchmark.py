@@ -78,6 +78,7 @@ from contenders import (  # noqa: E402
     median,
     model_summary,
     synthetic_data,
+    zoo_name,
 )
 
 from trainer import config as config_lib  # noqa: E402
@@ -91,7 +92,8 @@ flags.DEFINE_enum(
     list(PRESETS),
     "Network: tiny (64-32-10, tests), mlp 784-100-10, deep 784-500x6-10 (sigmoid hidden "
     "layers), cnn (the zoo's lenet on 28x28x1 images: conv5x5:6, maxpool2, conv5x5:16, "
-    "maxpool2, dense 120, dense 84, with the preset's hidden activation).",
+    "maxpool2, dense 120, dense 84, with the preset's hidden activation), cifar_cnn and "
+    "resnet20 (the zoo's presets on 32x32x3 images).",
 )
 flags.DEFINE_integer("batch_size", 128, "Examples per step, for every contender.", lower_bound=1)
 flags.DEFINE_integer(
@@ -720,10 +722,10 @@ def _options(argv) -> types.SimpleNamespace:
 
 def _convolutions() -> bool:
     """Whether the preset has convolutions, as --jit_compile=auto reads it."""
-    preset = PRESETS[FLAGS.preset]
-    if isinstance(preset, str):
-        return xla_policy.uses_convolutions(preset)
-    return xla_policy.uses_convolutions("mlp", hidden=preset[1])
+    name = zoo_name(FLAGS.preset)
+    if name is not None:
+        return xla_policy.uses_convolutions(name)
+    return xla_policy.uses_convolutions("mlp", hidden=PRESETS[FLAGS.preset][1])
 
 
 def _context(tf, options) -> tuple[dict, dict, dict]:

@@ -25,13 +25,24 @@ import time
 
 import numpy as np
 
-# (input size, hidden sizes, classes, activation), or the name of a zoo preset.
+# (input size, hidden sizes, classes, activation), the name of a zoo preset (for its
+# default input), or a zoo preset's name with an image shape.
 PRESETS = {
     "tiny": (64, (32,), 10, "sigmoid"),
     "mlp": "notebook_mlp",
     "deep": "notebook_deep",
     "cnn": "lenet",
+    "cifar_cnn": ("cifar_cnn", (32, 32, 3)),
+    "resnet20": ("resnet20", (32, 32, 3)),
 }
+
+
+def zoo_name(preset: str) -> str | None:
+    """The zoo preset a benchmark preset names (None for a plain MLP)."""
+    spec = PRESETS[preset]
+    if isinstance(spec, str):
+        return spec
+    return spec[0] if isinstance(spec[0], str) else None
 
 
 def fail(message: str):
@@ -62,6 +73,8 @@ def build_model(preset: str, seed: int):
     spec = PRESETS[preset]
     if isinstance(spec, str):
         return zoo.preset(spec, init="xavier", seed=seed)
+    if isinstance(spec[0], str):
+        return zoo.preset(spec[0], init="xavier", seed=seed, input_shape=spec[1])
     input_size, hidden, classes, activation = spec
     return zoo.mlp(input_size, hidden, classes, activation, "xavier", seed, name=preset)
 

@@ -15,6 +15,7 @@ LONGEST_FIRST = (
     "test_benchmark.py::test_one_run",
     "test_distributed.py::test_killing_the_chief",
     "test_checkpoints.py::test_sigkill",
+    "test_augment.py::test_sigkill",
     "test_distributed.py::test_two_workers",
     "test_init_study.py::test_one_study",
     "test_records.py::test_sigkill",
