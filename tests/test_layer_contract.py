@@ -246,6 +246,23 @@ def test_dropout_mask_follows_the_seed_and_the_step_and_needs_a_step():
     np.testing.assert_array_equal(layer(x, training=False).numpy(), x.numpy())
 
 
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_dropout_gives_what_tensorflows_stateless_dropout_gives_for_the_same_draws(dtype):
+    _, source = _step_source(11)
+    x = tf.cast(tf.random.normal([8, 17, 5], seed=1), dtype)
+    for rate in (0.25, 0.3, 0.5, 0.9):
+        layer = Dropout(rate, seed=(3, 4))
+        layer.build((17, 5))
+        layer.set_step_source(source)
+        seed = tf.stack([tf.constant(layer._seed, tf.int64), tf.constant(11 * 4096, tf.int64)])
+        reference = tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed)
+        ours = layer(x, training=True)
+        assert ours.dtype == dtype
+        np.testing.assert_array_equal(  # == (a dropped negative value is -0.0 here)
+            tf.cast(ours, tf.float32).numpy(), tf.cast(reference, tf.float32).numpy()
+        )
+
+
 # -- BatchNorm ------------------------------------------------------------------------
 def test_batchnorm_uses_batch_statistics_when_training_and_keeps_finite_averages():
     layer = BatchNorm(momentum=0.5)
