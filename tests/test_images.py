@@ -281,3 +281,29 @@ def test_the_bytes_signature_answers_as_the_tensor_signature(tmp_path):
     assert set(by_bytes["classes"].numpy()) <= {b"cat", b"dog", b"owl"}
     with pytest.raises(tf.errors.InvalidArgumentError):
         loaded.signatures["serving_bytes"](image_bytes=tf.constant([b"not an image"]))
+
+
+def test_an_image_broken_after_the_scan_is_one_line_and_keeps_the_checkpoints(
+    tmp_path, monkeypatch
+):
+    from trainer.data import image_folder
+
+    from helpers import latest_step, train
+
+    folder = write_image_folder(str(tmp_path / "data"), per_class=20)
+    scan = image_folder._scan
+
+    def scan_then_break(paths):
+        found = scan(paths)
+        for path in paths:  # every file: the first batch is sure to read one
+            write_file(path, b"changed after the scan")
+        return found
+
+    monkeypatch.setattr(image_folder, "_scan", scan_then_break)
+    with pytest.raises(DataError) as error:
+        train(tmp_path / "run", dataset="images", data_dir=folder, model="cnn",
+              layers="conv3x3:4,flatten", train_steps=4)  # fmt: skip
+    message = str(error.value)
+    assert message.startswith(f"--data_dir={folder}: an image could not be read mid-run")
+    assert "kept the checkpoints up to none" in message and "\n" not in message
+    assert latest_step(tmp_path / "run") == -1

@@ -400,6 +400,13 @@ def _input_errors(config: Config) -> tuple:
         return ()
     import tensorflow as tf
 
+    if config.dataset == "images":  # a file changed, removed or unreadable since the scan
+        return (
+            tf.errors.DataLossError,
+            tf.errors.InvalidArgumentError,
+            tf.errors.NotFoundError,
+            tf.errors.PermissionDeniedError,
+        )
     return (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
 
 
@@ -420,7 +427,14 @@ def _input_problem(config: Config, error: Exception) -> Exception:
     from trainer.data.record_source import read_problem
 
     text = one_line(error, limit=100_000)  # searched whole; the messages quote parts
-    input_ops = ("ParseExample", "DecodeRaw", "Feature", "record", "label value")
+    if config.dataset == "images":
+        return DataError(
+            f"--data_dir={config.data_dir}: an image could not be read mid-run (the folder "
+            f"changed after it was scanned at start: {one_line(error, limit=160)}); "
+            f"{_kept(config)}; put the folder back as it was to resume (a resume checks it), or "
+            "train into a new --model_dir"
+        )
+    input_ops = ("ParseExample", "DecodeRaw", "Feature", "record", "label value", "image", "JPEG")
     if isinstance(error, tf.errors.InvalidArgumentError) and not any(w in text for w in input_ops):
         return error
     where = (
