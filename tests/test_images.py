@@ -133,7 +133,7 @@ def test_each_bad_file_is_named_or_skipped_and_counted(tmp_path, kind):
     with pytest.raises(DataError) as error:
         _open(folder)
     assert str(error.value).startswith(f"{path}: {problem}")
-    assert "--bad_images=skip" in str(error.value)
+    assert "--bad_images=skip" in str(error.value) and "function_node" not in str(error.value)
     source = _open(folder, bad_images="skip")
     assert source.skipped == 1 and "1 bad files skipped" in source.description
     assert path not in source.paths and len(source.paths) == 36
@@ -152,7 +152,8 @@ def test_a_fifo_and_an_unreadable_file_are_bad_files_not_hangs(tmp_path):
     "layout, message",
     [
         ("one_class", "needs a sub-folder per class (at least 2), found 1"),
-        ("empty_class", "class folder 'dog' holds no image"),
+        ("empty_class", "dog: a class folder that holds no image"),
+        ("empty_train_class", "train/dog: a class folder that holds no image"),
         ("test_only", "has test/ but no train/"),
         ("unknown_test_class", "a class the training folder does not have"),
     ],
@@ -165,6 +166,10 @@ def test_folders_that_cannot_be_a_dataset_are_refused(tmp_path, layout, message)
         write_image_folder(root)
         for name in os.listdir(os.path.join(root, "dog")):
             os.remove(os.path.join(root, "dog", name))
+    elif layout == "empty_train_class":
+        write_image_folder(root, splits={"train": 4, "test": 1})
+        for name in os.listdir(os.path.join(root, "train", "dog")):
+            os.remove(os.path.join(root, "train", "dog", name))
     elif layout == "test_only":
         write_image_folder(root, splits={"test": 2})
     else:
@@ -255,7 +260,7 @@ def test_the_bytes_signature_answers_as_the_tensor_signature(tmp_path):
 
     folder = write_image_folder(str(tmp_path / "data"))
     result = train(tmp_path / "run", dataset="images", data_dir=folder, image_size="8,8",
-                   model="cnn", layers="conv3x3:4,flatten", train_steps=3)  # fmt: skip
+                   model="cnn", layers="conv3x3:4,gap", train_steps=3)  # fmt: skip
     loaded = tf.saved_model.load(result["export_path"])
     assert set(loaded.signatures) == {"serving_default", "serving_bytes"}
     rng = np.random.default_rng(5)
@@ -281,11 +286,13 @@ def test_the_bytes_signature_answers_as_the_tensor_signature(tmp_path):
     assert set(by_bytes["classes"].numpy()) <= {b"cat", b"dog", b"owl"}
     with pytest.raises(tf.errors.InvalidArgumentError):
         loaded.signatures["serving_bytes"](image_bytes=tf.constant([b"not an image"]))
+    # an empty request (TensorFlow's Conv2D hands an empty batch back unchanged)
+    empty = loaded.signatures["serving_bytes"](image_bytes=tf.constant([], tf.string))
+    assert empty["probabilities"].shape == (0, 3) and empty["classes"].shape == (0,)
 
 
-def test_an_image_broken_after_the_scan_is_one_line_and_keeps_the_checkpoints(
-    tmp_path, monkeypatch
-):
+@pytest.mark.parametrize("how", ["changed", "removed"])
+def test_an_image_broken_after_the_scan_is_one_line(tmp_path, monkeypatch, how):
     from trainer.data import image_folder
 
     from helpers import latest_step, train
@@ -296,7 +303,10 @@ def test_an_image_broken_after_the_scan_is_one_line_and_keeps_the_checkpoints(
     def scan_then_break(paths):
         found = scan(paths)
         for path in paths:  # every file: the first batch is sure to read one
-            write_file(path, b"changed after the scan")
+            if how == "removed":
+                os.remove(path)
+            else:
+                write_file(path, b"changed after the scan")
         return found
 
     monkeypatch.setattr(image_folder, "_scan", scan_then_break)
@@ -307,3 +317,27 @@ def test_an_image_broken_after_the_scan_is_one_line_and_keeps_the_checkpoints(
     assert message.startswith(f"--data_dir={folder}: an image could not be read mid-run")
     assert "kept the checkpoints up to none" in message and "\n" not in message
     assert latest_step(tmp_path / "run") == -1
+
+
+def test_huge_images_are_refused_before_anything_is_built(tmp_path):
+    from helpers import train
+
+    folder = write_image_folder(str(tmp_path / "data"))
+    with pytest.raises(
+        DataError, match=r"^--image_size=16384,16384: needs .* of memory for images"
+    ):
+        train(tmp_path / "run", dataset="images", data_dir=folder, image_size="16384,16384",
+              model="cnn", layers="gap", batch_size=512, train_steps=1)  # fmt: skip
+
+
+def test_mirrored_replicas_with_an_empty_share_of_the_last_batch_evaluate(tmp_path):
+    """Two replicas: the last validation batch leaves one empty, and TensorFlow's Conv2D
+    gives an empty batch back with its input's channels (gap would then break)."""
+    folder = write_image_folder(str(tmp_path / "data"), splits={"train": 6, "validation": 1})
+    result = cli(
+        "--dataset=images", f"--data_dir={folder}", "--model=cnn", "--layers=conv3x3:4,gap",
+        "--strategy=mirrored", "--cpu_devices=2", "--train_steps=2", "--batch_size=4",
+        f"--model_dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "(3 examples)" in result.stderr  # every validation image counted once

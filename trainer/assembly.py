@@ -66,6 +66,9 @@ def build_model(config: Config, input_shape, num_outputs: int, normalization=Non
     return model
 
 
+INPUT_BATCHES = 4  # batches of input a run holds at once, at most (read, prefetched, in use)
+
+
 def check_memory(config: Config, input_shape, num_outputs: int) -> None:
     """Refuses a network whose shapes do not chain, or whose weights, gradients,
     optimizer slots and the copies around an update cannot fit, before any
@@ -82,7 +85,19 @@ def check_memory(config: Config, input_shape, num_outputs: int) -> None:
         )
     except ValueError as error:
         raise UsageError(f"{_model_flag(config)}: {error}") from None
-    needed = params * 4 * (3 + optimizers.slot_count(config.optimizer))
+    # The inputs: the feature scaling (mean and scale, one value per input value)
+    # and a few batches in flight (read, decoded, prefetched, trained on).
+    values = math.prod(input_shape)
+    inputs = values * 4 * (2 + INPUT_BATCHES * config.batch_size)
+    if config.dataset == "images" and inputs > params * 4:
+        shape = "x".join(map(str, input_shape))
+        check_available_memory(
+            inputs,
+            f"images of {shape} values in batches of {config.batch_size} (use a smaller "
+            "--image_size or --batch_size)",
+            f"--image_size={config.image_size}" if config.image_size else "--data_dir",
+        )
+    needed = params * 4 * (3 + optimizers.slot_count(config.optimizer)) + inputs
     flag = f"--hidden={','.join(map(str, config.hidden))}" if config.model == "mlp" else None
     check_available_memory(
         needed,

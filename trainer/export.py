@@ -128,7 +128,12 @@ class ServingModule(tf.Module):
         x = tf.debugging.assert_all_finite(
             x, "x holds NaN or Inf: every raw feature must be a finite number", name="check_x"
         )
-        outputs = tf.cast(self.model(tf.cast(x, tf.float32), training=False), tf.float32)
+        # TensorFlow's Conv2D hands an empty batch back unchanged (its input's channels),
+        # which breaks the layers after it: an empty request runs one zero example, cut.
+        count = tf.shape(x)[0]
+        safe = tf.cond(count > 0, lambda: x, lambda: tf.zeros([1, *self._input_shape]))
+        outputs = tf.cast(self.model(tf.cast(safe, tf.float32), training=False), tf.float32)
+        outputs = outputs[:count]
         outputs = tf.debugging.assert_all_finite(
             outputs,
             "the model's outputs overflowed to NaN or Inf: features of x too large",

@@ -22,11 +22,13 @@ memory holds the list of names and a few batches, never the images.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import math
 import os
+import re
 import stat
 
 import numpy as np
@@ -122,6 +124,8 @@ class Listing:
             if not os.path.isdir(path):
                 continue
             files = _files_of(path)
+            if not files and split in (None, "train"):
+                raise DataError(f"{path}: a class folder that holds no image")
             self.paths += files
             self.labels += [label] * len(files)
         if split:
@@ -144,10 +148,31 @@ def _precheck(path: str) -> str | None:
 
 
 def _decode_problem(error) -> str:
-    text = one_line(error, limit=160)
+    text = one_line(error, limit=100_000)
     if "unknown image file format" in text.lower():
         return "not a JPEG, PNG, GIF or BMP image"
-    return f"truncated or undecodable image ({text})"
+    # TensorFlow's own words, without the function and op it names
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\]|\s*name:\s*$", "", text).strip()
+    return f"truncated or undecodable image ({text[:160]})"
+
+
+@contextlib.contextmanager
+def _c_messages_hidden():
+    """Standard error (file descriptor 2) sent to /dev/null: libjpeg prints lines
+    of its own ("Improper call to JPEG library in state 201") on a truncated file,
+    which the scan names itself."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _scan(paths: list[str]) -> tuple[np.ndarray, dict[int, str]]:
@@ -222,15 +247,17 @@ class ImageFolderSource(DataSource):
         """
         listing = Listing(config.data_dir)
         paths = listing.paths
-        facts, bad = _scan(paths)
+        with _c_messages_hidden():
+            facts, bad = _scan(paths)
         if bad:
             first = min(bad)
             if config.bad_images == "stop":
                 count = f"; {len(bad)} of {len(paths)} files are not readable images"
                 more = count if len(bad) > 1 else ""
+                them = "them" if len(bad) > 1 else "it"
                 raise DataError(
-                    f"{paths[first]}: {bad[first]}{more} (remove them, or give "
-                    "--bad_images=skip to train without them)"
+                    f"{paths[first]}: {bad[first]}{more} (remove {them}, or give "
+                    f"--bad_images=skip to train without {them})"
                 )
             logging.warning(
                 "skipped %d of %d files that are not readable images (--bad_images=skip), "

@@ -83,6 +83,12 @@ class Evaluator(tf.Module):
             self.strategy.run(self._replica_step, args=(x, y))
 
     def _replica_step(self, x, y):
+        # A replica's share of the last, partial batch may be empty, and TensorFlow's
+        # Conv2D hands an empty batch back unchanged (its input's channels, not its
+        # filters), which breaks the layers after it: empty batches count nothing.
+        tf.cond(tf.shape(x)[0] > 0, lambda: self._count(x, y), lambda: None)
+
+    def _count(self, x, y) -> None:
         outputs = self._forward(x, training=False)
         correct = self.objective.correct(y, outputs)
         self.eval_metrics.update(self.objective.eval_loss(y, outputs), correct)
