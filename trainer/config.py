@@ -339,19 +339,12 @@ def _options_problem(field: str, value) -> str | None:
 
 def _structured_problem(name: str, value) -> str | None:
     """What is wrong with a value of a field that is not a plain number or string."""
-    if name == "augment":
+    if name in ("augment", "layers"):  # the grammars of models.spec
         if not isinstance(value, str):
             return "must be a string"
+        parse = model_spec.parse_augmentations if name == "augment" else model_spec.parse
         try:
-            model_spec.parse_augmentations(value)
-        except model_spec.SpecError as error:
-            return str(error)
-        return None
-    if name == "layers":
-        if not isinstance(value, str):
-            return "must be a string"
-        try:
-            model_spec.parse(value)
+            parse(value)
         except model_spec.SpecError as error:
             return str(error)
         return None
