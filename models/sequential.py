@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from models.layers.activation import Activation
-from models.layers.base import Layer, as_shape, show
+from models.layers.base import Layer, ScaleShift, as_shape, show
 from models.layers.normalization import Normalization
 
 # Compiled predict functions, kept off the modules so that checkpoints and
@@ -123,6 +123,13 @@ class Sequential(tf.Module):
         for layer in self.layers:
             weighted += layer.parts or ([layer] if layer.has_weights else [])
         return weighted
+
+    @property
+    def decayed_kernels(self) -> list:
+        """The kernels weight decay and L2 act on: dense and convolution weights, not a
+        normalization's scale (BatchNorm's and LayerNorm's gamma, which ``kernel``
+        reports for diagnostics)."""
+        return [layer.kernel for layer in self.weighted_layers if not isinstance(layer, ScaleShift)]
 
     def _check_built(self):
         if not self.layers:

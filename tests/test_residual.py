@@ -344,3 +344,12 @@ def test_layer_kinds_are_registered_with_their_inputs():
     layer = token.kind.load()(**token.options, name="res_0")
     assert (layer.filters, layer.kernel_size, layer.strides) == (64, 3, 2)
     assert layer.bn_a.momentum == 0.9
+
+
+def test_weight_decay_and_l2_take_the_kernels_not_batchnorms_gamma():
+    from models import zoo
+
+    model = zoo.build("resnet20", (16, 16, 3), 10)
+    names = [kernel.name for kernel in model.decayed_kernels]
+    assert len(names) == 22 and all(name.endswith("/w:0") for name in names)  # 21 convs, output
+    assert "res_3/shortcut/w:0" in names and not any("gamma" in name for name in names)

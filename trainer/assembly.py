@@ -288,7 +288,7 @@ class Run:
         decayed = (
             self.model.trainable_variables
             if config.weight_decay_all
-            else [layer.kernel for layer in self.model.weighted_layers]
+            else self.model.decayed_kernels
         )
         self.optimizer.set_weight_decay(config.weight_decay, decayed)
         self.schedule = make_schedule(config, plan_.total_steps, plan_.steps_per_epoch)

@@ -12,7 +12,7 @@ class Objective:
     """A named loss, averaged over the global batch, with its regularizers.
 
     Args:
-      model: the ``Sequential`` (its weighted layers' kernels for ``l2``).
+      model: the ``Sequential`` (its ``decayed_kernels`` for ``l2``).
       loss: a name in ``models.registry.LOSSES``.
       global_batch_size: examples per step over all replicas: each replica's
         loss sum is scaled by ``1 / global_batch_size``.
@@ -49,7 +49,7 @@ class Objective:
         loss_sum = tf.reduce_sum(per_example)
         loss = loss_sum * (1.0 / self.global_batch_size)
         if self.l2:
-            kernels = [layer.kernel for layer in self.model.weighted_layers]
+            kernels = self.model.decayed_kernels
             penalty = tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
             loss += 0.5 * self.l2 * penalty / self.num_replicas
         return per_example, loss_sum, loss
