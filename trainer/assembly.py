@@ -87,7 +87,7 @@ def check_memory(config: Config, input_shape, num_outputs: int) -> None:
         raise UsageError(f"{_model_flag(config)}: {error}") from None
     # The inputs: the feature scaling (mean and scale, one value per input value)
     # and a few batches in flight (read, decoded, prefetched, trained on).
-    values = math.prod(input_shape)
+    values = int(np.prod(input_shape, dtype=np.int64))
     inputs = values * 4 * (2 + INPUT_BATCHES * config.batch_size)
     if config.dataset == "images" and inputs > params * 4:
         shape = "x".join(map(str, input_shape))
