@@ -133,3 +133,26 @@ def test_sigkill_with_augmented_streamed_images_then_resume_is_bit_identical(tmp
         str(tmp_path / "shown" / "train"), size_guidance={"images": 0, "tensors": 0}
     ).Reload()
     assert events and "augmented_inputs" in accumulator.Tags()["tensors"]
+
+
+def test_settings_about_images_are_checked_on_the_runs_whole_configuration(tmp_path):
+    """On a resume only --model_dir names the network: --augment is checked against the
+    run's own (config.json), and image flags against the run's dataset."""
+    from trainer import assembly, train_lib
+    from trainer.errors import UsageError
+
+    from helpers import config, train
+
+    train(tmp_path / "run", model="cnn", layers="conv3x3:4,flatten", train_steps=2)
+    resumed = train_lib.run(
+        config(tmp_path / "run", augment="flip,crop:2", train_steps=4),
+        explicit={"augment", "train_steps", "model_dir"},
+    )
+    assert resumed["global_step"] == 4
+    with pytest.raises(UsageError, match=r"^--image_size=8,8: applies to --dataset=images only"):
+        train(tmp_path / "digits", image_size="8,8", train_steps=1)
+    with pytest.raises(UsageError, match=r"^--channels=1: applies to --dataset=images only"):
+        train(tmp_path / "digits", channels=1, train_steps=1)
+    full = r"^--batch_size=32 \(the 5 training examples, a full batch\): 5 examples must divide"
+    with pytest.raises(UsageError, match=full):
+        assembly.plan(config(tmp_path, batch_size=32), 5, 2)

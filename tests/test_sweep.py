@@ -340,6 +340,8 @@ def test_a_run_refused_for_its_grid_value_fails_alone_and_the_others_run(tmp_pat
     result = _run(_sweep_command(out, "dataset=csv,digits", flags=short), timeout=300)
     assert_one_line_error(result, "1 of 2 runs failed: 00-dataset=csv;", "results.md")
     assert result.returncode == 1
+    # the sweep's own TensorFlow import is as quiet as a run's (no C++ start-up lines)
+    assert "cudart_stub" not in result.stderr and "port.cc" not in result.stderr
     with open(out / "results.csv") as handle:
         rows = {row["run"]: row for row in csv.DictReader(handle)}
     assert rows["01-dataset=digits"]["stop_reason"] == "steps_done"

@@ -154,7 +154,15 @@ def plan(config: Config, num_train: int, num_replicas: int) -> Plan:
     """
     batch = min(config.batch_size, num_train)  # larger than the data: full batch
     if batch % num_replicas:
-        raise UsageError(f"--batch_size={batch}: must divide evenly over {num_replicas} replicas")
+        full = (
+            f" (the {num_train} training examples, a full batch)"
+            if batch < config.batch_size
+            else ""
+        )
+        raise UsageError(
+            f"--batch_size={config.batch_size}{full}: {batch} examples must divide evenly over "
+            f"{num_replicas} replicas"
+        )
     per_epoch = max(1, num_train // batch)
     if config.train_steps:
         total = config.train_steps
@@ -190,11 +198,38 @@ def _check_objective(config: Config) -> None:
         )
 
 
+def _check_image_settings(config: Config, images: bool) -> None:
+    """Refuses settings about images that this run's data or network would ignore
+    (checked on the run's whole configuration, config.json's settings included)."""
+    if config.augment and not images:
+        raise UsageError(
+            f"--augment={config.augment}: transforms images, but --model={config.model} takes "
+            "flat features; use a convolutional model (--model=cnn, lenet, ...)"
+        )
+    if config.dataset != "images":
+        given = [
+            f"--{name}={value}"
+            for name, value, default in (
+                ("image_size", config.image_size, None),
+                ("channels", config.channels, 0),
+                ("bad_images", config.bad_images, "stop"),
+            )
+            if value != default
+        ]
+        if given:
+            raise UsageError(
+                f"{given[0]}: applies to --dataset=images only (a folder converted to TFRecords "
+                f"keeps the size and channels it was converted with; --dataset={config.dataset})"
+            )
+
+
 def _open_data(config: Config):
     """``(source, config with the data's facts)``; refuses other data on resume."""
     from models import spec
     from trainer.data.sources import open_source
 
+    layers = spec.parse(spec.model_spec(config.model, config.layers, config.hidden))
+    _check_image_settings(config, spec.uses_images(layers))  # before a folder is scanned
     source = open_source(config)
     logging.info("data: %s", source.description)
     if (
@@ -209,7 +244,6 @@ def _open_data(config: Config):
             f"{config.data_fingerprint}: another or a changed file, or another split); "
             "use a new --model_dir (nothing was changed)"
         )
-    layers = spec.parse(spec.model_spec(config.model, config.layers, config.hidden))
     if spec.uses_images(layers):
         # Convolutional models take [H, W, C] examples (a view of the same data).
         source = source.as_images()

@@ -606,13 +606,6 @@ def _check_consistent(f) -> None:
         raise UsageError(
             f"--label_smoothing={f.label_smoothing}: applies to --loss=cross_entropy only"
         )
-    if f.augment and not model_spec.uses_images(
-        model_spec.parse(model_spec.model_spec(f.model, f.layers, f.hidden))
-    ):
-        raise UsageError(
-            f"--augment={f.augment}: transforms images, but --model={f.model} takes flat "
-            "features; use a convolutional model (--model=cnn, lenet, ...)"
-        )
 
 
 _CSV_SPLITS = ("csv_path", "validation_csv_path", "test_csv_path")

@@ -471,6 +471,9 @@ def write_hparams_experiment(runs_dir: str, grid: dict, trainer_flags: list[str]
 
     if glob.glob(os.path.join(runs_dir, "events.out.tfevents.*.sweep")):
         return
+    from trainer import runtime
+
+    runtime.import_tensorflow()  # quietly: TensorFlow's C++ start-up lines hidden, as for runs
     from tensorboard.plugins.hparams import api as hp
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
