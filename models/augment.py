@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from models import registry
 from models import spec as spec_lib
+from models.layers.base import step_stream
 
 
 def flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -69,9 +70,7 @@ class Augmentation:
                 f"--augment={self.specification}: needs images [batch, height, width, "
                 f"channels], got {images.shape}"
             )
-        replica = tf.distribute.get_replica_context()
-        index = replica.replica_id_in_sync_group if replica is not None else 0
-        stream = tf.cast(step, tf.int64) * 4096 + tf.cast(index, tf.int64)
+        stream = step_stream(step)
         for number, (transform, options) in enumerate(self.steps):
             seed = tf.stack([tf.constant(self.seed * 1_000_003 + 7919 * (number + 1), tf.int64),
                              stream])  # fmt: skip

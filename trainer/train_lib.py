@@ -427,14 +427,19 @@ def _input_problem(config: Config, error: Exception) -> Exception:
     from trainer.data.record_source import read_problem
 
     text = one_line(error, limit=100_000)  # searched whole; the messages quote parts
+    image_ops = ("ReadFile", "DecodeImage", "image", "JPEG", "PNG")
     if config.dataset == "images":
+        if isinstance(error, tf.errors.InvalidArgumentError) and not any(
+            w in text for w in image_ops
+        ):
+            return error  # not about a file: the model's or TensorFlow's own
         return DataError(
             f"--data_dir={config.data_dir}: an image could not be read mid-run (the folder "
             f"changed after it was scanned at start: {one_line(error, limit=160)}); "
             f"{_kept(config)}; put the folder back as it was to resume (a resume checks it), or "
             "train into a new --model_dir"
         )
-    input_ops = ("ParseExample", "DecodeRaw", "Feature", "record", "label value", "image", "JPEG")
+    input_ops = ("ParseExample", "DecodeRaw", "Feature", "record", "label value", *image_ops)
     if isinstance(error, tf.errors.InvalidArgumentError) and not any(w in text for w in input_ops):
         return error
     where = (

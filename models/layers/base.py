@@ -65,6 +65,15 @@ def seed_pair(seed: int | Sequence[int]) -> tuple[int, int]:
     return int(first), int(second)
 
 
+def step_stream(step) -> tf.Tensor:
+    """The int64 stream a stateless draw of the training step ``step`` is seeded
+    with: the step and the replica (``step * 4096 + replica id``), so every replica
+    draws its own and the same step always draws the same (Dropout, augmentation)."""
+    replica = tf.distribute.get_replica_context()
+    index = replica.replica_id_in_sync_group if replica is not None else 0
+    return tf.cast(step, tf.int64) * 4096 + tf.cast(index, tf.int64)
+
+
 def positive(label: str, value) -> int:
     """``value`` as an int; ``ValueError`` naming ``label`` unless it is one >= 1."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:

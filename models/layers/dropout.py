@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from models.layers.base import Layer, as_shape, seed_pair
+from models.layers.base import Layer, as_shape, seed_pair, step_stream
 
 
 class Dropout(Layer):
@@ -49,11 +49,7 @@ class Dropout(Layer):
                 f"{self.name}: Dropout needs the global step to draw its mask when training: "
                 "train through the trainer or fit, or call model.set_step_source(fn)"
             )
-        step = tf.cast(self._step_fn(), tf.int64)
-        replica = tf.distribute.get_replica_context()
-        index = replica.replica_id_in_sync_group if replica is not None else 0
-        stream = step * 4096 + tf.cast(index, tf.int64)
-        seed = tf.stack([tf.constant(self._seed, tf.int64), stream])
+        seed = tf.stack([tf.constant(self._seed, tf.int64), step_stream(self._step_fn())])
         # The mask of tf.nn.experimental.stateless_dropout (the same draws, kept where
         # u >= rate), with the 1 / (1 - rate) scale folded in: one multiply forward and
         # one backward, where its select and zeros cost 5% of a CIFAR CNN's step

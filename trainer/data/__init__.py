@@ -14,6 +14,7 @@ memory, or a ``DataSource`` that streams) and one entry in ``SOURCES``;
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -79,6 +80,15 @@ class DataSource:
           DataError: the features are not an image.
         """
         raise NotImplementedError
+
+    def image_view(self) -> DataSource:
+        """A shallow copy whose examples, feature mean and scale are shaped
+        ``image_shape`` (for streams, whose parsing reshapes to ``input_shape``)."""
+        images = copy.copy(self)
+        images.input_shape = tuple(self.image_shape)
+        images.feature_mean = self.feature_mean.reshape(images.input_shape)
+        images.feature_scale = self.feature_scale.reshape(images.input_shape)
+        return images
 
     def train_iterator(self, strategy, global_batch_size: int, seed: int, start_step: int):
         """An endless iterator of per-replica ``(x, y)`` batches from ``start_step`` on.

@@ -23,7 +23,6 @@ memory holds the list of names and a few batches, never the images.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import math
@@ -359,11 +358,7 @@ class ImageFolderSource(DataSource):
 
     # -- streams -----------------------------------------------------------------------
     def as_images(self) -> ImageFolderSource:
-        images = copy.copy(self)
-        images.input_shape = tuple(self.image_shape)
-        images.feature_mean = self.feature_mean.reshape(images.input_shape)
-        images.feature_scale = self.feature_scale.reshape(images.input_shape)
-        return images
+        return self.image_view()
 
     def _loader(self):
         """``index (int64) -> (x float32 input_shape, y int64)``: reads and decodes a file."""

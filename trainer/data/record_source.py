@@ -298,18 +298,17 @@ class RecordSource(DataSource):
         import tensorflow as tf
 
         y_spec = tf.io.FixedLenFeature([], tf.float32 if not self.num_classes else tf.int64)
-        if self.x_kind == "bytes" and self.feature_dtype == "encoded":
-            from trainer.data import image_codec
+        if self.x_kind == "bytes":
+            spec = {"x": tf.io.FixedLenFeature([], tf.string), "y": y_spec}
+            features = tf.io.parse_example(serialized, spec)
+            if self.feature_dtype == "encoded":  # image files' bytes
+                from trainer.data import image_codec
 
-            spec = {"x": tf.io.FixedLenFeature([], tf.string), "y": y_spec}
-            features = tf.io.parse_example(serialized, spec)
-            height, width, channels = self.image_shape
-            x = image_codec.decode_batch(features["x"], (height, width), channels)
-        elif self.x_kind == "bytes":
-            spec = {"x": tf.io.FixedLenFeature([], tf.string), "y": y_spec}
-            features = tf.io.parse_example(serialized, spec)
-            x = tf.io.decode_raw(features["x"], tf.dtypes.as_dtype(self.feature_dtype))
-            x = tf.cast(x, tf.float32)
+                height, width, channels = self.image_shape
+                x = image_codec.decode_batch(features["x"], (height, width), channels)
+            else:
+                x = tf.io.decode_raw(features["x"], tf.dtypes.as_dtype(self.feature_dtype))
+                x = tf.cast(x, tf.float32)
         else:
             spec = {"x": tf.io.FixedLenFeature([self.input_size], tf.float32), "y": y_spec}
             features = tf.io.parse_example(serialized, spec)
@@ -345,13 +344,7 @@ class RecordSource(DataSource):
                 f"{self.description.split(':')[0]}: its {self.input_size} features are not an "
                 "image, so convolutional models cannot take them; use a flat model (--model=mlp)"
             )
-        import copy
-
-        images = copy.copy(self)
-        images.input_shape = tuple(self.image_shape)
-        images.feature_mean = self.feature_mean.reshape(images.input_shape)
-        images.feature_scale = self.feature_scale.reshape(images.input_shape)
-        return images
+        return self.image_view()
 
     def _assignment(self, split: Split, pipelines: int, index: int, log: bool):
         """This pipeline's files, example count per epoch, and whether it shards by data."""

@@ -43,18 +43,15 @@ class ShardedWriter:
         """Writes examples ``x`` ``[k, ...]`` (D values each), labels ``y`` ``[k]``
         and their ids ``[k]``."""
         x = np.ascontiguousarray(x.reshape(len(x), -1), dtype=self.dtype)
-        for row, label, example_id in zip(x, y, ids, strict=True):
-            shard = self._next
-            record = example_codec.serialize(row.tobytes(), label, example_id, self.regression)
-            self._writers[shard].write(record)
-            self.counts[shard] += 1
-            self._next = (shard + 1) % len(self._writers)
+        self.write_encoded([row.tobytes() for row in x], y, ids)
 
     def write_encoded(self, contents: list[bytes], y: np.ndarray, ids: np.ndarray) -> None:
-        """Writes encoded image files' bytes as they are, with labels and ids ``[k]``."""
+        """Writes each example's ``x`` as the bytes given (raw values, or an image
+        file's bytes as they are), with labels and ids ``[k]``, round-robin."""
         for data, label, example_id in zip(contents, y, ids, strict=True):
             shard = self._next
-            self._writers[shard].write(example_codec.serialize(data, label, example_id, False))
+            record = example_codec.serialize(data, label, example_id, self.regression)
+            self._writers[shard].write(record)
             self.counts[shard] += 1
             self._next = (shard + 1) % len(self._writers)
 

@@ -55,9 +55,8 @@ class TrainStep:
         """``(outputs, per_example, loss_sum, grads, records)`` of one replica's
         batch, the gradients and loss sum summed over replicas; with ``records``,
         ``records`` is ``(per-layer records, the augmented batch)``."""
-        augmented = x
         if self.augmentation is not None:
-            x = augmented = self.augmentation(x, self.step_fn())
+            x = self.augmentation(x, self.step_fn())
         with tf.GradientTape() as tape:
             if records:
                 raw, records = self.model.forward_with_activations(
@@ -74,7 +73,7 @@ class TrainStep:
         # Replicas hold identical summed gradients here, so clipping and the
         # finiteness check agree everywhere.
         if records is not False:
-            records = (records, augmented)
+            records = (records, x)
         return outputs, per_example, loss_sum, grads, records
 
     def _apply(self, grads, loss_sum):
